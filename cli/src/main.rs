@@ -1,0 +1,58 @@
+//! `fvision`: the fluvio-vision command line. Each subcommand lives in `cmd/<name>.rs` and turns its
+//! arguments into options for a library call; this file only dispatches and maps errors to exit codes.
+
+mod cmd;
+mod data;
+mod inputs;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Real-time image classification for Fluvio: validate, classify and benchmark images, or run the
+/// whole pipeline embedded in one process.
+#[derive(Debug, Parser)]
+#[command(name = "fvision", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  fvision run                              # the embedded pipeline on the shipped demo images
+  fvision validate data/bad-inputs         # one JSON verdict per file, through the WASM SmartModule
+  fvision bench validate                   # validation throughput, WASM vs native";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline embedded in this process, no cluster needed.
+    Run(cmd::run::RunArgs),
+    /// Validate images through the image-validate SmartModule (WASM), as an SPU would.
+    Validate(cmd::validate::ValidateArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Bench(command) => cmd::bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fvision: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The `fvision` binary as users run it: arguments, output lines, exit codes.
+
+use std::io::Write;
+
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn fvision(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fvision"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fvision runs");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(input) = stdin {
+        pipe.write_all(input).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("fvision finishes")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[test]
+fn validate_prints_one_verdict_per_file_and_exits_zero_even_with_rejections() {
+    let out = fvision(&["validate", "data/bad-inputs"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 20, "README.md is skipped, every image reported");
+    for line in &lines {
+        for key in ["file", "status", "reason", "detail", "format", "width", "height", "size_bytes"] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+    let bomb = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with("bomb-10000x10000-grey-8bit.png")).unwrap();
+    assert_eq!(bomb["status"], "rejected");
+    assert_eq!(bomb["reason"], "too_many_pixels");
+    assert_eq!(bomb["width"], 10000);
+    let gif = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(".gif")).unwrap();
+    assert_eq!((gif["status"].as_str(), gif["format"].as_str()), (Some("ok"), Some("gif")));
+}
+
+#[test]
+fn validate_full_decode_and_params_change_verdicts() {
+    let file = "data/bad-inputs/png-corrupt-idat-bad-zlib-good-crc.png";
+    let header = json_lines(&fvision(&["validate", file], None));
+    assert_eq!(header[0]["status"], "ok");
+    let full = json_lines(&fvision(&["validate", "--full-decode", file], None));
+    assert_eq!(full[0]["reason"], "decode_error");
+    let strict = json_lines(&fvision(&["validate", "-p", "allowed_formats=jpeg", file], None));
+    assert_eq!(strict[0]["reason"], "unsupported_format");
+}
+
+#[test]
+fn validate_reads_stdin_one_record_per_line() {
+    let tench = std::fs::read(repo().join("data/imagenet-sample/n01440764_tench.JPEG")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&tench);
+    let input = format!("{{\"id\":\"t1\",\"data\":\"{b64}\"}}\n{b64}\n\nnot an image\n{{broken\n");
+    let out = fvision(&["validate", "-"], Some(input.as_bytes()));
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    let statuses: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["file"].as_str().unwrap(), l["reason"].as_str().unwrap_or(l["status"].as_str().unwrap())))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("-:1", "ok"), ("-:2", "ok"), ("-:4", "unknown_format"), ("-:5", "malformed_envelope")],
+        "blank lines are skipped, the rest numbered by line"
+    );
+    assert_eq!(lines[0]["width"], 500);
+}
+
+#[test]
+fn usage_and_io_errors_exit_nonzero_with_a_clear_message() {
+    let missing = fvision(&["validate", "no/such/file.jpg"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no/such/file.jpg"), "{stderr}");
+
+    let bad_param = fvision(&["validate", "-p", "max_pixels=lots", "data/demo-images"], None);
+    assert_eq!(bad_param.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_param.stderr);
+    assert!(stderr.contains("max_pixels") && stderr.contains("positive integer"), "{stderr}");
+
+    let not_pair = fvision(&["validate", "-p", "full_decode", "x"], None);
+    assert_eq!(not_pair.status.code(), Some(2), "clap usage error");
+
+    let no_paths = fvision(&["validate"], None);
+    assert_eq!(no_paths.status.code(), Some(2));
+}
+
+#[test]
+fn unreadable_files_are_reported_and_the_rest_still_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("data/bad-inputs/valid-1x1.png"), dir.path().join("a.png")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), dir.path().join("b.png")).unwrap();
+    let out = fvision(&["validate", dir.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "an unreadable input is an I/O error");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["status"], "ok");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b.png"));
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for args in [&["--help"][..], &["validate", "--help"], &["run", "--help"], &["bench", "validate", "--help"]] {
+        let out = fvision(args, None);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"), "{args:?}");
+    }
+}
+
+#[test]
+fn run_with_no_arguments_processes_the_demo_images() {
+    let out = fvision(&["run"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for demo in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg", "retina.jpg", "rocket.jpg"] {
+        assert!(stdout.contains(demo), "{demo} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("6 images"), "{stdout}");
+}

@@ -1,0 +1,18 @@
+//! The record formats that flow between fluvio-vision stages (see `docs/records.md`).
+//!
+//! Every stage (sources, the `image-validate` SmartModule, the inference sink, the CLI) speaks these
+//! types, so a field is declared once and the JSON on each Fluvio topic stays the same everywhere.
+//! The crate compiles to `wasm32-unknown-unknown`: it holds data and pure helpers only.
+#![deny(missing_docs)]
+
+mod event;
+mod format;
+mod prediction;
+mod reason;
+mod validation;
+
+pub use event::{EventMeta, ImageEvent, Source};
+pub use format::ImageFormat;
+pub use prediction::{prediction_id, ClassScore, Prediction, StageTimings};
+pub use reason::{RejectReason, Stage};
+pub use validation::{OriginalPayload, RejectedImage, ValidatedImage, ValidationRecord};

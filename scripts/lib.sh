@@ -1,0 +1,76 @@
+# Shared set-up for the README's two commands; sourced, not run. Every step is idempotent and says what
+# it does. Downloads and builds are cached outside the repository, in $FLUVIO_VISION_CACHE
+# (default ~/.cache/fluvio-vision), and both commands share one cargo target directory there.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export FLUVIO_VISION_CACHE=${FLUVIO_VISION_CACHE:-$HOME/.cache/fluvio-vision}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUVIO_VISION_CACHE/target}
+ORT_VERSION=1.32.0
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# The SmartModule compiles to WASM.
+ensure_wasm_target() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    say "adding the Rust target wasm32-unknown-unknown (for the SmartModule)"
+    rustup target add wasm32-unknown-unknown
+  fi
+}
+
+# ONNX Runtime's shared library, taken from the onnxruntime wheel on PyPI (ort loads it at run time).
+ensure_onnxruntime() {
+  local dir=$FLUVIO_VISION_CACHE/onnxruntime-$ORT_VERSION
+  local lib=$dir/libonnxruntime.so.$ORT_VERSION
+  if [ ! -f "$lib" ]; then
+    say "fetching the ONNX Runtime $ORT_VERSION library from PyPI (wheel onnxruntime==$ORT_VERSION)"
+    local tmp
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      "onnxruntime==$ORT_VERSION" -d "$tmp"
+    mkdir -p "$dir"
+    python3 - "$tmp" "$dir" "$ORT_VERSION" <<'PY'
+import glob, sys, zipfile
+tmp, dest, version = sys.argv[1:]
+wheel = glob.glob(f"{tmp}/onnxruntime-*.whl")[0]
+name = f"onnxruntime/capi/libonnxruntime.so.{version}"
+with zipfile.ZipFile(wheel) as z, open(f"{dest}/libonnxruntime.so.{version}", "wb") as out:
+    out.write(z.read(name))
+PY
+    rm -rf "$tmp"
+  fi
+  export ORT_DYLIB_PATH=$lib
+}
+
+# The Google Cloud emulators the sink and source tests talk to (BigQuery, GCS, Pub/Sub), each in its
+# own virtualenv, pinned to the versions that work together on Python 3.11.
+ensure_emulators() {
+  local venvs=$FLUVIO_VISION_CACHE/emulators
+  mkdir -p "$venvs"
+  install_venv "$venvs/bq" bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 \
+    duckdb-extension-avro==1.5.5 numpy==2.4.6
+  install_venv "$venvs/gcs" gcp-storage-emulator==2026.7.19
+  install_venv "$venvs/pubsub" --ignore-requires-python cloudbox==0.2.3
+  export FVISION_EMULATORS=$venvs
+}
+
+install_venv() {
+  local venv=$1
+  shift
+  local want="$*"
+  if [ "$(cat "$venv/.fvision-installed" 2>/dev/null)" != "$want" ]; then
+    say "installing $(basename "$venv") emulator into $venv ($want)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$want" >"$venv/.fvision-installed"
+  fi
+}
+
+# One optimised build serves the demo, the tests and the benchmarks.
+build() {
+  say "building the SmartModules (WASM) and fvision (release; first build takes several minutes)"
+  (cd "$REPO" && cargo build --profile release-wasm --target wasm32-unknown-unknown \
+     -p image-validate -p identity-smartmodule)
+  (cd "$REPO" && cargo build --release -p fvision)
+}

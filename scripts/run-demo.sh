@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job on its embedded defaults: the shipped demo images through the whole pipeline, in one
+# process, no cluster. Sets up what it needs first. Extra arguments go to `fvision run`.
+source "$(dirname "$0")/lib.sh"
+ensure_wasm_target
+ensure_onnxruntime
+build
+exec "$CARGO_TARGET_DIR/release/fvision" run "$@"

@@ -1,0 +1,54 @@
+//! Helpers shared by the end-to-end tests: where the repository's data and built artefacts are.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use fvision_connector_common::{locate_smartmodule, SmartModuleRunner, WasmValidator};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A folder under the repository's `data/`.
+pub fn data(name: &str) -> PathBuf {
+    repo_root().join("data").join(name)
+}
+
+/// Every file of a data folder except its documentation, sorted, with its bytes.
+pub fn data_files(name: &str) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(data(name))
+        .unwrap_or_else(|e| panic!("data/{name}: {e}"))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| !matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "tsv")))
+        .map(|path| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (name, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The built `image-validate` WASM loaded with `params`. The README's test command builds it before
+/// the tests; a missing artefact is a failure, not a skip.
+pub fn wasm_validator(params: &[(&str, &str)]) -> WasmValidator {
+    let path = locate_smartmodule().unwrap_or_else(|e| panic!("{e}"));
+    let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    WasmValidator::load(&path, params).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// The built `image-validate` WASM as a bare engine runner, bypassing the host-side param checks.
+pub fn wasm_runner(params: &[(&str, &str)]) -> Result<SmartModuleRunner, fvision_connector_common::EngineError> {
+    let path = locate_smartmodule().unwrap_or_else(|e| panic!("{e}"));
+    let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    SmartModuleRunner::builder(image_validate::SMARTMODULE_NAME).params(params).load(&path)
+}
+
+/// The stock identity SmartModule (built by the README's commands), the reference for engine costs.
+pub fn identity_wasm() -> PathBuf {
+    fvision_connector_common::find_in_target_dir("identity_smartmodule.wasm")
+        .unwrap_or_else(|| panic!("identity_smartmodule.wasm is not built; run ./scripts/test.sh"))
+}
