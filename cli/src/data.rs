@@ -7,9 +7,10 @@ pub const DATA_DIR_ENV: &str = "FVISION_DATA_DIR";
 
 /// The shipped data folder: `$FVISION_DATA_DIR`, else `data/` in the source tree this binary was built from.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os(DATA_DIR_ENV)
+    let dir = std::env::var_os(DATA_DIR_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data")));
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The photos `fvision run` uses when given no inputs.

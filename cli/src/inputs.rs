@@ -111,6 +111,17 @@ impl InputSource {
     }
 }
 
+/// Groups inputs into batches of `size`, read lazily: memory holds one batch at a time.
+pub fn batches(inputs: Box<dyn Iterator<Item = Input>>, size: usize) -> impl Iterator<Item = Vec<Input>> {
+    let mut inputs = inputs.peekable();
+    std::iter::from_fn(move || inputs.peek().is_some().then(|| inputs.by_ref().take(size.max(1)).collect()))
+}
+
+/// The values of a batch that could be read, in order (unreadable inputs are reported by the caller).
+pub fn readable(batch: &[Input]) -> Vec<&[u8]> {
+    batch.iter().filter_map(|i| i.value.as_ref().ok().map(Vec::as_slice)).collect()
+}
+
 /// Documentation and reference files that sit beside images in data folders.
 fn is_sidecar(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("md" | "tsv" | "txt"))

@@ -22,7 +22,10 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   fvision run                              # the embedded pipeline on the shipped demo images
+  fvision classify --json photo.jpg        # one prediction per image
+  fvision models list                      # the shipped models
   fvision validate data/bad-inputs         # one JSON verdict per file, through the WASM SmartModule
+  fvision bench inference --model all      # per-stage cost of every model
   fvision bench validate                   # validation throughput, WASM vs native";
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +34,11 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Validate images through the image-validate SmartModule (WASM), as an SPU would.
     Validate(cmd::validate::ValidateArgs),
+    /// Classify images with one model.
+    Classify(cmd::classify::ClassifyArgs),
+    /// List and inspect models.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -45,6 +53,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Classify(args) => cmd::classify::run(args),
+        Command::Models(command) => cmd::models::run(command),
         Command::Bench(command) => cmd::bench::run(command),
     };
     match result {

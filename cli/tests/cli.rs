@@ -118,7 +118,16 @@ fn unreadable_files_are_reported_and_the_rest_still_validated() {
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for args in [&["--help"][..], &["validate", "--help"], &["run", "--help"], &["bench", "validate", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["validate", "--help"],
+        &["run", "--help"],
+        &["classify", "--help"],
+        &["models", "list", "--help"],
+        &["models", "show", "--help"],
+        &["bench", "validate", "--help"],
+        &["bench", "inference", "--help"],
+    ] {
         let out = fvision(args, None);
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"), "{args:?}");
@@ -133,5 +142,68 @@ fn run_with_no_arguments_processes_the_demo_images() {
     for demo in ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg", "retina.jpg", "rocket.jpg"] {
         assert!(stdout.contains(demo), "{demo} missing:\n{stdout}");
     }
-    assert!(stdout.contains("6 images"), "{stdout}");
+    assert!(stdout.contains("6 images") && stdout.contains("6 classified (100% success)"), "{stdout}");
+    assert!(stdout.contains("espresso"), "the coffee photo is recognised:\n{stdout}");
+}
+
+#[test]
+fn run_writes_every_outcome_to_a_jsonl_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let out = fvision(
+        &["run", "data/bad-inputs", "--output", output.to_str().unwrap(), "--confidence-threshold", "0.5"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 20, "one outcome per input file");
+    let rejected = lines.iter().filter(|l| l["status"] == "rejected").count();
+    let classified = lines.iter().filter(|l| l.get("prediction_id").is_some()).count();
+    assert_eq!(rejected + classified, 20);
+    assert_eq!(rejected, 10, "9 rejected by the validator in header mode, 1 (bad zlib) at decode");
+    let bad_zlib = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with("bad-zlib-good-crc.png")).unwrap();
+    assert_eq!((bad_zlib["reason"].as_str(), bad_zlib["stage"].as_str()), (Some("decode_error"), Some("decode")));
+    assert!(lines.iter().filter(|l| l.get("above_threshold").is_some()).all(|l| l["above_threshold"].is_boolean()));
+}
+
+#[test]
+fn classify_prints_predictions_and_rejections_as_json() {
+    let out = fvision(
+        &[
+            "classify",
+            "--json",
+            "--top-k",
+            "3",
+            "data/imagenet-sample/n01440764_tench.JPEG",
+            "data/bad-inputs/zero-bytes.jpg",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["label"], "tench");
+    assert_eq!(lines[0]["class_index"], 0);
+    assert_eq!(lines[0]["top_k"].as_array().unwrap().len(), 3);
+    for key in ["confidence", "model_name", "model_version", "processing_time_ms"] {
+        assert!(lines[0].get(key).is_some(), "{key}");
+    }
+    assert_eq!((lines[1]["status"].as_str(), lines[1]["reason"].as_str()), (Some("rejected"), Some("empty")));
+    let unknown = fvision(&["classify", "--model", "no-such-model", "data/demo-images"], None);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("efficientnet-lite0"));
+}
+
+#[test]
+fn models_list_and_show_describe_every_preset() {
+    let list = String::from_utf8_lossy(&fvision(&["models", "list"], None).stdout).into_owned();
+    for name in ["efficientnet-lite0", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"] {
+        assert!(list.contains(name), "{name}");
+    }
+    assert_eq!(list.matches("WEIGHT-FREE (meaningless output)").count(), 4, "{list}");
+    let show = fvision(&["models", "show", "mobilenet_v2-keras"], None);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success());
+    assert!(text.contains("`input` Float32 [-1, 224, 224, 3]"), "shape read from the ONNX file:\n{text}");
+    assert!(text.contains("WEIGHT-FREE"));
 }

@@ -28,6 +28,42 @@ Examples:
   fvision bench validate                       # the 100 ImageNet sample images, 3 s per mode
   fvision bench validate --seconds 10 --json   # longer, machine-readable")]
     Validate(BenchValidateArgs),
+    /// Per-image cost of each stage (decode, resize, normalise, inference at several batch sizes) for
+    /// one or every model, in one run.
+    #[command(after_help = "\
+Examples:
+  fvision bench inference                              # efficientnet-lite0 on the ImageNet sample
+  fvision bench inference --model all --seconds 1      # every shipped model
+  fvision bench inference --batch-sizes 1,4,16 --json")]
+    Inference(BenchInferenceArgs),
+}
+
+/// Options of `fvision bench inference`.
+#[derive(Debug, Args)]
+pub struct BenchInferenceArgs {
+    /// Images to use [default: the shipped ImageNet sample]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// A preset, a manifest path, or `all` for every preset.
+    #[arg(long, short = 'm', default_value = fvision_models::DEFAULT_MODEL)]
+    model: String,
+
+    /// Batch sizes to measure (capped by each model's max_batch).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    batch_sizes: Vec<usize>,
+
+    /// Measured inference time per batch size, in seconds (sizes are interleaved run by run).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+
+    /// Threads ONNX Runtime uses inside an operator [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `fvision bench validate`.
@@ -61,6 +97,7 @@ pub struct BenchValidateArgs {
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Validate(args) => bench_validate(args),
+        BenchCommand::Inference(args) => bench_inference(args),
     }
 }
 
@@ -244,4 +281,148 @@ fn record_values(paths: &[PathBuf], raw: bool) -> Result<Vec<(Vec<u8>, u64)>> {
         bail!("no images found in {paths:?}");
     }
     Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResult {
+    batch_size: usize,
+    runs: u64,
+    ms_per_image: f64,
+    images_per_sec: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct InferenceReport {
+    model: String,
+    real_weights: bool,
+    load_ms: f64,
+    images: usize,
+    decode_ms: f64,
+    resize_ms: f64,
+    normalize_ms: f64,
+    inference: Vec<BatchResult>,
+    best_batch_size: usize,
+    best_images_per_sec: f64,
+    preprocess_to_inference: f64,
+}
+
+fn bench_inference(args: BenchInferenceArgs) -> Result<ExitCode> {
+    let registry = fvision_models::Registry::open_default()?;
+    let specs = if args.model == "all" { registry.list().to_vec() } else { vec![registry.resolve(&args.model)?] };
+    let paths = if args.paths.is_empty() { vec![imagenet_sample()] } else { args.paths.clone() };
+    let files: Vec<Vec<u8>> = InputSource::from_args(&paths)?
+        .iter()
+        .map(|input| input.value.with_context(|| format!("reading {}", input.name)))
+        .collect::<Result<_>>()?;
+    if files.is_empty() {
+        bail!("no images found in {paths:?}");
+    }
+    let mut options = fvision_models::ClassifierOptions::default();
+    if let Some(threads) = args.threads {
+        options.intra_threads = threads;
+    }
+    let mut reports = Vec::new();
+    for spec in specs {
+        let model = fvision_models::Classifier::load(spec, &options)?;
+        reports.push(bench_model(&model, &files, &args)?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("per-image cost, {} images, {} ONNX Runtime threads", files.len(), options.intra_threads);
+    for r in &reports {
+        println!(
+            "\n{} ({}), loaded in {:.0} ms",
+            r.model,
+            if r.real_weights { "real weights" } else { "weight-free" },
+            r.load_ms
+        );
+        println!(
+            "  decode {:.2} ms, resize+crop {:.2} ms, normalise {:.3} ms (one thread)",
+            r.decode_ms, r.resize_ms, r.normalize_ms
+        );
+        for b in &r.inference {
+            println!(
+                "  inference batch {:>2}: {:>8.2} ms/image {:>8.1} images/s ({} runs)",
+                b.batch_size, b.ms_per_image, b.images_per_sec, b.runs
+            );
+        }
+        println!(
+            "  best batch {}: {:.1} images/s; preprocessing / inference per image = {:.3}",
+            r.best_batch_size, r.best_images_per_sec, r.preprocess_to_inference
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_model(
+    model: &fvision_models::Classifier,
+    files: &[Vec<u8>],
+    args: &BenchInferenceArgs,
+) -> Result<InferenceReport> {
+    let pre = model.preprocessor();
+    let mut prepared = Vec::with_capacity(files.len());
+    for bytes in files {
+        prepared.push(pre.prepare(bytes, fvision_records::EventMeta::default())?);
+    }
+    let n = prepared.len() as f64;
+    let mean_ms = |f: fn(&fvision_models::StageTimes) -> Duration| {
+        prepared.iter().map(|p| f(&p.times).as_secs_f64() * 1e3).sum::<f64>() / n
+    };
+    let (decode_ms, resize_ms, normalize_ms) = (mean_ms(|t| t.decode), mean_ms(|t| t.resize), mean_ms(|t| t.normalize));
+
+    let max_batch = model.spec().manifest.max_batch;
+    let mut sizes: Vec<usize> = args.batch_sizes.iter().copied().filter(|b| (1..=max_batch).contains(b)).collect();
+    sizes.dedup();
+    if sizes.is_empty() {
+        bail!("no batch size in {:?} fits {}'s max_batch {max_batch}", args.batch_sizes, model.spec().name());
+    }
+    let batches: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&b| prepared.iter().cycle().take(b).flat_map(|p| p.tensor.iter().copied()).collect())
+        .collect();
+    let budget = Duration::from_secs_f64(args.seconds.max(0.05));
+    let mut spent = vec![Duration::ZERO; sizes.len()];
+    let mut runs = vec![0u64; sizes.len()];
+    let bar = progress(Some((args.seconds * sizes.len() as f64).ceil() as u64), model.spec().name());
+    while spent.iter().any(|s| *s < budget) {
+        for (i, &b) in sizes.iter().enumerate() {
+            if spent[i] >= budget {
+                continue;
+            }
+            let start = Instant::now();
+            model.probabilities(&batches[i], b)?;
+            spent[i] += start.elapsed();
+            runs[i] += 1;
+        }
+        bar.set_position(spent.iter().map(|s| s.as_secs_f64().min(args.seconds)).sum::<f64>() as u64);
+    }
+    bar.finish_and_clear();
+    let inference: Vec<BatchResult> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let ms = spent[i].as_secs_f64() * 1e3 / (runs[i] as f64 * b as f64);
+            BatchResult { batch_size: b, runs: runs[i], ms_per_image: ms, images_per_sec: 1e3 / ms }
+        })
+        .collect();
+    let best = inference
+        .iter()
+        .min_by(|a, b| a.ms_per_image.total_cmp(&b.ms_per_image))
+        .map(|b| (b.batch_size, b.ms_per_image, b.images_per_sec));
+    let (best_batch_size, best_ms, best_images_per_sec) = best.unwrap_or((1, f64::NAN, f64::NAN));
+    Ok(InferenceReport {
+        model: model.spec().name().to_string(),
+        real_weights: model.spec().manifest.real_weights,
+        load_ms: model.load_time().as_secs_f64() * 1e3,
+        images: prepared.len(),
+        decode_ms,
+        resize_ms,
+        normalize_ms,
+        inference,
+        best_batch_size,
+        best_images_per_sec,
+        preprocess_to_inference: (decode_ms + resize_ms + normalize_ms) / best_ms,
+    })
 }

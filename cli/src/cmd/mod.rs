@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod classify;
+pub mod models;
 pub mod run;
 pub mod validate;

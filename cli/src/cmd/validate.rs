@@ -11,7 +11,7 @@ use fvision_connector_common::{locate_smartmodule, WasmValidator, SMARTMODULE_EN
 use fvision_records::{ImageFormat, RejectReason, ValidationRecord};
 use serde::Serialize;
 
-use crate::inputs::{Input, InputError, InputSource};
+use crate::inputs::{batches, readable, InputError, InputSource};
 use crate::output::progress;
 
 /// Validate images by their bytes, through the image-validate SmartModule compiled to WASM and run by
@@ -161,11 +161,8 @@ pub fn validate_inputs(
 ) -> Result<usize> {
     let bar = progress(source.len_hint(), "validating");
     let mut unreadable = 0;
-    let mut inputs = source.iter().peekable();
-    while inputs.peek().is_some() {
-        let batch: Vec<Input> = inputs.by_ref().take(batch_size).collect();
-        let values: Vec<&[u8]> = batch.iter().filter_map(|i| i.value.as_ref().ok().map(Vec::as_slice)).collect();
-        let mut outputs = validator.validate_batch(&values).into_iter();
+    for batch in batches(source.iter(), batch_size) {
+        let mut outputs = validator.validate_batch(&readable(&batch)).into_iter();
         for input in &batch {
             match &input.value {
                 Ok(_) => {

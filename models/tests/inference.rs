@@ -1,0 +1,247 @@
+//! The inference core against the real ONNX Runtime and the shipped models.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use fvision_models::{Classifier, ClassifierOptions, ModelError, PreparedImage, Registry};
+use fvision_records::{EventMeta, RejectReason};
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data").join(path)
+}
+
+fn load(name: &str) -> Classifier {
+    let spec = Registry::open_default().unwrap().resolve(name).unwrap();
+    Classifier::load(spec, &ClassifierOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The default model, loaded once for all tests of this binary (as the pipeline shares it).
+fn efficientnet() -> &'static Classifier {
+    static MODEL: OnceLock<Classifier> = OnceLock::new();
+    MODEL.get_or_init(|| load("efficientnet-lite0"))
+}
+
+fn prepare(model: &Classifier, path: &Path) -> PreparedImage {
+    let bytes = std::fs::read(path).unwrap();
+    let meta = EventMeta { id: path.display().to_string(), ..Default::default() };
+    model.preprocessor().prepare(&bytes, meta).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Reference {
+    file: String,
+    class_index: usize,
+    top1: usize,
+    top1_prob: f32,
+    stable: bool,
+}
+
+fn references() -> Vec<Reference> {
+    let text = std::fs::read_to_string(data("imagenet-sample/expected-top5.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let first = |s: &str| s.split(',').next().unwrap().to_string();
+            Reference {
+                file: f[0].to_string(),
+                class_index: f[1].parse().unwrap(),
+                top1: first(f[2]).parse().unwrap(),
+                top1_prob: first(f[3]).parse().unwrap(),
+                stable: f[5] == "yes",
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn efficientnet_reproduces_the_reference_preprocessing_on_the_imagenet_sample() {
+    let model = efficientnet();
+    let refs = references();
+    assert_eq!(refs.len(), 100);
+    let images: Vec<PreparedImage> =
+        refs.iter().map(|r| prepare(model, &data(&format!("imagenet-sample/{}", r.file)))).collect();
+    let predictions = model.classify_batch(&images, 5, 0.0).unwrap();
+    let (mut correct, mut max_diff, mut stable_checked) = (0, 0f32, 0);
+    let mut diffs: Vec<(f32, &str)> = refs
+        .iter()
+        .zip(&predictions)
+        .filter(|(r, _)| r.stable)
+        .map(|(r, p)| ((p.confidence - r.top1_prob).abs(), r.file.as_str()))
+        .collect();
+    diffs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("largest top-1 probability differences: {:?}", &diffs[..5]);
+    for (r, p) in refs.iter().zip(&predictions) {
+        if p.class_index == r.class_index {
+            correct += 1;
+        }
+        if r.stable {
+            stable_checked += 1;
+            assert_eq!(p.class_index, r.top1, "{}: top-1 differs from the reference", r.file);
+            let diff = (p.confidence - r.top1_prob).abs();
+            max_diff = max_diff.max(diff);
+            if std::env::var_os("FVISION_PRINT_DIFFS").is_some() {
+                println!("DIFF {diff:.4} {} {} {}", r.file, p.confidence, r.top1_prob);
+            }
+            assert!(diff <= 0.03, "{}: top-1 probability {} vs reference {}", r.file, p.confidence, r.top1_prob);
+        }
+    }
+    println!(
+        "top-1 {correct}/100, {stable_checked} filter-stable rows match, max probability difference {max_diff:.4}"
+    );
+    assert_eq!(stable_checked, 95);
+    assert!(correct >= 88, "top-1 accuracy {correct}/100 is below 88");
+}
+
+#[test]
+fn results_do_not_depend_on_batch_size() {
+    let model = efficientnet();
+    let files: Vec<PathBuf> =
+        references().iter().take(8).map(|r| data(&format!("imagenet-sample/{}", r.file))).collect();
+    let images: Vec<PreparedImage> = files.iter().map(|f| prepare(model, f)).collect();
+    let len = model.preprocessor().tensor_len();
+    let batch: Vec<f32> = images.iter().flat_map(|i| i.tensor.iter().copied()).collect();
+    let together = model.probabilities(&batch, 8).unwrap();
+    for (i, image) in images.iter().enumerate() {
+        let alone = model.probabilities(&image.tensor, 1).unwrap();
+        assert_eq!(image.tensor.len(), len);
+        let diff = alone[0].iter().zip(&together[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "image {i}: max difference {diff} between batch 1 and batch 8");
+    }
+}
+
+#[test]
+fn every_preset_loads_and_runs() {
+    let registry = Registry::open_default().unwrap();
+    let names: Vec<&str> = registry.list().iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["efficientnet-lite0", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]);
+    let chelsea = data("demo-images/chelsea.jpg");
+    for spec in registry.list() {
+        let model = if spec.name() == "efficientnet-lite0" { efficientnet() } else { &load(spec.name()) };
+        let images = vec![prepare(model, &chelsea), prepare(model, &data("demo-images/coffee.jpg"))];
+        let predictions = model.classify_batch(&images, 3, 0.5).unwrap();
+        assert_eq!(predictions.len(), 2, "{}", spec.name());
+        for p in &predictions {
+            assert_eq!(p.top_k.len(), 3);
+            assert!(p.confidence.is_finite() && p.confidence > 0.0 && p.confidence <= 1.0);
+            assert_eq!(p.model_name, spec.name());
+            if !spec.manifest.real_weights {
+                // All 1000 logits are equal in the weight-free graphs: softmax is uniform.
+                assert!((p.confidence - 0.001).abs() < 1e-4, "{}: {}", spec.name(), p.confidence);
+                assert!(!p.above_threshold);
+            }
+        }
+        assert!(model.load_time().as_nanos() > 0);
+    }
+    // The real model knows a cat when it sees one (ImageNet classes 281-285 are domestic cats).
+    let cat = efficientnet().classify_batch(&[prepare(efficientnet(), &chelsea)], 1, 0.0).unwrap();
+    assert!((281..=285).contains(&cat[0].class_index), "{:?}", cat[0].label);
+}
+
+fn custom_manifest(dir: &Path, body: &str) -> PathBuf {
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx");
+    let text = body.replace("ONNX_DIR", &onnx.display().to_string());
+    let path = dir.join("custom.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const CUSTOM: &str = r#"
+name = "my-keras-net"
+version = "2026.11"
+real_weights = false
+onnx = "ONNX_DIR/mobilenet_v2-light-nhwc.onnx"
+labels = "ONNX_DIR/imagenet-labels.txt"
+max_batch = 4
+[input]
+name = "input"
+layout = "NHWC"
+size = 224
+channel_order = "BGR"
+[preprocess]
+resize = "squash"
+filter = "lanczos3"
+normalize = "custom"
+mean = [0.4, 0.4, 0.4]
+std = [0.3, 0.3, 0.3]
+[output]
+name = "logits"
+kind = "logits"
+"#;
+
+#[test]
+fn a_custom_manifest_loads_by_path_and_runs() {
+    let dir = std::env::temp_dir().join(format!("fvision-custom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = custom_manifest(&dir, CUSTOM);
+    let spec = Registry::open_default().unwrap().resolve(path.to_str().unwrap()).unwrap();
+    let model = Classifier::load(spec, &ClassifierOptions::default()).unwrap();
+    let images: Vec<PreparedImage> = (0..6).map(|_| prepare(&model, &data("demo-images/rocket.jpg"))).collect();
+    let predictions = model.classify_batch(&images, 1, 0.0).unwrap(); // 6 images, max_batch 4: two runs
+    assert_eq!(predictions.len(), 6);
+    assert_eq!(predictions[0].model_version, "2026.11");
+    assert_eq!(predictions[0].prediction_id, predictions[5].prediction_id, "same image id, model and version");
+}
+
+#[test]
+fn a_manifest_that_does_not_match_its_graph_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("fvision-mismatch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (CUSTOM.replace("name = \"input\"", "name = \"image\""), "the graph's inputs are: input"),
+        (CUSTOM.replace("\"NHWC\"", "\"NCHW\""), "need [batch, 3, 224, 224]"),
+        (CUSTOM.replace("size = 224", "size = 160"), "input.size = 160"),
+        (CUSTOM.replace("name = \"logits\"", "name = \"probs\""), "the graph's outputs are: logits"),
+    ];
+    for (text, want) in cases {
+        let spec = Registry::open_default().unwrap().resolve(custom_manifest(&dir, &text).to_str().unwrap()).unwrap();
+        let err = Classifier::load(spec, &ClassifierOptions::default()).unwrap_err();
+        assert!(matches!(err, ModelError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let err = Registry::open_default().unwrap().resolve("no-such-model").unwrap_err().to_string();
+    assert!(err.contains("efficientnet-lite0") && err.contains("no-such-model"), "{err}");
+}
+
+#[test]
+fn hostile_and_unusual_inputs_become_rgb_or_a_clear_rejection() {
+    let model = efficientnet();
+    let pre = model.preprocessor();
+    let decode = |name: &str| pre.decode(&std::fs::read(data(&format!("bad-inputs/{name}"))).unwrap());
+    // EXIF orientation 6: stored 240x320, upright 320x240.
+    let upright = decode("exif-orientation-6-stored-240x320.jpg").unwrap();
+    assert_eq!(upright.dimensions(), (320, 240));
+    // 16-bit grey ramp 0..65535 becomes 0..255 by the high byte, replicated to R=G=B (not clamped white).
+    let ramp = decode("grey-16bit-64x64.png").unwrap();
+    let values: Vec<u8> = ramp.pixels().map(|p| p[0]).collect(); // the ramp runs in row-major order
+    assert!(values[0] < 2 && values[values.len() - 1] > 250, "{:?}", &values[..8]);
+    assert!(values.windows(2).all(|w| w[0] <= w[1]));
+    assert!(ramp.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    // CMYK (Adobe, inverted) converts to the same picture as the RGB original it was made from.
+    let cmyk = decode("cmyk.jpg").unwrap();
+    let rgba = decode("rgba-alpha.png").unwrap(); // alpha dropped: the full photo
+    let mean_diff = cmyk.as_raw().iter().zip(rgba.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+        / cmyk.as_raw().len() as f64;
+    assert!(mean_diff < 12.0, "CMYK decodes to a different picture: mean difference {mean_diff:.1}");
+    for name in [
+        "greyscale.jpg",
+        "rgb-16bit-64x64.png",
+        "animated-3frames-64x48.gif",
+        "valid-lossy-320x240.webp",
+        "png-content-with-jpg-extension.jpg",
+    ] {
+        assert!(decode(name).is_ok(), "{name}");
+    }
+    // Tiny and extreme shapes go through the crop-aware resize without a huge intermediate.
+    for name in ["valid-1x1.png", "extreme-aspect-10000x2.png"] {
+        let bytes = std::fs::read(data(&format!("bad-inputs/{name}"))).unwrap();
+        let prepared = pre.prepare(&bytes, EventMeta::default()).unwrap();
+        assert_eq!(prepared.tensor.len(), pre.tensor_len(), "{name}");
+        assert!(prepared.tensor.iter().all(|v| v.is_finite()));
+    }
+    // Bombs are refused from the header; broken data is a decode error, never a panic.
+    assert_eq!(decode("bomb-10000x10000-grey-8bit.png").unwrap_err().reason, RejectReason::TooManyPixels);
+    assert_eq!(decode("header-claims-100000x100000.png").unwrap_err().reason, RejectReason::TooManyPixels);
+    assert_eq!(decode("png-corrupt-idat-bad-zlib-good-crc.png").unwrap_err().reason, RejectReason::DecodeError);
+    assert_eq!(decode("random-bytes.jpg").unwrap_err().reason, RejectReason::UnknownFormat);
+    assert_eq!(decode("zero-bytes.jpg").unwrap_err().reason, RejectReason::UnknownFormat);
+}
