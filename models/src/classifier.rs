@@ -11,7 +11,7 @@ use ort::value::TensorRef;
 
 use crate::error::ModelError;
 use crate::manifest::{Layout, ModelSpec, OutputKind};
-use crate::preprocess::{PreparedImage, Preprocessor};
+use crate::preprocess::{ImageInfo, PreparedBatch, Preprocessor};
 use crate::runtime::init_runtime;
 
 /// How a model is loaded.
@@ -201,25 +201,23 @@ impl Classifier {
         Classification { top_k }
     }
 
-    /// Classifies prepared images in batches of at most the manifest's `max_batch`, returning one
-    /// prediction each, in order. `threshold` only sets `above_threshold`; nothing is dropped here.
+    /// Classifies a prepared batch in runs of at most the manifest's `max_batch` (zero-copy slices of
+    /// the batch tensor), returning one prediction per image, in order. `threshold` only sets
+    /// `above_threshold`; nothing is dropped here.
     pub fn classify_batch(
         &self,
-        images: &[PreparedImage],
+        batch: &PreparedBatch,
         top_k: usize,
         threshold: f32,
     ) -> Result<Vec<Prediction>, ModelError> {
-        let mut predictions = Vec::with_capacity(images.len());
-        let len = self.preprocessor.tensor_len();
-        for chunk in images.chunks(self.spec.manifest.max_batch) {
-            let mut batch = Vec::with_capacity(chunk.len() * len);
-            for image in chunk {
-                batch.extend_from_slice(&image.tensor);
-            }
+        let mut predictions = Vec::with_capacity(batch.len());
+        let max = self.spec.manifest.max_batch;
+        for start in (0..batch.len()).step_by(max) {
+            let end = (start + max).min(batch.len());
             let started = Instant::now();
-            let probabilities = self.probabilities(&batch, chunk.len())?;
-            let per_image_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
-            for (image, probs) in chunk.iter().zip(probabilities) {
+            let probabilities = self.probabilities(batch.tensor(start..end), end - start)?;
+            let per_image_ms = started.elapsed().as_secs_f64() * 1e3 / (end - start) as f64;
+            for (image, probs) in batch.images()[start..end].iter().zip(probabilities) {
                 predictions.push(self.prediction(image, &probs, top_k, threshold, started, per_image_ms));
             }
         }
@@ -228,7 +226,7 @@ impl Classifier {
 
     fn prediction(
         &self,
-        image: &PreparedImage,
+        image: &ImageInfo,
         probabilities: &[f32],
         top_k: usize,
         threshold: f32,

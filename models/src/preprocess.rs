@@ -68,11 +68,9 @@ pub struct StageTimes {
     pub normalize: Duration,
 }
 
-/// One image ready for the model, with what a prediction needs to say about it.
+/// What a prediction needs to say about one prepared image (its pixels live in a [`PreparedBatch`]).
 #[derive(Debug, Clone)]
-pub struct PreparedImage {
-    /// The model input for this image: `3 x size x size` floats in the model's layout.
-    pub tensor: Vec<f32>,
+pub struct ImageInfo {
     /// Envelope fields (id, source, attributes) carried to the prediction.
     pub meta: EventMeta,
     /// Encoded size in bytes.
@@ -134,18 +132,17 @@ impl Preprocessor {
         self.size
     }
 
-    /// Decode, resize, normalise: the whole path for one image.
-    pub fn prepare(&self, bytes: &[u8], meta: EventMeta) -> Result<PreparedImage, PreprocessError> {
+    /// Decode, resize, normalise: the whole path for one image, writing its input straight into `out`
+    /// (`tensor_len()` floats, typically its slot in a batch tensor).
+    pub fn prepare_into(&self, bytes: &[u8], meta: EventMeta, out: &mut [f32]) -> Result<ImageInfo, PreprocessError> {
         let started = Instant::now();
         let rgb = self.decode(bytes)?;
         let decoded = Instant::now();
         let crop = self.resize(&rgb)?;
         let resized = Instant::now();
-        let mut tensor = vec![0f32; self.tensor_len()];
-        self.normalize_into(&crop, &mut tensor);
+        self.normalize_into(&crop, out);
         let normalized = Instant::now();
-        Ok(PreparedImage {
-            tensor,
+        Ok(ImageInfo {
             meta,
             size_bytes: bytes.len() as u64,
             width: rgb.width(),
@@ -251,6 +248,59 @@ impl Preprocessor {
                 }
             }
         }
+    }
+}
+
+/// Images prepared for one inference batch: their inputs back to back in one tensor, written in place by
+/// the preprocessor, so a batch reaches ONNX Runtime without being copied together.
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    tensor: Vec<f32>,
+    images: Vec<ImageInfo>,
+    image_len: usize,
+}
+
+impl PreparedBatch {
+    /// An empty batch for `capacity` images of `preprocessor`'s model (the tensor is allocated once).
+    pub fn with_capacity(preprocessor: &Preprocessor, capacity: usize) -> Self {
+        let image_len = preprocessor.tensor_len();
+        Self { tensor: Vec::with_capacity(capacity * image_len), images: Vec::with_capacity(capacity), image_len }
+    }
+
+    /// Prepares one image into the next slot. On error the batch is unchanged.
+    pub fn push(&mut self, preprocessor: &Preprocessor, bytes: &[u8], meta: EventMeta) -> Result<(), PreprocessError> {
+        let start = self.tensor.len();
+        self.tensor.resize(start + self.image_len, 0.0);
+        match preprocessor.prepare_into(bytes, meta, &mut self.tensor[start..]) {
+            Ok(info) => {
+                self.images.push(info);
+                Ok(())
+            }
+            Err(err) => {
+                self.tensor.truncate(start);
+                Err(err)
+            }
+        }
+    }
+
+    /// How many images are in the batch.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Whether the batch holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// The images, in push order.
+    pub fn images(&self) -> &[ImageInfo] {
+        &self.images
+    }
+
+    /// The input of images `range`, back to back.
+    pub fn tensor(&self, range: std::ops::Range<usize>) -> &[f32] {
+        &self.tensor[range.start * self.image_len..range.end * self.image_len]
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use fvision_models::{Classifier, ClassifierOptions, ModelError, PreparedImage, Registry};
+use fvision_models::{Classifier, ClassifierOptions, ModelError, PreparedBatch, Registry};
 use fvision_records::{EventMeta, RejectReason};
 
 fn data(path: &str) -> PathBuf {
@@ -21,10 +21,15 @@ fn efficientnet() -> &'static Classifier {
     MODEL.get_or_init(|| load("efficientnet-lite0"))
 }
 
-fn prepare(model: &Classifier, path: &Path) -> PreparedImage {
-    let bytes = std::fs::read(path).unwrap();
-    let meta = EventMeta { id: path.display().to_string(), ..Default::default() };
-    model.preprocessor().prepare(&bytes, meta).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// The files prepared straight into one batch tensor.
+fn prepare(model: &Classifier, paths: &[PathBuf]) -> PreparedBatch {
+    let mut batch = PreparedBatch::with_capacity(model.preprocessor(), paths.len());
+    for path in paths {
+        let bytes = std::fs::read(path).unwrap();
+        let meta = EventMeta { id: path.display().to_string(), ..Default::default() };
+        batch.push(model.preprocessor(), &bytes, meta).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    batch
 }
 
 struct Reference {
@@ -58,9 +63,8 @@ fn efficientnet_reproduces_the_reference_preprocessing_on_the_imagenet_sample() 
     let model = efficientnet();
     let refs = references();
     assert_eq!(refs.len(), 100);
-    let images: Vec<PreparedImage> =
-        refs.iter().map(|r| prepare(model, &data(&format!("imagenet-sample/{}", r.file)))).collect();
-    let predictions = model.classify_batch(&images, 5, 0.0).unwrap();
+    let files: Vec<PathBuf> = refs.iter().map(|r| data(&format!("imagenet-sample/{}", r.file))).collect();
+    let predictions = model.classify_batch(&prepare(model, &files), 5, 0.0).unwrap();
     let (mut correct, mut max_diff, mut stable_checked) = (0, 0f32, 0);
     let mut diffs: Vec<(f32, &str)> = refs
         .iter()
@@ -97,16 +101,29 @@ fn results_do_not_depend_on_batch_size() {
     let model = efficientnet();
     let files: Vec<PathBuf> =
         references().iter().take(8).map(|r| data(&format!("imagenet-sample/{}", r.file))).collect();
-    let images: Vec<PreparedImage> = files.iter().map(|f| prepare(model, f)).collect();
-    let len = model.preprocessor().tensor_len();
-    let batch: Vec<f32> = images.iter().flat_map(|i| i.tensor.iter().copied()).collect();
-    let together = model.probabilities(&batch, 8).unwrap();
-    for (i, image) in images.iter().enumerate() {
-        let alone = model.probabilities(&image.tensor, 1).unwrap();
-        assert_eq!(image.tensor.len(), len);
-        let diff = alone[0].iter().zip(&together[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let batch = prepare(model, &files);
+    let together = model.probabilities(batch.tensor(0..8), 8).unwrap();
+    for (i, row) in together.iter().enumerate() {
+        let alone = model.probabilities(batch.tensor(i..i + 1), 1).unwrap();
+        let diff = alone[0].iter().zip(row).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(diff <= 1e-4, "image {i}: max difference {diff} between batch 1 and batch 8");
     }
+}
+
+#[test]
+fn one_model_serves_many_threads() {
+    let model = efficientnet();
+    let chelsea = data("demo-images/chelsea.jpg");
+    let expected =
+        model.classify_batch(&prepare(model, std::slice::from_ref(&chelsea)), 1, 0.0).unwrap()[0].class_index;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| model.classify_batch(&prepare(model, std::slice::from_ref(&chelsea)), 1, 0.0)))
+            .collect();
+        for worker in workers {
+            assert_eq!(worker.join().unwrap().unwrap()[0].class_index, expected);
+        }
+    });
 }
 
 #[test]
@@ -117,7 +134,7 @@ fn every_preset_loads_and_runs() {
     let chelsea = data("demo-images/chelsea.jpg");
     for spec in registry.list() {
         let model = if spec.name() == "efficientnet-lite0" { efficientnet() } else { &load(spec.name()) };
-        let images = vec![prepare(model, &chelsea), prepare(model, &data("demo-images/coffee.jpg"))];
+        let images = prepare(model, &[chelsea.clone(), data("demo-images/coffee.jpg")]);
         let predictions = model.classify_batch(&images, 3, 0.5).unwrap();
         assert_eq!(predictions.len(), 2, "{}", spec.name());
         for p in &predictions {
@@ -133,7 +150,7 @@ fn every_preset_loads_and_runs() {
         assert!(model.load_time().as_nanos() > 0);
     }
     // The real model knows a cat when it sees one (ImageNet classes 281-285 are domestic cats).
-    let cat = efficientnet().classify_batch(&[prepare(efficientnet(), &chelsea)], 1, 0.0).unwrap();
+    let cat = efficientnet().classify_batch(&prepare(efficientnet(), &[chelsea]), 1, 0.0).unwrap();
     assert!((281..=285).contains(&cat[0].class_index), "{:?}", cat[0].label);
 }
 
@@ -175,7 +192,7 @@ fn a_custom_manifest_loads_by_path_and_runs() {
     let path = custom_manifest(&dir, CUSTOM);
     let spec = Registry::open_default().unwrap().resolve(path.to_str().unwrap()).unwrap();
     let model = Classifier::load(spec, &ClassifierOptions::default()).unwrap();
-    let images: Vec<PreparedImage> = (0..6).map(|_| prepare(&model, &data("demo-images/rocket.jpg"))).collect();
+    let images = prepare(&model, &vec![data("demo-images/rocket.jpg"); 6]);
     let predictions = model.classify_batch(&images, 1, 0.0).unwrap(); // 6 images, max_batch 4: two runs
     assert_eq!(predictions.len(), 6);
     assert_eq!(predictions[0].model_version, "2026.11");
@@ -234,9 +251,10 @@ fn hostile_and_unusual_inputs_become_rgb_or_a_clear_rejection() {
     // Tiny and extreme shapes go through the crop-aware resize without a huge intermediate.
     for name in ["valid-1x1.png", "extreme-aspect-10000x2.png"] {
         let bytes = std::fs::read(data(&format!("bad-inputs/{name}"))).unwrap();
-        let prepared = pre.prepare(&bytes, EventMeta::default()).unwrap();
-        assert_eq!(prepared.tensor.len(), pre.tensor_len(), "{name}");
-        assert!(prepared.tensor.iter().all(|v| v.is_finite()));
+        let mut batch = PreparedBatch::with_capacity(pre, 1);
+        batch.push(pre, &bytes, EventMeta::default()).unwrap();
+        assert_eq!(batch.tensor(0..1).len(), pre.tensor_len(), "{name}");
+        assert!(batch.tensor(0..1).iter().all(|v| v.is_finite()));
     }
     // Bombs are refused from the header; broken data is a decode error, never a panic.
     assert_eq!(decode("bomb-10000x10000-grey-8bit.png").unwrap_err().reason, RejectReason::TooManyPixels);

@@ -362,13 +362,13 @@ fn bench_model(
     args: &BenchInferenceArgs,
 ) -> Result<InferenceReport> {
     let pre = model.preprocessor();
-    let mut prepared = Vec::with_capacity(files.len());
+    let mut prepared = fvision_models::PreparedBatch::with_capacity(pre, files.len());
     for bytes in files {
-        prepared.push(pre.prepare(bytes, fvision_records::EventMeta::default())?);
+        prepared.push(pre, bytes, fvision_records::EventMeta::default())?;
     }
     let n = prepared.len() as f64;
     let mean_ms = |f: fn(&fvision_models::StageTimes) -> Duration| {
-        prepared.iter().map(|p| f(&p.times).as_secs_f64() * 1e3).sum::<f64>() / n
+        prepared.images().iter().map(|p| f(&p.times).as_secs_f64() * 1e3).sum::<f64>() / n
     };
     let (decode_ms, resize_ms, normalize_ms) = (mean_ms(|t| t.decode), mean_ms(|t| t.resize), mean_ms(|t| t.normalize));
 
@@ -378,10 +378,13 @@ fn bench_model(
     if sizes.is_empty() {
         bail!("no batch size in {:?} fits {}'s max_batch {max_batch}", args.batch_sizes, model.spec().name());
     }
-    let batches: Vec<Vec<f32>> = sizes
-        .iter()
-        .map(|&b| prepared.iter().cycle().take(b).flat_map(|p| p.tensor.iter().copied()).collect())
-        .collect();
+    if sizes.iter().any(|&b| b > prepared.len()) {
+        bail!(
+            "batch sizes {sizes:?} need at least {} images, got {}",
+            sizes.iter().max().unwrap_or(&0),
+            prepared.len()
+        );
+    }
     let budget = Duration::from_secs_f64(args.seconds.max(0.05));
     let mut spent = vec![Duration::ZERO; sizes.len()];
     let mut runs = vec![0u64; sizes.len()];
@@ -392,7 +395,7 @@ fn bench_model(
                 continue;
             }
             let start = Instant::now();
-            model.probabilities(&batches[i], b)?;
+            model.probabilities(prepared.tensor(0..b), b)?;
             spent[i] += start.elapsed();
             runs[i] += 1;
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fvision_models::{Classifier, ClassifierOptions, PreparedImage, Registry, DEFAULT_MODEL};
+use fvision_models::{Classifier, ClassifierOptions, PreparedBatch, Registry, DEFAULT_MODEL};
 use fvision_records::{EventMeta, Prediction, RejectReason, Source, Stage, ValidationRecord};
 use serde::Serialize;
 
@@ -130,7 +130,8 @@ pub fn classify_inputs(
         let mut verdicts = validate(&readable(&batch)).into_iter();
         // Outcomes in input order: rejections now, predictions once the batch has run.
         let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-        let mut prepared: Vec<(usize, PreparedImage)> = Vec::new();
+        let mut prepared = PreparedBatch::with_capacity(classifier.preprocessor(), batch.len());
+        let mut prepared_slots: Vec<usize> = Vec::new();
         for input in &batch {
             let slot = match &input.value {
                 Err(err @ InputError::TooLarge { .. }) => {
@@ -145,9 +146,9 @@ pub fn classify_inputs(
                     Some(ValidationRecord::Ok(ok)) => {
                         let image = image_bytes(bytes, &ok.event.data);
                         let meta = EventMeta { source: Source::File, uri: Some(input.name.clone()), ..ok.event.meta };
-                        match classifier.preprocessor().prepare(&image, meta) {
-                            Ok(image) => {
-                                prepared.push((slots.len(), image));
+                        match prepared.push(classifier.preprocessor(), &image, meta) {
+                            Ok(()) => {
+                                prepared_slots.push(slots.len());
                                 None
                             }
                             Err(e) => Some(Outcome::rejected(&input.name, e.reason, e.detail, Stage::Decode)),
@@ -161,11 +162,10 @@ pub fn classify_inputs(
             };
             slots.push(slot);
         }
-        let images: Vec<PreparedImage> = prepared.iter().map(|(_, image)| image.clone()).collect();
-        let predictions = classifier.classify_batch(&images, top_k, threshold)?;
-        for ((slot, _), prediction) in prepared.iter().zip(predictions) {
-            slots[*slot] =
-                Some(Outcome::Classified { file: batch[*slot].name.clone(), prediction: Box::new(prediction) });
+        let predictions = classifier.classify_batch(&prepared, top_k, threshold)?;
+        for (&slot, prediction) in prepared_slots.iter().zip(predictions) {
+            slots[slot] =
+                Some(Outcome::Classified { file: batch[slot].name.clone(), prediction: Box::new(prediction) });
         }
         for outcome in slots.into_iter().flatten() {
             emit(outcome)?;
