@@ -87,32 +87,34 @@ impl InputSource {
     }
 
     /// The inputs, read lazily one at a time so memory stays bounded by one batch.
-    pub fn iter(self) -> Box<dyn Iterator<Item = Input>> {
+    pub fn iter(self) -> Box<dyn Iterator<Item = Input> + Send> {
         match self {
             Self::Files(files) => Box::new(
                 files.into_iter().map(|path| Input { name: path.display().to_string(), value: read_file(&path) }),
             ),
-            Self::Stdin => Box::new(io::stdin().lock().split(b'\n').enumerate().filter_map(|(i, line)| {
-                let value = match line {
-                    Ok(mut line) => {
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
+            Self::Stdin => {
+                Box::new(io::BufReader::new(io::stdin()).split(b'\n').enumerate().filter_map(|(i, line)| {
+                    let value = match line {
+                        Ok(mut line) => {
+                            if line.last() == Some(&b'\r') {
+                                line.pop();
+                            }
+                            if line.iter().all(u8::is_ascii_whitespace) {
+                                return None;
+                            }
+                            Ok(line)
                         }
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            return None;
-                        }
-                        Ok(line)
-                    }
-                    Err(err) => Err(InputError::Io(err)),
-                };
-                Some(Input { name: format!("-:{}", i + 1), value })
-            })),
+                        Err(err) => Err(InputError::Io(err)),
+                    };
+                    Some(Input { name: format!("-:{}", i + 1), value })
+                }))
+            }
         }
     }
 }
 
 /// Groups inputs into batches of `size`, read lazily: memory holds one batch at a time.
-pub fn batches(inputs: Box<dyn Iterator<Item = Input>>, size: usize) -> impl Iterator<Item = Vec<Input>> {
+pub fn batches(inputs: Box<dyn Iterator<Item = Input> + Send>, size: usize) -> impl Iterator<Item = Vec<Input>> {
     let mut inputs = inputs.peekable();
     std::iter::from_fn(move || inputs.peek().is_some().then(|| inputs.by_ref().take(size.max(1)).collect()))
 }

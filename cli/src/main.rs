@@ -26,6 +26,7 @@ Examples:
   fvision models list                      # the shipped models
   fvision validate data/bad-inputs         # one JSON verdict per file, through the WASM SmartModule
   fvision bench inference --model all      # per-stage cost of every model
+  fvision bench pipeline                   # the embedded pipeline vs its limits
   fvision bench validate                   # validation throughput, WASM vs native";
 
 #[derive(Debug, Subcommand)]

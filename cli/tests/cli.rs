@@ -127,6 +127,7 @@ fn every_command_has_help_with_examples() {
         &["models", "show", "--help"],
         &["bench", "validate", "--help"],
         &["bench", "inference", "--help"],
+        &["bench", "pipeline", "--help"],
     ] {
         let out = fvision(args, None);
         assert!(out.status.success(), "{args:?}");
@@ -182,13 +183,17 @@ fn classify_prints_predictions_and_rejections_as_json() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = json_lines(&out);
-    assert_eq!(lines[0]["label"], "tench");
-    assert_eq!(lines[0]["class_index"], 0);
-    assert_eq!(lines[0]["top_k"].as_array().unwrap().len(), 3);
+    assert_eq!(lines.len(), 2);
+    let by_file = |suffix: &str| lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(suffix)).unwrap();
+    let tench = by_file("tench.JPEG");
+    assert_eq!(tench["label"], "tench");
+    assert_eq!(tench["class_index"], 0);
+    assert_eq!(tench["top_k"].as_array().unwrap().len(), 3);
     for key in ["confidence", "model_name", "model_version", "processing_time_ms"] {
-        assert!(lines[0].get(key).is_some(), "{key}");
+        assert!(tench.get(key).is_some(), "{key}");
     }
-    assert_eq!((lines[1]["status"].as_str(), lines[1]["reason"].as_str()), (Some("rejected"), Some("empty")));
+    let empty = by_file("zero-bytes.jpg");
+    assert_eq!((empty["status"].as_str(), empty["reason"].as_str()), (Some("rejected"), Some("empty")));
     let unknown = fvision(&["classify", "--model", "no-such-model", "data/demo-images"], None);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("efficientnet-lite0"));

@@ -283,6 +283,13 @@ impl PreparedBatch {
         }
     }
 
+    /// Appends every image of `other` (one copy of its inputs): how a micro-batcher gathers images that
+    /// parallel workers prepared.
+    pub fn append(&mut self, other: &PreparedBatch) {
+        self.tensor.extend_from_slice(&other.tensor);
+        self.images.extend(other.images.iter().cloned());
+    }
+
     /// How many images are in the batch.
     pub fn len(&self) -> usize {
         self.images.len()

@@ -36,6 +36,37 @@ Examples:
   fvision bench inference --model all --seconds 1      # every shipped model
   fvision bench inference --batch-sizes 1,4,16 --json")]
     Inference(BenchInferenceArgs),
+    /// Embedded pipeline throughput and latency vs the limits of the same model, measured in one run.
+    #[command(after_help = "\
+Examples:
+  fvision bench pipeline                       # efficientnet-lite0, the ImageNet sample 3 times
+  fvision bench pipeline --repeat 10 --json")]
+    Pipeline(BenchPipelineArgs),
+}
+
+/// Options of `fvision bench pipeline`.
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Images to use [default: the shipped ImageNet sample]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// How many times the images are fed through the pipeline.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+
+    #[command(flatten)]
+    model: crate::cmd::classify::ModelArgs,
+
+    #[command(flatten)]
+    pipeline: crate::cmd::run::PipelineArgs,
+
+    #[command(flatten)]
+    validator: ValidatorArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `fvision bench inference`.
@@ -98,6 +129,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Validate(args) => bench_validate(args),
         BenchCommand::Inference(args) => bench_inference(args),
+        BenchCommand::Pipeline(args) => bench_pipeline(args),
     }
 }
 
@@ -428,4 +460,108 @@ fn bench_model(
         best_images_per_sec,
         preprocess_to_inference: (decode_ms + resize_ms + normalize_ms) / best_ms,
     })
+}
+
+#[derive(Debug, Serialize)]
+struct PipelineReport {
+    model: String,
+    images: u64,
+    pipeline_images_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    batches: u64,
+    inference_only_images_per_sec: f64,
+    inference_best_batch: usize,
+    prepare_ms_per_image: f64,
+    limit_images_per_sec: f64,
+    ratio_vs_inference_only: f64,
+    ratio_vs_limit: f64,
+}
+
+/// The pipeline against two limits of the same model on the same machine: inference alone at its best
+/// batch size (measured before and after the pipeline run, averaged), and the design's limit: the CPU
+/// time per image that cannot be avoided (decoding once plus inference on every ONNX Runtime thread)
+/// spread over all cores.
+fn bench_pipeline(args: BenchPipelineArgs) -> Result<ExitCode> {
+    let classifier = args.model.load()?;
+    let paths = if args.paths.is_empty() { vec![imagenet_sample()] } else { args.paths.clone() };
+    let values = record_values(&paths, false)?;
+    let files: Vec<Vec<u8>> = InputSource::from_args(&paths)?.iter().filter_map(|i| i.value.ok()).collect();
+    let pre = classifier.preprocessor();
+    let started = Instant::now();
+    let mut prepared = fvision_models::PreparedBatch::with_capacity(pre, files.len());
+    for bytes in &files {
+        prepared.push(pre, bytes, fvision_records::EventMeta::default())?;
+    }
+    let prepare_ms = started.elapsed().as_secs_f64() * 1e3 / files.len() as f64;
+    let sizes: Vec<usize> = [1, 2, 4, 8, 16]
+        .into_iter()
+        .filter(|&b| b <= classifier.spec().manifest.max_batch && b <= prepared.len())
+        .collect();
+    let inference_only = |seconds: f64| -> Result<(usize, f64)> {
+        let mut best = (1, 0.0);
+        for &b in &sizes {
+            let (mut runs, start) = (0u64, Instant::now());
+            while start.elapsed().as_secs_f64() < seconds / sizes.len() as f64 || runs == 0 {
+                classifier.probabilities(prepared.tensor(0..b), b)?;
+                runs += 1;
+            }
+            let rate = (runs * b as u64) as f64 / start.elapsed().as_secs_f64();
+            if rate > best.1 {
+                best = (b, rate);
+            }
+        }
+        Ok(best)
+    };
+    let before = inference_only(2.0)?;
+    let items: Vec<inference_sink::Item> = (0..args.repeat.max(1))
+        .flat_map(|round| values.iter().enumerate().map(move |(i, (v, _))| (round, i, v.clone())))
+        .map(|(round, i, value)| inference_sink::Item { name: format!("{round}/{i}"), value })
+        .collect();
+    let mut validator = args.validator.load()?;
+    let stats = inference_sink::run_pipeline(
+        items.into_iter(),
+        |v: &[&[u8]]| validator.validate_batch(v),
+        &classifier,
+        &args.pipeline.config(),
+        |_| Ok::<(), String>(()),
+    )?;
+    let after = inference_only(2.0)?;
+    let inference_rate = (before.1 + after.1) / 2.0;
+    let threads = fvision_models::ClassifierOptions::default().intra_threads as f64;
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
+    let limit = cores * 1e3 / (prepare_ms + threads * 1e3 / inference_rate);
+    let report = PipelineReport {
+        model: classifier.spec().name().to_string(),
+        images: stats.inputs,
+        pipeline_images_per_sec: stats.images_per_sec(),
+        p50_ms: stats.latency_ms(0.5),
+        p99_ms: stats.latency_ms(0.99),
+        batches: stats.batches,
+        inference_only_images_per_sec: inference_rate,
+        inference_best_batch: before.0,
+        prepare_ms_per_image: prepare_ms,
+        limit_images_per_sec: limit,
+        ratio_vs_inference_only: stats.images_per_sec() / inference_rate,
+        ratio_vs_limit: stats.images_per_sec() / limit,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{} images through the embedded pipeline ({}), {} cores", report.images, report.model, cores);
+        println!(
+            "  pipeline        {:>8.1} images/s, latency p50 {:.1} ms, p99 {:.1} ms, {} batches",
+            report.pipeline_images_per_sec, report.p50_ms, report.p99_ms, report.batches
+        );
+        println!(
+            "  inference only  {:>8.1} images/s (best batch {})",
+            report.inference_only_images_per_sec, report.inference_best_batch
+        );
+        println!("  limit           {:>8.1} images/s (decode+preprocess {:.2} ms/image + inference on {threads} threads, over {cores} cores)", report.limit_images_per_sec, report.prepare_ms_per_image);
+        println!(
+            "  ratio: pipeline / inference only = {:.2}, pipeline / limit = {:.2}",
+            report.ratio_vs_inference_only, report.ratio_vs_limit
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fvision_models::{Classifier, ClassifierOptions, PreparedBatch, Registry, DEFAULT_MODEL};
-use fvision_records::{EventMeta, Prediction, RejectReason, Source, Stage, ValidationRecord};
+use std::sync::Mutex;
+
+use fvision_models::{Classifier, ClassifierOptions, Registry, DEFAULT_MODEL};
+use fvision_records::{Prediction, RejectReason, Stage};
+use inference_sink::{run_pipeline, Item, PipelineConfig, PipelineStats, Validate};
 use serde::Serialize;
 
-use crate::inputs::{batches, readable, InputError, InputSource};
+use crate::inputs::{InputError, InputSource};
 use crate::output::progress;
 
 /// Classify images: validation (the SmartModule's checks, natively), faithful preprocessing and
@@ -107,82 +110,22 @@ pub enum Outcome {
     },
 }
 
+impl From<inference_sink::Outcome> for Outcome {
+    fn from(outcome: inference_sink::Outcome) -> Self {
+        match outcome {
+            inference_sink::Outcome::Classified { name, prediction } => Outcome::Classified { file: name, prediction },
+            inference_sink::Outcome::Rejected { name, rejected } => {
+                Outcome::rejected(&name, rejected.reason, rejected.detail, rejected.stage)
+            }
+        }
+    }
+}
+
 impl Outcome {
-    fn rejected(file: &str, reason: RejectReason, detail: String, stage: Stage) -> Self {
+    /// A rejection line.
+    pub fn rejected(file: &str, reason: RejectReason, detail: String, stage: Stage) -> Self {
         Outcome::Rejected { file: file.to_string(), status: "rejected", reason, detail, stage }
     }
-}
-
-/// Validates each input with `validate` (one verdict per value), prepares the accepted ones and
-/// classifies them in batches, handing every outcome to `emit` in input order.
-pub fn classify_inputs(
-    source: InputSource,
-    classifier: &Classifier,
-    batch_size: usize,
-    top_k: usize,
-    threshold: f32,
-    mut validate: impl FnMut(&[&[u8]]) -> Vec<Option<ValidationRecord>>,
-    mut emit: impl FnMut(Outcome) -> Result<()>,
-) -> Result<usize> {
-    let bar = progress(source.len_hint(), "classifying");
-    let mut unreadable = 0;
-    for batch in batches(source.iter(), batch_size) {
-        let mut verdicts = validate(&readable(&batch)).into_iter();
-        // Outcomes in input order: rejections now, predictions once the batch has run.
-        let mut slots: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-        let mut prepared = PreparedBatch::with_capacity(classifier.preprocessor(), batch.len());
-        let mut prepared_slots: Vec<usize> = Vec::new();
-        for input in &batch {
-            let slot = match &input.value {
-                Err(err @ InputError::TooLarge { .. }) => {
-                    Some(Outcome::rejected(&input.name, RejectReason::TooLarge, err.to_string(), Stage::Ingest))
-                }
-                Err(InputError::Io(err)) => {
-                    bar.suspend(|| eprintln!("fvision: cannot read {}: {err}", input.name));
-                    unreadable += 1;
-                    None
-                }
-                Ok(bytes) => match verdicts.next().flatten() {
-                    Some(ValidationRecord::Ok(ok)) => {
-                        let image = image_bytes(bytes, &ok.event.data);
-                        let meta = EventMeta { source: Source::File, uri: Some(input.name.clone()), ..ok.event.meta };
-                        match prepared.push(classifier.preprocessor(), &image, meta) {
-                            Ok(()) => {
-                                prepared_slots.push(slots.len());
-                                None
-                            }
-                            Err(e) => Some(Outcome::rejected(&input.name, e.reason, e.detail, Stage::Decode)),
-                        }
-                    }
-                    Some(ValidationRecord::Rejected(r)) => {
-                        Some(Outcome::rejected(&input.name, r.reason, r.detail, Stage::Validate))
-                    }
-                    None => None, // dropped by on_invalid=drop
-                },
-            };
-            slots.push(slot);
-        }
-        let predictions = classifier.classify_batch(&prepared, top_k, threshold)?;
-        for (&slot, prediction) in prepared_slots.iter().zip(predictions) {
-            slots[slot] =
-                Some(Outcome::Classified { file: batch[slot].name.clone(), prediction: Box::new(prediction) });
-        }
-        for outcome in slots.into_iter().flatten() {
-            emit(outcome)?;
-        }
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(unreadable)
-}
-
-/// The image file: the raw input when it is one, else the validated record's canonical base64.
-fn image_bytes(raw: &[u8], data: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    if image_validate::header::sniff(raw).is_some() {
-        return raw.to_vec();
-    }
-    base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_default()
 }
 
 /// Entry point of `fvision classify`.
@@ -190,15 +133,59 @@ pub fn run(args: ClassifyArgs) -> Result<ExitCode> {
     let source = InputSource::from_args(&args.paths)?;
     let classifier = args.model.load()?;
     let params = image_validate::ValidationParams::default();
-    let native = |values: &[&[u8]]| values.iter().map(|v| Some(image_validate::validate_value(v, &params))).collect();
+    let native =
+        |values: &[&[u8]]| values.iter().map(|v| Some(image_validate::validate_value(v, &params))).collect::<Vec<_>>();
+    let config = PipelineConfig {
+        max_batch: usize::from(args.batch_size),
+        top_k: usize::from(args.top_k),
+        ..PipelineConfig::default()
+    };
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut table = Table::new(args.json);
-    let batch = usize::from(args.batch_size);
-    let unreadable = classify_inputs(source, &classifier, batch, usize::from(args.top_k), 0.0, native, |outcome| {
-        table.write(&mut out, &outcome)
-    })?;
+    let (unreadable, _) = run_inputs(source, native, &classifier, &config, |outcome| table.write(&mut out, &outcome))?;
     out.flush()?;
     Ok(if unreadable == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Feeds local inputs through the pipeline, handing every outcome to `emit`: unreadable inputs are
+/// reported on stderr and counted (the return value), inputs above the read limit become rejections.
+/// Shows a progress bar on a terminal.
+pub fn run_inputs(
+    source: InputSource,
+    validate: impl Validate,
+    classifier: &Classifier,
+    config: &PipelineConfig,
+    mut emit: impl FnMut(Outcome) -> Result<()>,
+) -> Result<(u64, PipelineStats)> {
+    let bar = progress(source.len_hint(), "classifying");
+    let early = Mutex::new(Vec::new());
+    let unreadable = Mutex::new(0u64);
+    let items = source.iter().filter_map(|input| match input.value {
+        Ok(value) => Some(Item { name: input.name, value }),
+        Err(err @ InputError::TooLarge { .. }) => {
+            if let Ok(mut early) = early.lock() {
+                early.push(Outcome::rejected(&input.name, RejectReason::TooLarge, err.to_string(), Stage::Ingest));
+            }
+            None
+        }
+        Err(InputError::Io(err)) => {
+            bar.suspend(|| eprintln!("fvision: cannot read {}: {err}", input.name));
+            if let Ok(mut n) = unreadable.lock() {
+                *n += 1;
+            }
+            None
+        }
+    });
+    let mut stats = run_pipeline(items, validate, classifier, config, |outcome| {
+        bar.inc(1);
+        bar.suspend(|| emit(Outcome::from(outcome)))
+    })?;
+    for outcome in early.into_inner().unwrap_or_default() {
+        stats.rejected += 1;
+        emit(outcome)?;
+    }
+    bar.finish_and_clear();
+    Ok((unreadable.into_inner().unwrap_or(0), stats))
 }
 
 /// Prints outcomes as JSON lines or as an aligned table.

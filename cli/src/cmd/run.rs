@@ -4,25 +4,26 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use inference_sink::PipelineConfig;
 
-use crate::cmd::classify::{classify_inputs, ModelArgs, Outcome, Table};
+use crate::cmd::classify::{run_inputs, ModelArgs, Table};
 use crate::cmd::validate::ValidatorArgs;
 use crate::data::demo_images;
 use crate::inputs::InputSource;
 
-/// Run the pipeline embedded in this process on local images: validation through the same WASM
-/// SmartModule a cluster runs, preprocessing and batched inference with one shared model, predictions
-/// and rejections to the console (and optionally a JSONL file), and a summary.
+/// Run the pipeline embedded in this process: validation through the same WASM SmartModule a cluster
+/// runs, parallel decode workers, a micro-batcher and one shared model, predictions and rejections to
+/// the console (and optionally a JSONL file), and a summary.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   fvision run                                  # the shipped demo images, efficientnet-lite0
   fvision run ~/photos --confidence-threshold 0.5 --output predictions.jsonl
-  fvision run --model resnet50 --batch-size 4 data/imagenet-sample")]
+  fvision run --model resnet50 --max-batch 8 --max-wait-ms 20 data/imagenet-sample")]
 pub struct RunArgs {
     /// Files, directories or `-` (one record per line) [default: the shipped demo images]
     #[arg(value_name = "PATH")]
@@ -34,17 +35,48 @@ pub struct RunArgs {
     #[command(flatten)]
     validator: ValidatorArgs,
 
-    /// Predictions below this confidence are flagged (`above_threshold: false`).
-    #[arg(long, default_value_t = 0.0, value_parser = threshold)]
-    confidence_threshold: f32,
-
-    /// Images per inference batch.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    batch_size: u16,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
 
     /// Also write every outcome as a JSON line to this file.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+}
+
+/// Pipeline sizes, shared by `run` and `bench pipeline`.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Predictions below this confidence are flagged (`above_threshold: false`), not dropped.
+    #[arg(long, default_value_t = 0.0, value_parser = threshold)]
+    pub confidence_threshold: f32,
+
+    /// Largest inference batch (the micro-batcher closes a batch when it is full...).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_batch: u16,
+
+    /// ...or when its first image has waited this long.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+
+    /// Decode/preprocess worker threads [default: every core].
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl PipelineArgs {
+    /// The pipeline configuration these arguments describe.
+    pub fn config(&self) -> PipelineConfig {
+        let mut config = PipelineConfig {
+            max_batch: usize::from(self.max_batch),
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            threshold: self.confidence_threshold,
+            ..PipelineConfig::default()
+        };
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        config
+    }
 }
 
 fn threshold(raw: &str) -> Result<f32, String> {
@@ -66,47 +98,32 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);
-    let (mut latencies, mut rejected, mut flagged) = (Vec::new(), 0u64, 0u64);
-    let started = Instant::now();
-    let unreadable = classify_inputs(
-        source,
-        &classifier,
-        usize::from(args.batch_size),
-        5,
-        args.confidence_threshold,
-        |values| validator.validate_batch(values),
-        |outcome| {
-            match &outcome {
-                Outcome::Classified { prediction, .. } => {
-                    latencies.push(prediction.processing_time_ms);
-                    flagged += u64::from(!prediction.above_threshold);
-                }
-                Outcome::Rejected { .. } => rejected += 1,
-            }
-            table.write(&mut out, &outcome)?;
-            if let Some(file) = jsonl.as_mut() {
-                serde_json::to_writer(&mut *file, &outcome)?;
-                file.write_all(b"\n")?;
-            }
-            Ok(())
-        },
-    )?;
+    let wasm = |values: &[&[u8]]| validator.validate_batch(values);
+    let (unreadable, stats) = run_inputs(source, wasm, &classifier, &args.pipeline.config(), |outcome| {
+        table.write(&mut out, &outcome)?;
+        if let Some(file) = jsonl.as_mut() {
+            serde_json::to_writer(&mut *file, &outcome)?;
+            file.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
     if let Some(mut file) = jsonl {
         file.flush()?;
     }
-    let secs = started.elapsed().as_secs_f64();
-    let classified = latencies.len() as u64;
-    let total = classified + rejected;
-    latencies.sort_by(f64::total_cmp);
-    let pct = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    let total = stats.classified + stats.rejected;
     writeln!(
         out,
-        "\n{total} images in {secs:.2} s ({:.1} images/s): {classified} classified ({:.0}% success), {rejected} rejected, \
-         {flagged} below the confidence threshold; latency p50 {:.1} ms, p99 {:.1} ms",
-        total as f64 / secs.max(1e-9),
-        if total == 0 { 0.0 } else { 100.0 * classified as f64 / total as f64 },
-        pct(0.5),
-        pct(0.99),
+        "\n{total} images in {:.2} s ({:.1} images/s): {} classified ({:.0}% success), {} rejected, {} below the \
+         confidence threshold; latency p50 {:.1} ms, p99 {:.1} ms; {} inference batches",
+        stats.elapsed.as_secs_f64(),
+        total as f64 / stats.elapsed.as_secs_f64().max(1e-9),
+        stats.classified,
+        if total == 0 { 0.0 } else { 100.0 * stats.classified as f64 / total as f64 },
+        stats.rejected,
+        stats.below_threshold,
+        stats.latency_ms(0.5),
+        stats.latency_ms(0.99),
+        stats.batches,
     )?;
     Ok(if unreadable == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, a module per capability (ripgrep's layout).
 
+mod pipeline_embedded;
 mod validate_wasm;
 mod wasm_memory;

@@ -1,0 +1,8 @@
+//! The inference stage of fluvio-vision. Today: the concurrent pipeline ([`pipeline`]) that `fvision run`
+//! embeds: validation, parallel decode workers, a micro-batcher and one shared model, connected by bounded
+//! queues. The Fluvio sink connector around it (consumer, producers, offsets, metrics) is issue 5's next part.
+#![deny(missing_docs)]
+
+pub mod pipeline;
+
+pub use pipeline::{run_pipeline, Item, Outcome, PipelineConfig, PipelineError, PipelineStats, Validate};

@@ -1,0 +1,324 @@
+//! The concurrent inference pipeline: validate -> decode+preprocess (N workers) -> micro-batcher ->
+//! inference (one shared model) -> outputs. Stages are threads connected by bounded queues, so a slow
+//! stage (or a slow sink) slows everything before it and memory stays bounded by the queue sizes.
+//! Every input yields exactly one [`Outcome`]: a prediction, or a rejection carrying its original bytes.
+
+mod batcher;
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fvision_models::{Classifier, PreparedBatch};
+use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
+
+pub use batcher::next_batch;
+
+/// One record value to classify, with a name for reports.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// A display name (file path, topic/offset).
+    pub name: String,
+    /// The record value as it arrived.
+    pub value: Vec<u8>,
+}
+
+/// What became of one input.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Classified.
+    Classified {
+        /// The input's name.
+        name: String,
+        /// The prediction.
+        prediction: Box<Prediction>,
+    },
+    /// Rejected at some stage; belongs on the dead-letter topic.
+    Rejected {
+        /// The input's name.
+        name: String,
+        /// The rejection, with the original record value.
+        rejected: Box<RejectedImage>,
+    },
+}
+
+/// The validation stage: one verdict per value (`None` where the validator dropped it).
+pub trait Validate: Send {
+    /// Validates a batch of record values.
+    fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>>;
+}
+
+impl<F: FnMut(&[&[u8]]) -> Vec<Option<ValidationRecord>> + Send> Validate for F {
+    fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>> {
+        self(values)
+    }
+}
+
+/// Sizes and timings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Decode/preprocess worker threads.
+    pub workers: usize,
+    /// Largest inference batch (capped by the model's `max_batch`).
+    pub max_batch: usize,
+    /// How long the first image of a batch waits for more.
+    pub max_wait: Duration,
+    /// Capacity of each queue between stages.
+    pub queue: usize,
+    /// Records per call into the validator.
+    pub validate_batch: usize,
+    /// Classes reported per prediction.
+    pub top_k: usize,
+    /// Confidence threshold; predictions below it are flagged, not dropped.
+    pub threshold: f32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            max_batch: 4,
+            max_wait: Duration::from_millis(5),
+            queue: 32,
+            validate_batch: 4,
+            top_k: 5,
+            threshold: 0.0,
+        }
+    }
+}
+
+/// What a run did, for the summary line and the benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineStats {
+    /// Inputs read.
+    pub inputs: u64,
+    /// Predictions made.
+    pub classified: u64,
+    /// Inputs rejected (all stages).
+    pub rejected: u64,
+    /// Inputs the validator dropped (`on_invalid=drop`).
+    pub dropped: u64,
+    /// Predictions below the confidence threshold.
+    pub below_threshold: u64,
+    /// Inference batches run.
+    pub batches: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// End-to-end latency of every prediction, in ms, sorted.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl PipelineStats {
+    /// Inputs per second over the run.
+    pub fn images_per_sec(&self) -> f64 {
+        self.inputs as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency percentile (`q` in 0..=1), in ms.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        let n = self.latencies_ms.len();
+        if n == 0 {
+            return 0.0;
+        }
+        self.latencies_ms[((n as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize]
+    }
+}
+
+/// The sink refused an outcome; the pipeline stops.
+#[derive(Debug, thiserror::Error)]
+#[error("the output failed: {0}")]
+pub struct PipelineError(pub String);
+
+/// An accepted image on its way to a worker.
+struct Task {
+    name: String,
+    value: Vec<u8>,
+    meta: EventMeta,
+    data: String,
+}
+
+/// A preprocessed image on its way to the batcher.
+struct Ready {
+    name: String,
+    value: Vec<u8>,
+    batch: PreparedBatch,
+}
+
+/// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread.
+pub fn run_pipeline<E: std::fmt::Display>(
+    inputs: impl Iterator<Item = Item> + Send,
+    mut validator: impl Validate,
+    classifier: &Classifier,
+    config: &PipelineConfig,
+    mut sink: impl FnMut(Outcome) -> Result<(), E>,
+) -> Result<PipelineStats, PipelineError> {
+    let started = Instant::now();
+    let queue = config.queue.max(1);
+    let max_batch = config.max_batch.clamp(1, classifier.spec().manifest.max_batch);
+    let (task_tx, task_rx) = sync_channel::<Task>(queue);
+    let (ready_tx, ready_rx) = sync_channel::<Ready>(queue);
+    let (out_tx, out_rx) = sync_channel::<Outcome>(queue);
+    let task_rx = Arc::new(Mutex::new(task_rx));
+    let mut stats = PipelineStats::default();
+    let counts = Arc::new(Mutex::new((0u64, 0u64, 0u64))); // inputs, dropped, batches
+
+    let result = std::thread::scope(|scope| {
+        let out = out_tx.clone();
+        let validate_counts = Arc::clone(&counts);
+        scope.spawn(move || {
+            validate_stage(inputs, &mut validator, config.validate_batch, task_tx, out, &validate_counts)
+        });
+        for _ in 0..config.workers.max(1) {
+            let (rx, ready, out) = (Arc::clone(&task_rx), ready_tx.clone(), out_tx.clone());
+            scope.spawn(move || decode_stage(classifier, &rx, ready, out));
+        }
+        // Only the stages may hold channel ends: when the sink stops, every end must go away with the
+        // stage that owns it, or a stage blocked on a full queue would wait forever.
+        drop(task_rx);
+        drop(ready_tx);
+        let (out, batch_counts) = (out_tx.clone(), Arc::clone(&counts));
+        scope.spawn(move || inference_stage(classifier, config, max_batch, &ready_rx, out, &batch_counts));
+        drop(out_tx);
+        // The calling thread is the sink. Returning early drops the receiver, which unblocks every stage.
+        for outcome in out_rx {
+            match &outcome {
+                Outcome::Classified { prediction, .. } => {
+                    stats.classified += 1;
+                    stats.below_threshold += u64::from(!prediction.above_threshold);
+                    stats.latencies_ms.push(prediction.processing_time_ms);
+                }
+                Outcome::Rejected { .. } => stats.rejected += 1,
+            }
+            sink(outcome).map_err(|e| PipelineError(e.to_string()))?;
+        }
+        Ok(())
+    });
+    result?;
+    let (inputs, dropped, batches) = counts.lock().map(|c| *c).unwrap_or_default();
+    stats.inputs = inputs;
+    stats.dropped = dropped;
+    stats.batches = batches;
+    stats.elapsed = started.elapsed();
+    stats.latencies_ms.sort_by(f64::total_cmp);
+    Ok(stats)
+}
+
+fn validate_stage(
+    inputs: impl Iterator<Item = Item>,
+    validator: &mut impl Validate,
+    chunk: usize,
+    tasks: SyncSender<Task>,
+    out: SyncSender<Outcome>,
+    counts: &Mutex<(u64, u64, u64)>,
+) {
+    let mut inputs = inputs.peekable();
+    while inputs.peek().is_some() {
+        let batch: Vec<Item> = inputs.by_ref().take(chunk.max(1)).collect();
+        let values: Vec<&[u8]> = batch.iter().map(|i| i.value.as_slice()).collect();
+        let verdicts = validator.validate(&values);
+        if let Ok(mut c) = counts.lock() {
+            c.0 += batch.len() as u64;
+            c.1 += verdicts.iter().filter(|v| v.is_none()).count() as u64;
+        }
+        for (item, verdict) in batch.into_iter().zip(verdicts) {
+            let sent = match verdict {
+                Some(ValidationRecord::Ok(ok)) => tasks
+                    .send(Task { name: item.name, value: item.value, meta: ok.event.meta, data: ok.event.data })
+                    .is_ok(),
+                Some(ValidationRecord::Rejected(rejected)) => {
+                    out.send(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }).is_ok()
+                }
+                None => true,
+            };
+            if !sent {
+                return; // the sink stopped
+            }
+        }
+    }
+}
+
+fn decode_stage(
+    classifier: &Classifier,
+    tasks: &Mutex<Receiver<Task>>,
+    ready: SyncSender<Ready>,
+    out: SyncSender<Outcome>,
+) {
+    let pre = classifier.preprocessor();
+    loop {
+        let task = match tasks.lock().map(|rx| rx.recv()) {
+            Ok(Ok(task)) => task,
+            _ => return,
+        };
+        let reject = |reason, detail: String, stage| {
+            let rejected = RejectedImage::new(reason, detail, stage, &task.value).with_event(task.meta.clone());
+            Outcome::Rejected { name: task.name.clone(), rejected: Box::new(rejected) }
+        };
+        let image = match base64::engine::general_purpose::STANDARD.decode(&task.data) {
+            Ok(image) => image,
+            Err(e) => {
+                let sent = out.send(reject(
+                    RejectReason::InvalidBase64,
+                    format!("validated data is not base64: {e}"),
+                    Stage::Decode,
+                ));
+                if sent.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut batch = PreparedBatch::with_capacity(pre, 1);
+        let sent = match batch.push(pre, &image, task.meta.clone()) {
+            Ok(()) => ready.send(Ready { name: task.name, value: task.value, batch }).is_ok(),
+            Err(e) => {
+                let stage = if e.reason == RejectReason::PreprocessError { Stage::Preprocess } else { Stage::Decode };
+                out.send(reject(e.reason, e.detail, stage)).is_ok()
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+fn inference_stage(
+    classifier: &Classifier,
+    config: &PipelineConfig,
+    max_batch: usize,
+    ready: &Receiver<Ready>,
+    out: SyncSender<Outcome>,
+    counts: &Mutex<(u64, u64, u64)>,
+) {
+    while let Some(items) = next_batch(ready, max_batch, config.max_wait) {
+        let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), items.len());
+        for item in &items {
+            batch.append(&item.batch);
+        }
+        if let Ok(mut c) = counts.lock() {
+            c.2 += 1;
+        }
+        let outcomes: Vec<Outcome> = match classifier.classify_batch(&batch, config.top_k, config.threshold) {
+            Ok(predictions) => items
+                .into_iter()
+                .zip(predictions)
+                .map(|(item, p)| Outcome::Classified { name: item.name, prediction: Box::new(p) })
+                .collect(),
+            Err(e) => items
+                .into_iter()
+                .map(|item| {
+                    let meta = item.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
+                    let rejected =
+                        RejectedImage::new(RejectReason::InferenceError, e.to_string(), Stage::Inference, &item.value)
+                            .with_event(meta);
+                    Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }
+                })
+                .collect(),
+        };
+        for outcome in outcomes {
+            if out.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The embedded pipeline end to end: real WASM validation, the real model, bounded queues.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_records::RejectReason;
+use fvision_tests::{data_files, wasm_validator};
+use inference_sink::{run_pipeline, Item, Outcome, PipelineConfig};
+
+fn model() -> Classifier {
+    let spec = Registry::open_default().unwrap().resolve("efficientnet-lite0").unwrap();
+    Classifier::load(spec, &ClassifierOptions::default()).unwrap()
+}
+
+fn items() -> Vec<Item> {
+    ["imagenet-sample", "bad-inputs"]
+        .iter()
+        .flat_map(|dir| {
+            data_files(dir).into_iter().map(move |(name, value)| Item { name: format!("{dir}/{name}"), value })
+        })
+        .collect()
+}
+
+#[test]
+fn every_input_yields_exactly_one_outcome_even_with_tiny_queues() {
+    let model = model();
+    let inputs = items();
+    let originals: BTreeMap<String, Vec<u8>> = inputs.iter().map(|i| (i.name.clone(), i.value.clone())).collect();
+    let mut validator = wasm_validator(&[]);
+    // Queues of 1 and batches of 3 force every stage to wait on the next: back-pressure, not buffering.
+    let config = PipelineConfig {
+        workers: 2,
+        max_batch: 3,
+        queue: 1,
+        max_wait: Duration::from_millis(2),
+        ..PipelineConfig::default()
+    };
+    let mut seen = BTreeMap::new();
+    let stats = run_pipeline(
+        inputs.into_iter(),
+        |v: &[&[u8]]| validator.validate_batch(v),
+        &model,
+        &config,
+        |outcome| {
+            let (name, kind) = match outcome {
+                Outcome::Classified { name, prediction } => {
+                    assert!(prediction.top_k.len() == 5 && prediction.confidence > 0.0);
+                    (name, "classified".to_string())
+                }
+                Outcome::Rejected { name, rejected } => {
+                    assert_eq!(rejected.payload.to_bytes().unwrap(), originals[&name], "{name}: original payload kept");
+                    (name, format!("{}@{}", rejected.reason, rejected.stage.as_str()))
+                }
+            };
+            assert!(seen.insert(name.clone(), kind).is_none(), "{name} came out twice");
+            Ok::<(), String>(())
+        },
+    )
+    .unwrap();
+    assert_eq!(seen.len(), originals.len(), "nothing lost");
+    assert_eq!(stats.inputs, 120);
+    assert_eq!(stats.classified + stats.rejected, 120);
+    assert_eq!(stats.rejected, 10);
+    assert_eq!(seen["bad-inputs/truncated-40pct.jpg"], "truncated@validate");
+    assert_eq!(
+        seen["bad-inputs/png-corrupt-idat-bad-zlib-good-crc.png"],
+        format!("{}@decode", RejectReason::DecodeError)
+    );
+    assert!(seen.iter().filter(|(n, _)| n.starts_with("imagenet")).all(|(_, k)| k == "classified"));
+    assert!(stats.batches >= 110 / 3, "batches of at most 3: {}", stats.batches);
+    assert!(stats.latency_ms(0.99) >= stats.latency_ms(0.5));
+}
+
+#[test]
+fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
+    let model = model();
+    let mut validator = wasm_validator(&[]);
+    let config = PipelineConfig { queue: 1, ..PipelineConfig::default() };
+    let mut taken = 0;
+    let err = run_pipeline(
+        items().into_iter(),
+        |v: &[&[u8]]| validator.validate_batch(v),
+        &model,
+        &config,
+        |_| {
+            taken += 1;
+            if taken == 5 {
+                Err("disk full")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("disk full"));
+    assert_eq!(taken, 5);
+}
