@@ -212,3 +212,21 @@ fn models_list_and_show_describe_every_preset() {
     assert!(text.contains("`input` Float32 [-1, 224, 224, 3]"), "shape read from the ONNX file:\n{text}");
     assert!(text.contains("WEIGHT-FREE"));
 }
+
+#[test]
+fn run_reads_the_sink_connector_yaml() {
+    let out = fvision(&["run", "--config", "fluvio-config/connectors/inference-sink.yaml", "data/demo-images"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The shipped config sets confidence-threshold 0.3: the dimmer demo predictions are flagged, not dropped.
+    assert!(stdout.contains("6 classified (100% success)"), "{stdout}");
+    assert!(!stdout.contains(" 0 below the confidence threshold"), "{stdout}");
+
+    let bad = fvision(
+        &["run", "--config", "fluvio-config/connectors/test-data/error-threshold.yaml", "data/demo-images"],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("error-threshold.yaml") && stderr.contains("inference.confidence-threshold"), "{stderr}");
+}

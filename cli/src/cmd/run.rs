@@ -23,7 +23,8 @@ use crate::inputs::InputSource;
 Examples:
   fvision run                                  # the shipped demo images, efficientnet-lite0
   fvision run ~/photos --confidence-threshold 0.5 --output predictions.jsonl
-  fvision run --model resnet50 --max-batch 8 --max-wait-ms 20 data/imagenet-sample")]
+  fvision run --model resnet50 --max-batch 8 --max-wait-ms 20 data/imagenet-sample
+  fvision run --config fluvio-config/connectors/inference-sink.yaml data/imagenet-sample")]
 pub struct RunArgs {
     /// Files, directories or `-` (one record per line) [default: the shipped demo images]
     #[arg(value_name = "PATH")]
@@ -41,6 +42,15 @@ pub struct RunArgs {
     /// Also write every outcome as a JSON line to this file.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+
+    /// Read the inference sink's connector YAML: its model, threshold, batching and image-validate
+    /// params replace the corresponding options here.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Secrets for `${{ secrets.NAME }}` references in --config (NAME=value lines).
+    #[arg(long, value_name = "FILE", requires = "config")]
+    secrets: Option<PathBuf>,
 }
 
 /// Pipeline sizes, shared by `run` and `bench pipeline`.
@@ -90,16 +100,36 @@ fn threshold(raw: &str) -> Result<f32, String> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let paths = if args.paths.is_empty() { vec![demo_images()] } else { args.paths };
     let source = InputSource::from_args(&paths)?;
-    let mut validator = args.validator.load()?;
-    let classifier = args.model.load()?;
-    let mut jsonl = match &args.output {
+    let (mut validator, classifier, pipeline, output) = match &args.config {
+        Some(path) => {
+            let config = inference_sink::config::load(path, args.secrets.as_deref())?;
+            let mut params = std::collections::BTreeMap::new();
+            for step in &config.transforms {
+                // `image-validate`, or `group/image-validate@version` as a hub reference.
+                let name = step.uses.rsplit('/').next().and_then(|n| n.split('@').next());
+                if name != Some(image_validate::SMARTMODULE_NAME) {
+                    anyhow::bail!(
+                        "{}: transforms: only image-validate runs embedded, not `{}`",
+                        path.display(),
+                        step.uses
+                    );
+                }
+                params.extend(step.params());
+            }
+            let model = ModelArgs { model: config.custom.model.clone(), threads: args.model.threads };
+            let output = args.output.clone().or_else(|| config.custom.jsonl.clone());
+            (args.validator.load_with(params)?, model.load()?, config.custom.pipeline(), output)
+        }
+        None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
+    };
+    let mut jsonl = match &output {
         Some(path) => Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)),
         None => None,
     };
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);
     let wasm = |values: &[&[u8]]| validator.validate_batch(values);
-    let (unreadable, stats) = run_inputs(source, wasm, &classifier, &args.pipeline.config(), |outcome| {
+    let (unreadable, stats) = run_inputs(source, wasm, &classifier, &pipeline, |outcome| {
         table.write(&mut out, &outcome)?;
         if let Some(file) = jsonl.as_mut() {
             serde_json::to_writer(&mut *file, &outcome)?;

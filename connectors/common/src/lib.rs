@@ -1,12 +1,14 @@
 //! Plumbing shared by the fluvio-vision connectors and the embedded pipeline.
 //!
-//! Today: running SmartModules in-process ([`engine`]) and the `image-validate` SmartModule on top of
+//! Connector configuration ([`config`], Fluvio's connector YAML 0.2.0), and running SmartModules in-process ([`engine`]) and the `image-validate` SmartModule on top of
 //! it ([`validator`]): the same `.wasm` that an SPU runs, so the embedded pipeline and a cluster
 //! deployment validate identically.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod engine;
 pub mod validator;
 
+pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
 pub use engine::{find_in_target_dir, EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
 pub use validator::{locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

@@ -52,7 +52,7 @@ impl WasmValidator {
         params: BTreeMap<String, String>,
         memory_limit: usize,
     ) -> Result<Self, ValidatorError> {
-        ValidationParams::from_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let runner =
             SmartModuleRunner::builder(SMARTMODULE_NAME).params(params).memory_limit(memory_limit).load(path)?;
         Ok(Self { runner })
@@ -107,6 +107,12 @@ impl WasmValidator {
         }
         Ok(outputs)
     }
+}
+
+/// Checks SmartModule params by name and value, as [`WasmValidator::load`] does, without loading anything:
+/// for config files that name `image-validate` in their `transforms`.
+pub fn check_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> Result<(), ParamError> {
+    ValidationParams::from_pairs(params).map(drop)
 }
 
 /// Finds `image_validate.wasm`: `$FVISION_SMARTMODULE_WASM`, else in the cargo target directory of

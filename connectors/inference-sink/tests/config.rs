@@ -1,0 +1,78 @@
+//! The sink's connector YAML: the shipped file, the bad fixtures beside it, secrets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fvision_connector_common::config::{OffsetStart, OffsetStrategy, PartitionSelection};
+use inference_sink::config::{load, BelowThreshold};
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors")
+}
+
+#[test]
+fn the_shipped_config_reads_as_documented() {
+    let config = load(&config_dir().join("inference-sink.yaml"), None).unwrap();
+    assert_eq!(config.meta.topic.name(), "images");
+    assert_eq!(config.meta.kind, "inference-sink");
+    let consumer = config.meta.consumer.as_ref().unwrap();
+    assert_eq!(consumer.id.as_deref(), Some("inference-sink"));
+    assert!(matches!(consumer.partition, Some(PartitionSelection::All(_))));
+    assert_eq!(consumer.max_bytes.map(|b| b.as_u64()), Some(16 * 1024 * 1024));
+    let offset = consumer.offset.as_ref().unwrap();
+    assert_eq!((offset.start.clone(), offset.strategy), (Some(OffsetStart::Beginning), Some(OffsetStrategy::Manual)));
+    assert_eq!(config.meta.producer.as_ref().unwrap().linger, Some(Duration::from_millis(10)));
+    let inference = &config.custom;
+    assert_eq!(inference.model, "efficientnet-lite0");
+    assert_eq!((inference.confidence_threshold, inference.below_threshold), (0.3, BelowThreshold::Flag));
+    assert_eq!((inference.max_batch, inference.max_wait), (4, Duration::from_millis(5)));
+    assert_eq!((inference.predictions_topic.as_str(), inference.dlq_topic.as_str()), ("predictions", "images-dlq"));
+    assert_eq!(config.transforms[0].uses, "image-validate");
+    let params = config.transforms[0].params();
+    assert_eq!(params["max_pixels"], "50000000");
+    assert_eq!(params["full_decode"], "false");
+    // The SmartModule itself accepts exactly these params.
+    image_validate_params_are_valid(&params);
+    let pipeline = inference.pipeline();
+    assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
+}
+
+fn image_validate_params_are_valid(params: &std::collections::BTreeMap<String, String>) {
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert!(fvision_connector_common::validator::check_params(pairs).is_ok());
+}
+
+#[test]
+fn every_bad_fixture_fails_with_the_error_it_names() {
+    let dir = config_dir().join("test-data");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 9);
+    for path in fixtures {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("first line: # expect: ...");
+        let err = load(&path, None).expect_err(&path.display().to_string()).to_string();
+        assert!(err.starts_with(&path.display().to_string()), "the error names the file: {err}");
+        assert!(err.contains(expect), "{}:\n  expected `{expect}`\n  got      `{err}`", path.display());
+    }
+}
+
+#[test]
+fn secrets_are_substituted_from_the_secrets_file() {
+    let dir = std::env::temp_dir().join(format!("fvision-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: 0.2.0\nmeta:\n  {version: 0.1.0, name: s, type: inference-sink, topic: \"${{ secrets.TOPIC }}\", secrets: [{name: TOPIC}]}\ninference: {model: \"${{secrets.MODEL}}\"}\n",
+    )
+    .unwrap();
+    let secrets = dir.join("secrets.env");
+    std::fs::write(&secrets, "# comment\nTOPIC=camera-7\nMODEL=resnet50\n").unwrap();
+    let loaded = load(&config, Some(&secrets)).unwrap();
+    assert_eq!(loaded.meta.topic.name(), "camera-7");
+    assert_eq!(loaded.custom.model, "resnet50");
+    std::fs::write(&secrets, "not a pair\n").unwrap();
+    let err = load(&config, Some(&secrets)).unwrap_err().to_string();
+    assert!(err.contains("secrets.env") && err.contains("line 1") && err.contains("NAME=value"), "{err}");
+}
