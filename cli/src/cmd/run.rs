@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use inference_sink::PipelineConfig;
 
-use crate::cmd::classify::{run_inputs, ModelArgs, Table};
+use crate::cmd::classify::{run_inputs, ModelArgs, Outcome, Table};
 use crate::cmd::validate::ValidatorArgs;
 use crate::data::demo_images;
 use crate::inputs::InputSource;
@@ -100,6 +100,7 @@ fn threshold(raw: &str) -> Result<f32, String> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let paths = if args.paths.is_empty() { vec![demo_images()] } else { args.paths };
     let source = InputSource::from_args(&paths)?;
+    let mut below = inference_sink::BelowThreshold::Flag;
     let (mut validator, classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let config = inference_sink::config::load(path, args.secrets.as_deref())?;
@@ -118,6 +119,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             }
             let model = ModelArgs { model: config.custom.model.clone(), threads: args.model.threads };
             let output = args.output.clone().or_else(|| config.custom.jsonl.clone());
+            below = config.custom.below_threshold;
+            if below == inference_sink::BelowThreshold::Review {
+                eprintln!(
+                    "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
+                );
+            }
             (args.validator.load_with(params)?, model.load()?, config.custom.pipeline(), output)
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
@@ -129,7 +136,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);
     let wasm = |values: &[&[u8]]| validator.validate_batch(values);
+    let mut dropped = 0u64;
     let (unreadable, stats) = run_inputs(source, wasm, &classifier, &pipeline, |outcome| {
+        if below == inference_sink::BelowThreshold::Drop
+            && matches!(&outcome, Outcome::Classified { prediction, .. } if !prediction.above_threshold)
+        {
+            dropped += 1;
+            return Ok(());
+        }
         table.write(&mut out, &outcome)?;
         if let Some(file) = jsonl.as_mut() {
             serde_json::to_writer(&mut *file, &outcome)?;
@@ -144,7 +158,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     writeln!(
         out,
         "\n{total} images in {:.2} s ({:.1} images/s): {} classified ({:.0}% success), {} rejected, {} below the \
-         confidence threshold; latency p50 {:.1} ms, p99 {:.1} ms; {} inference batches",
+         confidence threshold ({dropped} of them dropped as configured); latency p50 {:.1} ms, p99 {:.1} ms; {} \
+         inference batches",
         stats.elapsed.as_secs_f64(),
         total as f64 / stats.elapsed.as_secs_f64().max(1e-9),
         stats.classified,
