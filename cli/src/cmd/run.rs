@@ -48,6 +48,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Serve Prometheus metrics on 127.0.0.1:PORT/metrics while running.
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+
     /// Secrets for `${{ secrets.NAME }}` references in --config (NAME=value lines).
     #[arg(long, value_name = "FILE", requires = "config")]
     secrets: Option<PathBuf>,
@@ -101,6 +105,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let paths = if args.paths.is_empty() { vec![demo_images()] } else { args.paths };
     let source = InputSource::from_args(&paths)?;
     let mut below = inference_sink::BelowThreshold::Flag;
+    let mut metrics_port = args.metrics_port;
     let (mut validator, classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let config = inference_sink::config::load(path, args.secrets.as_deref())?;
@@ -120,6 +125,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let model = ModelArgs { model: config.custom.model.clone(), threads: args.model.threads };
             let output = args.output.clone().or_else(|| config.custom.jsonl.clone());
             below = config.custom.below_threshold;
+            metrics_port = metrics_port.or(config.custom.metrics_port);
             if below == inference_sink::BelowThreshold::Review {
                 eprintln!(
                     "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
@@ -129,6 +135,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
+    if let Some(port) = metrics_port {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(([127, 0, 0, 1], port))
+            .install()
+            .with_context(|| format!("starting the metrics endpoint on 127.0.0.1:{port}"))?;
+        eprintln!("metrics on http://127.0.0.1:{port}/metrics");
+    }
+    inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
     let mut jsonl = match &output {
         Some(path) => Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)),
         None => None,

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod events;
 pub mod pipeline;
 
 pub use config::{BelowThreshold, InferenceSettings, SinkConfig};

@@ -96,3 +96,46 @@ fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
     assert!(err.to_string().contains("disk full"));
     assert_eq!(taken, 5);
 }
+
+#[test]
+fn metrics_count_every_outcome_by_status_reason_and_stage() {
+    let model = model();
+    let mut validator = wasm_validator(&[]);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let config = PipelineConfig { max_batch: 4, ..PipelineConfig::default() };
+    let stats = metrics::with_local_recorder(&recorder, || {
+        run_pipeline(
+            items().into_iter(),
+            |v: &[&[u8]]| validator.validate_batch(v),
+            &model,
+            &config,
+            |_| Ok::<(), String>(()),
+        )
+    })
+    .unwrap();
+    let text = handle.render();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
+    };
+    assert_eq!(
+        value("fvision_images_total{status=\"classified\",reason=\"\",stage=\"\",model=\"efficientnet-lite0\"}"),
+        110.0
+    );
+    assert_eq!(
+        value("fvision_images_total{status=\"rejected\",reason=\"too_many_pixels\",stage=\"validate\",model=\"\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("fvision_images_total{status=\"rejected\",reason=\"decode_error\",stage=\"decode\",model=\"\"}"),
+        1.0
+    );
+    assert_eq!(value("fvision_batch_size_count"), stats.batches as f64);
+    assert_eq!(value("fvision_batch_size_sum"), 110.0, "every classified image was in one batch");
+    assert_eq!(value("fvision_stage_seconds_count{stage=\"inference\"}"), 110.0);
+    assert_eq!(value("fvision_processing_seconds_count"), 110.0);
+}

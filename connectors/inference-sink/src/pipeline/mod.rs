@@ -13,6 +13,8 @@ use base64::Engine as _;
 use fvision_models::{Classifier, PreparedBatch};
 use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
 
+use crate::events;
+
 pub use batcher::next_batch;
 
 /// One record value to classify, with a name for reports.
@@ -138,6 +140,14 @@ struct Task {
     data: String,
 }
 
+/// What the stages send to the calling thread.
+enum Message {
+    /// One input's outcome.
+    Outcome(Outcome),
+    /// An inference batch of this size ran.
+    Batch(usize),
+}
+
 /// A preprocessed image on its way to the batcher.
 struct Ready {
     name: String,
@@ -158,10 +168,10 @@ pub fn run_pipeline<E: std::fmt::Display>(
     let max_batch = config.max_batch.clamp(1, classifier.spec().manifest.max_batch);
     let (task_tx, task_rx) = sync_channel::<Task>(queue);
     let (ready_tx, ready_rx) = sync_channel::<Ready>(queue);
-    let (out_tx, out_rx) = sync_channel::<Outcome>(queue);
+    let (out_tx, out_rx) = sync_channel::<Message>(queue);
     let task_rx = Arc::new(Mutex::new(task_rx));
     let mut stats = PipelineStats::default();
-    let counts = Arc::new(Mutex::new((0u64, 0u64, 0u64))); // inputs, dropped, batches
+    let counts = Arc::new(Mutex::new((0u64, 0u64))); // inputs, dropped
 
     let result = std::thread::scope(|scope| {
         let out = out_tx.clone();
@@ -177,28 +187,40 @@ pub fn run_pipeline<E: std::fmt::Display>(
         // stage that owns it, or a stage blocked on a full queue would wait forever.
         drop(task_rx);
         drop(ready_tx);
-        let (out, batch_counts) = (out_tx.clone(), Arc::clone(&counts));
-        scope.spawn(move || inference_stage(classifier, config, max_batch, &ready_rx, out, &batch_counts));
+        let out = out_tx.clone();
+        scope.spawn(move || inference_stage(classifier, config, max_batch, &ready_rx, out));
         drop(out_tx);
         // The calling thread is the sink. Returning early drops the receiver, which unblocks every stage.
-        for outcome in out_rx {
+        // Telemetry is recorded here too, so one recorder on this thread sees all of it.
+        for message in out_rx {
+            let outcome = match message {
+                Message::Batch(size) => {
+                    stats.batches += 1;
+                    events::batch_run(size);
+                    continue;
+                }
+                Message::Outcome(outcome) => outcome,
+            };
             match &outcome {
                 Outcome::Classified { prediction, .. } => {
                     stats.classified += 1;
                     stats.below_threshold += u64::from(!prediction.above_threshold);
                     stats.latencies_ms.push(prediction.processing_time_ms);
+                    events::image_classified(prediction);
                 }
-                Outcome::Rejected { .. } => stats.rejected += 1,
+                Outcome::Rejected { rejected, .. } => {
+                    stats.rejected += 1;
+                    events::image_rejected(rejected);
+                }
             }
             sink(outcome).map_err(|e| PipelineError(e.to_string()))?;
         }
         Ok(())
     });
     result?;
-    let (inputs, dropped, batches) = counts.lock().map(|c| *c).unwrap_or_default();
+    let (inputs, dropped) = counts.lock().map(|c| *c).unwrap_or_default();
     stats.inputs = inputs;
     stats.dropped = dropped;
-    stats.batches = batches;
     stats.elapsed = started.elapsed();
     stats.latencies_ms.sort_by(f64::total_cmp);
     Ok(stats)
@@ -209,8 +231,8 @@ fn validate_stage(
     validator: &mut impl Validate,
     chunk: usize,
     tasks: SyncSender<Task>,
-    out: SyncSender<Outcome>,
-    counts: &Mutex<(u64, u64, u64)>,
+    out: SyncSender<Message>,
+    counts: &Mutex<(u64, u64)>,
 ) {
     let mut inputs = inputs.peekable();
     while inputs.peek().is_some() {
@@ -226,9 +248,9 @@ fn validate_stage(
                 Some(ValidationRecord::Ok(ok)) => tasks
                     .send(Task { name: item.name, value: item.value, meta: ok.event.meta, data: ok.event.data })
                     .is_ok(),
-                Some(ValidationRecord::Rejected(rejected)) => {
-                    out.send(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }).is_ok()
-                }
+                Some(ValidationRecord::Rejected(rejected)) => out
+                    .send(Message::Outcome(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }))
+                    .is_ok(),
                 None => true,
             };
             if !sent {
@@ -242,7 +264,7 @@ fn decode_stage(
     classifier: &Classifier,
     tasks: &Mutex<Receiver<Task>>,
     ready: SyncSender<Ready>,
-    out: SyncSender<Outcome>,
+    out: SyncSender<Message>,
 ) {
     let pre = classifier.preprocessor();
     loop {
@@ -252,7 +274,7 @@ fn decode_stage(
         };
         let reject = |reason, detail: String, stage| {
             let rejected = RejectedImage::new(reason, detail, stage, &task.value).with_event(task.meta.clone());
-            Outcome::Rejected { name: task.name.clone(), rejected: Box::new(rejected) }
+            Message::Outcome(Outcome::Rejected { name: task.name.clone(), rejected: Box::new(rejected) })
         };
         let image = match base64::engine::general_purpose::STANDARD.decode(&task.data) {
             Ok(image) => image,
@@ -287,16 +309,15 @@ fn inference_stage(
     config: &PipelineConfig,
     max_batch: usize,
     ready: &Receiver<Ready>,
-    out: SyncSender<Outcome>,
-    counts: &Mutex<(u64, u64, u64)>,
+    out: SyncSender<Message>,
 ) {
     while let Some(items) = next_batch(ready, max_batch, config.max_wait) {
         let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), items.len());
         for item in &items {
             batch.append(&item.batch);
         }
-        if let Ok(mut c) = counts.lock() {
-            c.2 += 1;
+        if out.send(Message::Batch(items.len())).is_err() {
+            return;
         }
         let outcomes: Vec<Outcome> = match classifier.classify_batch(&batch, config.top_k, config.threshold) {
             Ok(predictions) => items
@@ -316,7 +337,7 @@ fn inference_stage(
                 .collect(),
         };
         for outcome in outcomes {
-            if out.send(outcome).is_err() {
+            if out.send(Message::Outcome(outcome)).is_err() {
                 return;
             }
         }
