@@ -356,7 +356,7 @@ fn bench_inference(args: BenchInferenceArgs) -> Result<ExitCode> {
     let mut reports = Vec::new();
     for spec in specs {
         let model = fvision_models::Classifier::load(spec, &options)?;
-        reports.push(bench_model(&model, &files, &args)?);
+        reports.push(bench_model(&model, &files, &args.batch_sizes, args.seconds)?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -388,10 +388,13 @@ fn bench_inference(args: BenchInferenceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prepares every file once (timing each step), then runs inference at each batch size for `seconds`
+/// (sizes interleaved run by run).
 fn bench_model(
     model: &fvision_models::Classifier,
     files: &[Vec<u8>],
-    args: &BenchInferenceArgs,
+    batch_sizes: &[usize],
+    seconds: f64,
 ) -> Result<InferenceReport> {
     let pre = model.preprocessor();
     let mut prepared = fvision_models::PreparedBatch::with_capacity(pre, files.len());
@@ -405,10 +408,10 @@ fn bench_model(
     let (decode_ms, resize_ms, normalize_ms) = (mean_ms(|t| t.decode), mean_ms(|t| t.resize), mean_ms(|t| t.normalize));
 
     let max_batch = model.spec().manifest.max_batch;
-    let mut sizes: Vec<usize> = args.batch_sizes.iter().copied().filter(|b| (1..=max_batch).contains(b)).collect();
+    let mut sizes: Vec<usize> = batch_sizes.iter().copied().filter(|b| (1..=max_batch).contains(b)).collect();
     sizes.dedup();
     if sizes.is_empty() {
-        bail!("no batch size in {:?} fits {}'s max_batch {max_batch}", args.batch_sizes, model.spec().name());
+        bail!("no batch size in {batch_sizes:?} fits {}'s max_batch {max_batch}", model.spec().name());
     }
     if sizes.iter().any(|&b| b > prepared.len()) {
         bail!(
@@ -417,10 +420,10 @@ fn bench_model(
             prepared.len()
         );
     }
-    let budget = Duration::from_secs_f64(args.seconds.max(0.05));
+    let budget = Duration::from_secs_f64(seconds.max(0.05));
     let mut spent = vec![Duration::ZERO; sizes.len()];
     let mut runs = vec![0u64; sizes.len()];
-    let bar = progress(Some((args.seconds * sizes.len() as f64).ceil() as u64), model.spec().name());
+    let bar = progress(Some((seconds * sizes.len() as f64).ceil() as u64), model.spec().name());
     while spent.iter().any(|s| *s < budget) {
         for (i, &b) in sizes.iter().enumerate() {
             if spent[i] >= budget {
@@ -431,7 +434,7 @@ fn bench_model(
             spent[i] += start.elapsed();
             runs[i] += 1;
         }
-        bar.set_position(spent.iter().map(|s| s.as_secs_f64().min(args.seconds)).sum::<f64>() as u64);
+        bar.set_position(spent.iter().map(|s| s.as_secs_f64().min(seconds)).sum::<f64>() as u64);
     }
     bar.finish_and_clear();
     let inference: Vec<BatchResult> = sizes
@@ -486,34 +489,10 @@ fn bench_pipeline(args: BenchPipelineArgs) -> Result<ExitCode> {
     let classifier = args.model.load()?;
     let paths = if args.paths.is_empty() { vec![imagenet_sample()] } else { args.paths.clone() };
     let values = record_values(&paths, false)?;
-    let files: Vec<Vec<u8>> = InputSource::from_args(&paths)?.iter().filter_map(|i| i.value.ok()).collect();
-    let pre = classifier.preprocessor();
-    let started = Instant::now();
-    let mut prepared = fvision_models::PreparedBatch::with_capacity(pre, files.len());
-    for bytes in &files {
-        prepared.push(pre, bytes, fvision_records::EventMeta::default())?;
-    }
-    let prepare_ms = started.elapsed().as_secs_f64() * 1e3 / files.len() as f64;
-    let sizes: Vec<usize> = [1, 2, 4, 8, 16]
-        .into_iter()
-        .filter(|&b| b <= classifier.spec().manifest.max_batch && b <= prepared.len())
-        .collect();
-    let inference_only = |seconds: f64| -> Result<(usize, f64)> {
-        let mut best = (1, 0.0);
-        for &b in &sizes {
-            let (mut runs, start) = (0u64, Instant::now());
-            while start.elapsed().as_secs_f64() < seconds / sizes.len() as f64 || runs == 0 {
-                classifier.probabilities(prepared.tensor(0..b), b)?;
-                runs += 1;
-            }
-            let rate = (runs * b as u64) as f64 / start.elapsed().as_secs_f64();
-            if rate > best.1 {
-                best = (b, rate);
-            }
-        }
-        Ok(best)
-    };
-    let before = inference_only(2.0)?;
+    let files: Vec<Vec<u8>> = record_values(&paths, true)?.into_iter().map(|(bytes, _)| bytes).collect();
+    // Inference alone, before and after the pipeline run (averaged against drift), at the same sizes.
+    let sizes: Vec<usize> = [1, 2, 4, 8, 16].into_iter().filter(|&b| b <= files.len()).collect();
+    let before = bench_model(&classifier, &files, &sizes, 0.5)?;
     let items: Vec<inference_sink::Item> = (0..args.repeat.max(1))
         .flat_map(|round| values.iter().enumerate().map(move |(i, (v, _))| (round, i, v.clone())))
         .map(|(round, i, value)| inference_sink::Item { name: format!("{round}/{i}"), value })
@@ -526,8 +505,9 @@ fn bench_pipeline(args: BenchPipelineArgs) -> Result<ExitCode> {
         &args.pipeline.config(),
         |_| Ok::<(), String>(()),
     )?;
-    let after = inference_only(2.0)?;
-    let inference_rate = (before.1 + after.1) / 2.0;
+    let after = bench_model(&classifier, &files, &sizes, 0.5)?;
+    let inference_rate = (before.best_images_per_sec + after.best_images_per_sec) / 2.0;
+    let prepare_ms = before.decode_ms + before.resize_ms + before.normalize_ms;
     let threads = fvision_models::ClassifierOptions::default().intra_threads as f64;
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1) as f64;
     let limit = cores * 1e3 / (prepare_ms + threads * 1e3 / inference_rate);
@@ -539,7 +519,7 @@ fn bench_pipeline(args: BenchPipelineArgs) -> Result<ExitCode> {
         p99_ms: stats.latency_ms(0.99),
         batches: stats.batches,
         inference_only_images_per_sec: inference_rate,
-        inference_best_batch: before.0,
+        inference_best_batch: before.best_batch_size,
         prepare_ms_per_image: prepare_ms,
         limit_images_per_sec: limit,
         ratio_vs_inference_only: stats.images_per_sec() / inference_rate,

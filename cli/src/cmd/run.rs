@@ -80,16 +80,8 @@ pub struct PipelineArgs {
 impl PipelineArgs {
     /// The pipeline configuration these arguments describe.
     pub fn config(&self) -> PipelineConfig {
-        let mut config = PipelineConfig {
-            max_batch: usize::from(self.max_batch),
-            max_wait: Duration::from_millis(self.max_wait_ms),
-            threshold: self.confidence_threshold,
-            ..PipelineConfig::default()
-        };
-        if let Some(workers) = self.workers {
-            config.workers = workers;
-        }
-        config
+        let wait = Duration::from_millis(self.max_wait_ms);
+        PipelineConfig::new(usize::from(self.max_batch), wait, self.confidence_threshold, self.workers)
     }
 }
 

@@ -120,15 +120,6 @@ impl InferenceSettings {
 
     /// The pipeline these settings describe.
     pub fn pipeline(&self) -> PipelineConfig {
-        let mut config = PipelineConfig {
-            max_batch: self.max_batch,
-            max_wait: self.max_wait,
-            threshold: self.confidence_threshold,
-            ..PipelineConfig::default()
-        };
-        if let Some(workers) = self.workers {
-            config.workers = workers;
-        }
-        config
+        PipelineConfig::new(self.max_batch, self.max_wait, self.confidence_threshold, self.workers)
     }
 }

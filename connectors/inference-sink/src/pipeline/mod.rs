@@ -90,6 +90,15 @@ impl Default for PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// The settings users choose (flags or the connector YAML); the rest keeps its defaults, and
+    /// `workers: None` means one per core.
+    pub fn new(max_batch: usize, max_wait: Duration, threshold: f32, workers: Option<usize>) -> Self {
+        let defaults = Self::default();
+        Self { max_batch, max_wait, threshold, workers: workers.unwrap_or(defaults.workers), ..defaults }
+    }
+}
+
 /// What a run did, for the summary line and the benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineStats {
