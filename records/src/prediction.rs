@@ -30,7 +30,7 @@ pub struct StageTimings {
 }
 
 /// A classification result: a superset of the BigQuery row of the job this project replaces.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// Deterministic: see [`prediction_id`]. Sinks deduplicate on it.
     pub prediction_id: String,

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: where the repository's data and built artefacts are.
 #![deny(missing_docs)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 
 use fvision_connector_common::{locate_smartmodule, SmartModuleRunner, WasmValidator};

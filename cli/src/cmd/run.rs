@@ -101,19 +101,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (mut validator, classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let config = inference_sink::config::load(path, args.secrets.as_deref())?;
-            let mut params = std::collections::BTreeMap::new();
-            for step in &config.transforms {
-                // `image-validate`, or `group/image-validate@version` as a hub reference.
-                let name = step.uses.rsplit('/').next().and_then(|n| n.split('@').next());
-                if name != Some(image_validate::SMARTMODULE_NAME) {
-                    anyhow::bail!(
-                        "{}: transforms: only image-validate runs embedded, not `{}`",
-                        path.display(),
-                        step.uses
-                    );
-                }
-                params.extend(step.params());
-            }
+            let params = inference_sink::config::validation_params(&config, path)?;
             let model = ModelArgs { model: config.custom.model.clone(), threads: args.model.threads };
             let output = args.output.clone().or_else(|| config.custom.jsonl.clone());
             below = config.custom.below_threshold;
@@ -128,7 +116,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
     if let Some(port) = metrics_port {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        inference_sink::events::prometheus()
             .with_http_listener(([127, 0, 0, 1], port))
             .install()
             .with_context(|| format!("starting the metrics endpoint on 127.0.0.1:{port}"))?;

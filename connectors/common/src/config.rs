@@ -114,7 +114,7 @@ pub struct TopicMeta {
 }
 
 /// `meta.consumer`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConsumerConfig {
     /// Consumer id: offsets are stored in Fluvio under it.
@@ -152,11 +152,12 @@ pub enum AllPartitions {
 }
 
 /// `meta.consumer.offset`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OffsetConfig {
-    /// Where a consumer without a stored offset starts.
-    #[serde(default)]
+    /// Where a consumer without a stored offset starts: `beginning`, `end`, or `{absolute: N}`,
+    /// `{from-beginning: N}`, `{from-end: N}`.
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub start: Option<OffsetStart>,
     /// `none`, `manual` (commit after the sinks acknowledged: what this project uses) or `auto`.
     #[serde(default)]
@@ -206,7 +207,7 @@ pub struct FlushPeriod {
 }
 
 /// `meta.producer`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ProducerConfig {
     /// How long a batch may wait to fill.

@@ -1,8 +1,11 @@
 //! The `inference` section of the sink's connector YAML, and its checks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fvision_connector_common::config::OffsetStrategy;
+use fvision_connector_common::validator::check_params;
 use fvision_connector_common::{ConfigError, ConnectorConfig};
 use serde::Deserialize;
 
@@ -22,6 +25,20 @@ pub enum BelowThreshold {
     Drop,
     /// Send them to `review-topic` instead of `predictions`.
     Review,
+}
+
+/// Where the `image-validate` SmartModule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidateAt {
+    /// On the SPU when the cluster has the SmartModule loaded (`fluvio smartmodule create`), else in the
+    /// connector.
+    #[default]
+    Auto,
+    /// On the SPU; the connector fails to start if the cluster does not have the SmartModule.
+    Cluster,
+    /// In the connector, with `fluvio-smartengine` and the local `.wasm`.
+    Connector,
 }
 
 /// `inference:`: the model, the threshold, batching and outputs.
@@ -64,6 +81,12 @@ pub struct InferenceSettings {
     /// Port of the Prometheus `/metrics` endpoint.
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Where the `image-validate` transform runs: `auto`, `cluster` or `connector`.
+    #[serde(default)]
+    pub validate_at: ValidateAt,
+    /// How often the connector logs its one-line summary (images/s, success rate, latency).
+    #[serde(default = "default_summary_interval", with = "humantime_serde")]
+    pub summary_interval: Duration,
 }
 
 fn default_model() -> String {
@@ -74,6 +97,9 @@ fn default_max_batch() -> usize {
 }
 fn default_max_wait() -> Duration {
     Duration::from_millis(5)
+}
+fn default_summary_interval() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_predictions_topic() -> String {
     "predictions".into()
@@ -89,7 +115,71 @@ pub type SinkConfig = ConnectorConfig<InferenceSettings>;
 pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SinkConfig, ConfigError> {
     let config = SinkConfig::load(path, secrets, SECTION)?;
     config.custom.check(path)?;
+    check_delivery(&config, path)?;
+    validation_params(&config, path)?;
     Ok(config)
+}
+
+/// The params of the `image-validate` step in `transforms` (none: its defaults). The sink runs exactly that
+/// SmartModule, so any other step is refused, and its params are checked by the SmartModule's own rules.
+/// `on_invalid: drop` is refused: the sink must see one record per consumed record to know when every
+/// record up to an offset was delivered (a dropped record would also renumber the SPU's offsets).
+pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let field = |field: String, expected: String| ConfigError::Field { path: path.to_owned(), field, expected };
+    if config.transforms.len() > 1 {
+        return Err(field("transforms".into(), "at most one step: `uses: image-validate`".into()));
+    }
+    let Some(step) = config.transforms.first() else { return Ok(BTreeMap::new()) };
+    if !is_image_validate(&step.uses) {
+        return Err(field(
+            "transforms[0].uses".into(),
+            format!(
+                "`image-validate`, a copy loaded as `image-validate-<suffix>`, or `group/image-validate@version`; \
+                 not `{}`",
+                step.uses
+            ),
+        ));
+    }
+    let params = step.params();
+    if let Err(e) = check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        return Err(field(format!("transforms[0].with.{}", e.name), format!("{} (got `{}`)", e.expected, e.value)));
+    }
+    if params.get("on_invalid").map(String::as_str) == Some("drop") {
+        return Err(field(
+            "transforms[0].with.on_invalid".into(),
+            "`reject`: the sink routes rejected images to the dead-letter topic and counts every record before \
+             committing its offset"
+                .into(),
+        ));
+    }
+    Ok(params)
+}
+
+/// Whether a `uses` names this project's SmartModule: `image-validate`, `image-validate-<suffix>` (a copy
+/// loaded under another name, e.g. a second version side by side) or a hub reference
+/// `group/image-validate@version`.
+pub fn is_image_validate(uses: &str) -> bool {
+    let name = uses.rsplit('/').next().unwrap_or(uses);
+    let name = name.split('@').next().unwrap_or(name);
+    let base = image_validate::SMARTMODULE_NAME;
+    name == base || name.strip_prefix(base).is_some_and(|rest| rest.starts_with('-') && rest.len() > 1)
+}
+
+/// Offsets are committed by the connector after its outputs acknowledged; the client's own periodic commit
+/// (`auto`) would commit records still in flight and lose them on a crash, and without offsets (`none`) a
+/// restarted sink could not resume.
+fn check_delivery(config: &SinkConfig, path: &Path) -> Result<(), ConfigError> {
+    let strategy = config.meta.consumer.as_ref().and_then(|c| c.offset.as_ref()).and_then(|o| o.strategy);
+    if matches!(strategy, Some(OffsetStrategy::Auto | OffsetStrategy::None)) {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "meta.consumer.offset.strategy".into(),
+            expected: "`manual`: the sink commits after every output acknowledged (`auto` would commit images \
+                       still in flight, `none` could not resume after a restart)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 impl InferenceSettings {
@@ -114,6 +204,9 @@ impl InferenceSettings {
         }
         if self.workers == Some(0) {
             return Err(field("workers", "at least 1"));
+        }
+        if self.summary_interval < Duration::from_secs(1) {
+            return Err(field("summary-interval", "at least 1s"));
         }
         Ok(())
     }

@@ -53,3 +53,57 @@ pub fn batch_run(size: usize) {
 pub fn model_loaded(model: &str, seconds: f64) {
     metrics::gauge!(MODEL_LOAD_SECONDS, "model" => model.to_string()).set(seconds);
 }
+
+/// Records read from the Fluvio topic.
+pub const CONSUMED_TOTAL: &str = "fvision_consumed_total";
+/// Commit barriers passed: every record up to there delivered, confirmed and its offset committed.
+pub const OFFSET_COMMITS_TOTAL: &str = "fvision_offset_commits_total";
+/// Outcomes handed to an output, by destination (`predictions`, `review`, `dead_letter`, `dropped`).
+pub const DELIVERED_TOTAL: &str = "fvision_delivered_total";
+/// Records read but not yet delivered.
+pub const IN_FLIGHT: &str = "fvision_in_flight";
+/// Items waiting in a queue between stages, by queue (`consumed`, `decode`, `batch`, `output`).
+pub const QUEUE_DEPTH: &str = "fvision_queue_depth";
+
+/// A record was read from Fluvio.
+pub fn record_consumed() {
+    metrics::counter!(CONSUMED_TOTAL).increment(1);
+}
+
+/// Offsets were committed.
+pub fn offsets_committed() {
+    metrics::counter!(OFFSET_COMMITS_TOTAL).increment(1);
+}
+
+/// An outcome went to `destination`.
+pub fn delivered(destination: &'static str) {
+    metrics::counter!(DELIVERED_TOTAL, "destination" => destination).increment(1);
+}
+
+/// Records read but not delivered, and the depth of the queue from the consumer into the pipeline.
+pub fn in_flight(records: u64, consumed_queue: usize) {
+    metrics::gauge!(IN_FLIGHT).set(records as f64);
+    metrics::gauge!(QUEUE_DEPTH, "queue" => "consumed").set(consumed_queue as f64);
+}
+
+/// An item entered (`+1`) or left (`-1`) the queue in front of a pipeline stage.
+pub fn queue_moved(queue: &'static str, delta: f64) {
+    metrics::gauge!(QUEUE_DEPTH, "queue" => queue).increment(delta);
+}
+
+/// Bucket bounds of the `*_seconds` histograms: 1 ms to 10 s, where image latencies live.
+const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Bucket bounds of the batch-size histogram.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// The Prometheus exporter with real histograms (buckets) for this crate's metrics, as `fvision run` and
+/// the connector serve them; without buckets the exporter would render summaries, which cannot be
+/// aggregated across instances.
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusBuilder {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &BATCH_BUCKETS));
+    // Setting buckets only fails for an empty list; these are constants, so this never falls back.
+    builder.unwrap_or_else(|_| PrometheusBuilder::new())
+}

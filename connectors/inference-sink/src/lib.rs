@@ -1,11 +1,14 @@
-//! The inference stage of fluvio-vision. Today: its connector configuration ([`config`]) and the
-//! concurrent pipeline ([`pipeline`]) that `fvision run` embeds: validation, parallel decode workers, a micro-batcher and one shared model, connected by bounded
-//! queues. The Fluvio sink connector around it (consumer, producers, offsets, metrics) is issue 5's next part.
+//! The inference stage of fluvio-vision: its connector configuration ([`config`]), the concurrent
+//! pipeline ([`pipeline`]: validation, parallel decode workers, a micro-batcher and one shared model,
+//! connected by bounded queues) that `fvision run` embeds, and the Fluvio sink connector around it
+//! ([`connector`]: consumer, producers, commit-after-delivery, graceful stop).
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod connector;
 pub mod events;
 pub mod pipeline;
+pub mod summary;
 
-pub use config::{BelowThreshold, InferenceSettings, SinkConfig};
+pub use config::{BelowThreshold, InferenceSettings, SinkConfig, ValidateAt};
 pub use pipeline::{run_pipeline, Item, Outcome, PipelineConfig, PipelineError, PipelineStats, Validate};

@@ -101,7 +101,7 @@ fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
 fn metrics_count_every_outcome_by_status_reason_and_stage() {
     let model = model();
     let mut validator = wasm_validator(&[]);
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorder = inference_sink::events::prometheus().build_recorder();
     let handle = recorder.handle();
     let config = PipelineConfig { max_batch: 4, ..PipelineConfig::default() };
     let stats = metrics::with_local_recorder(&recorder, || {
@@ -138,4 +138,7 @@ fn metrics_count_every_outcome_by_status_reason_and_stage() {
     assert_eq!(value("fvision_batch_size_sum"), 110.0, "every classified image was in one batch");
     assert_eq!(value("fvision_stage_seconds_count{stage=\"inference\"}"), 110.0);
     assert_eq!(value("fvision_processing_seconds_count"), 110.0);
+    // Real histograms: every image falls under the last (+Inf) bucket.
+    assert_eq!(value("fvision_processing_seconds_bucket{le=\"+Inf\"}"), 110.0);
+    assert_eq!(value("fvision_batch_size_bucket{le=\"+Inf\"}"), stats.batches as f64);
 }

@@ -202,6 +202,7 @@ pub fn run_pipeline<E: std::fmt::Display>(
         // The calling thread is the sink. Returning early drops the receiver, which unblocks every stage.
         // Telemetry is recorded here too, so one recorder on this thread sees all of it.
         for message in out_rx {
+            events::queue_moved("output", -1.0);
             let outcome = match message {
                 Message::Batch(size) => {
                     stats.batches += 1;
@@ -254,12 +255,16 @@ fn validate_stage(
         }
         for (item, verdict) in batch.into_iter().zip(verdicts) {
             let sent = match verdict {
-                Some(ValidationRecord::Ok(ok)) => tasks
-                    .send(Task { name: item.name, value: item.value, meta: ok.event.meta, data: ok.event.data })
-                    .is_ok(),
-                Some(ValidationRecord::Rejected(rejected)) => out
-                    .send(Message::Outcome(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }))
-                    .is_ok(),
+                Some(ValidationRecord::Ok(ok)) => send_counted(
+                    &tasks,
+                    "decode",
+                    Task { name: item.name, value: item.value, meta: ok.event.meta, data: ok.event.data },
+                ),
+                Some(ValidationRecord::Rejected(rejected)) => send_counted(
+                    &out,
+                    "output",
+                    Message::Outcome(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }),
+                ),
                 None => true,
             };
             if !sent {
@@ -281,6 +286,7 @@ fn decode_stage(
             Ok(Ok(task)) => task,
             _ => return,
         };
+        events::queue_moved("decode", -1.0);
         let reject = |reason, detail: String, stage| {
             let rejected = RejectedImage::new(reason, detail, stage, &task.value).with_event(task.meta.clone());
             Message::Outcome(Outcome::Rejected { name: task.name.clone(), rejected: Box::new(rejected) })
@@ -288,12 +294,12 @@ fn decode_stage(
         let image = match base64::engine::general_purpose::STANDARD.decode(&task.data) {
             Ok(image) => image,
             Err(e) => {
-                let sent = out.send(reject(
-                    RejectReason::InvalidBase64,
-                    format!("validated data is not base64: {e}"),
-                    Stage::Decode,
-                ));
-                if sent.is_err() {
+                let sent = send_counted(
+                    &out,
+                    "output",
+                    reject(RejectReason::InvalidBase64, format!("validated data is not base64: {e}"), Stage::Decode),
+                );
+                if !sent {
                     return;
                 }
                 continue;
@@ -301,10 +307,10 @@ fn decode_stage(
         };
         let mut batch = PreparedBatch::with_capacity(pre, 1);
         let sent = match batch.push(pre, &image, task.meta.clone()) {
-            Ok(()) => ready.send(Ready { name: task.name, value: task.value, batch }).is_ok(),
+            Ok(()) => send_counted(&ready, "batch", Ready { name: task.name, value: task.value, batch }),
             Err(e) => {
                 let stage = if e.reason == RejectReason::PreprocessError { Stage::Preprocess } else { Stage::Decode };
-                out.send(reject(e.reason, e.detail, stage)).is_ok()
+                send_counted(&out, "output", reject(e.reason, e.detail, stage))
             }
         };
         if !sent {
@@ -321,11 +327,12 @@ fn inference_stage(
     out: SyncSender<Message>,
 ) {
     while let Some(items) = next_batch(ready, max_batch, config.max_wait) {
+        events::queue_moved("batch", -(items.len() as f64));
         let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), items.len());
         for item in &items {
             batch.append(&item.batch);
         }
-        if out.send(Message::Batch(items.len())).is_err() {
+        if !send_counted(&out, "output", Message::Batch(items.len())) {
             return;
         }
         let outcomes: Vec<Outcome> = match classifier.classify_batch(&batch, config.top_k, config.threshold) {
@@ -346,9 +353,19 @@ fn inference_stage(
                 .collect(),
         };
         for outcome in outcomes {
-            if out.send(Message::Outcome(outcome)).is_err() {
+            if !send_counted(&out, "output", Message::Outcome(outcome)) {
                 return;
             }
         }
     }
+}
+
+/// Sends into a stage's queue, keeping its depth gauge; `false` when the receiving side has stopped.
+fn send_counted<T>(queue: &SyncSender<T>, name: &'static str, item: T) -> bool {
+    events::queue_moved(name, 1.0);
+    let sent = queue.send(item).is_ok();
+    if !sent {
+        events::queue_moved(name, -1.0);
+    }
+    sent
 }

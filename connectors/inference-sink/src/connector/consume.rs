@@ -1,0 +1,275 @@
+//! The consuming edge: the consumer settings the YAML describes, and the loop that feeds the pipeline and
+//! commits offsets.
+//!
+//! Fluvio's client commits "the last record the stream yielded", not an arbitrary offset. So the loop
+//! commits at a barrier: every commit interval (and whenever it has caught up with the topic) it stops
+//! reading, waits until the pipeline has handed every record read so far to the outputs, waits for the
+//! outputs' confirmations, then commits and flushes the offset. A crash between two barriers replays at
+//! most one interval, never loses a record.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy};
+use fluvio::{Offset, SmartModuleInvocation};
+use fluvio_future::timer::sleep;
+use futures_util::StreamExt;
+use fvision_connector_common::config::{OffsetStart, PartitionSelection};
+use fvision_connector_common::MetaConfig;
+
+use super::deliver::{DeliveryError, Outputs};
+use crate::events;
+use crate::pipeline::Item;
+
+/// Records carry whole images; the client's 1 MiB default fetch silently stalls on a bigger one.
+pub const DEFAULT_MAX_BYTES: ByteSize = ByteSize::mib(16);
+
+/// How often offsets are committed when the YAML does not say (`meta.consumer.offset.flush-period`).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How the connector consumes, resolved from `meta` with the defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumeSettings {
+    /// The topic.
+    pub topic: String,
+    /// Partitions to read; `None` means all of them.
+    pub partitions: Option<Vec<u32>>,
+    /// Offsets are stored under this id (default: the connector name).
+    pub consumer_id: String,
+    /// Where a consumer without a stored offset starts.
+    pub start: OffsetStart,
+    /// Interval between commit barriers.
+    pub commit_interval: Duration,
+    /// Largest fetch, in bytes.
+    pub max_bytes: ByteSize,
+}
+
+impl ConsumeSettings {
+    /// The settings `meta` describes.
+    pub fn from_meta(meta: &MetaConfig) -> Self {
+        let consumer = meta.consumer.clone().unwrap_or_default();
+        let offset = consumer.offset.unwrap_or_default();
+        let partitions = match consumer.partition {
+            None | Some(PartitionSelection::All(_)) => None,
+            Some(PartitionSelection::One(p)) => Some(vec![p]),
+            Some(PartitionSelection::Many(list)) => Some(list),
+        };
+        Self {
+            topic: meta.topic.name().to_string(),
+            partitions,
+            consumer_id: consumer.id.unwrap_or_else(|| meta.name.clone()),
+            start: offset.start.unwrap_or(OffsetStart::Beginning),
+            commit_interval: offset
+                .flush_period
+                .map(|p| Duration::new(p.secs, p.nanos))
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_COMMIT_INTERVAL),
+            max_bytes: consumer.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+        }
+    }
+
+    /// The client's consumer config for these `partitions`, with the SPU-side SmartModule if any.
+    pub fn consumer_config(
+        &self,
+        partitions: &[u32],
+        smartmodule: Option<SmartModuleInvocation>,
+    ) -> anyhow::Result<ConsumerConfigExt> {
+        let start = match self.start {
+            OffsetStart::Beginning => Offset::beginning(),
+            OffsetStart::End => Offset::end(),
+            OffsetStart::Absolute(offset) => Offset::absolute(offset)?,
+            OffsetStart::FromBeginning(n) => Offset::from_beginning(n),
+            OffsetStart::FromEnd(n) => Offset::from_end(n),
+        };
+        let mut builder = ConsumerConfigExt::builder();
+        builder
+            .topic(self.topic.clone())
+            .offset_start(start)
+            .offset_consumer(self.consumer_id.clone())
+            .offset_strategy(OffsetManagementStrategy::Manual)
+            .disable_continuous(true)
+            .max_bytes(i32::try_from(self.max_bytes.as_u64()).unwrap_or(i32::MAX))
+            .smartmodule(smartmodule.into_iter().collect());
+        for &partition in partitions {
+            builder.partition(partition);
+        }
+        builder.build()
+    }
+}
+
+/// Why consuming stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The stream reported an error.
+    #[error("consuming `{topic}`: {detail}")]
+    Stream {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        detail: String,
+    },
+    /// The offsets could not be committed.
+    #[error("committing the offsets of consumer `{consumer_id}`: {detail}")]
+    Commit {
+        /// The consumer id.
+        consumer_id: String,
+        /// The client's error.
+        detail: String,
+    },
+    /// The outputs did not confirm; nothing after the last commit is committed.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    /// The pipeline stopped before handing over every record (its own error says why).
+    #[error("the pipeline stopped with records in flight; their offsets were not committed")]
+    PipelineStopped,
+}
+
+/// What the loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumeReport {
+    /// Records read from Fluvio.
+    pub consumed: u64,
+    /// Commit barriers passed (offsets committed and flushed).
+    pub commits: u64,
+    /// Streams opened (one per catch-up with the end of the topic).
+    pub streams: u64,
+}
+
+/// How long an idle connector waits before asking for new records again.
+pub const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Reads the topic into `items` until `stop` is set, committing at barriers.
+///
+/// Each stream is opened by `open` and ends at the end of the topic (`disable_continuous`): the client's
+/// retrying stream holds its lock while it waits for records, so an offset commit can only run between
+/// records, never while the consumer waits on an idle topic. After the end, the loop commits, waits
+/// [`IDLE_POLL`] and opens the next stream, which resumes after the committed offset.
+pub async fn consume<S, F, Fut>(
+    mut open: F,
+    items: async_channel::Sender<Item>,
+    outputs: &Outputs,
+    settings: &ConsumeSettings,
+    stop: &AtomicBool,
+) -> Result<ConsumeReport, ConsumeError>
+where
+    S: ConsumerStream,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<S, ConsumeError>>,
+{
+    let mut report = ConsumeReport::default();
+    let mut committed = 0u64;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut stream = open().await?;
+        report.streams += 1;
+        let before = report.consumed;
+        while !stop.load(Ordering::Relaxed) {
+            let record = match stream.next().await {
+                Some(Ok(record)) => record,
+                Some(Err(code)) => {
+                    return Err(ConsumeError::Stream { topic: settings.topic.clone(), detail: code.to_string() })
+                }
+                None => break,
+            };
+            let name = format!("{}/{}@{}", settings.topic, record.partition(), record.offset());
+            report.consumed += 1;
+            events::record_consumed();
+            if items.send(Item { name, value: record.value().to_vec() }).await.is_err() {
+                return Err(ConsumeError::PipelineStopped);
+            }
+            events::in_flight(report.consumed.saturating_sub(outputs.delivered()), items.len());
+            if last_commit.elapsed() >= settings.commit_interval {
+                commit(&mut stream, outputs, settings, report.consumed, &items).await?;
+                (committed, last_commit) = (report.consumed, Instant::now());
+                report.commits += 1;
+            }
+        }
+        if report.consumed > committed {
+            commit(&mut stream, outputs, settings, report.consumed, &items).await?;
+            (committed, last_commit) = (report.consumed, Instant::now());
+            report.commits += 1;
+        }
+        events::in_flight(0, items.len());
+        if report.consumed == before && !stop.load(Ordering::Relaxed) {
+            sleep(IDLE_POLL).await;
+        }
+    }
+    Ok(report)
+}
+
+/// The barrier: every record read has been delivered and confirmed; then the offset is committed.
+async fn commit(
+    stream: &mut impl ConsumerStream,
+    outputs: &Outputs,
+    settings: &ConsumeSettings,
+    consumed: u64,
+    items: &async_channel::Sender<Item>,
+) -> Result<(), ConsumeError> {
+    while outputs.delivered() < consumed {
+        if items.is_closed() {
+            return Err(ConsumeError::PipelineStopped);
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
+    outputs.acknowledge().await?;
+    let failed = |e: fluvio::dataplane::link::ErrorCode| ConsumeError::Commit {
+        consumer_id: settings.consumer_id.clone(),
+        detail: e.to_string(),
+    };
+    stream.offset_commit().await.map_err(failed)?;
+    stream.offset_flush().await.map_err(failed)?;
+    events::offsets_committed();
+    tracing::debug!(consumed, "committed: every record read so far was delivered and confirmed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fvision_connector_common::ConnectorConfig;
+
+    fn meta(yaml: &str) -> MetaConfig {
+        let text = format!("apiVersion: 0.2.0\nmeta:\n{yaml}\nsink: {{}}\n");
+        let config: ConnectorConfig<serde_yaml::Value> =
+            ConnectorConfig::parse(&text, std::path::Path::new("t.yaml"), &Default::default(), "sink").unwrap();
+        config.meta
+    }
+
+    #[test]
+    fn defaults_commit_after_delivery_under_the_connector_name() {
+        let settings = ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: sink-a, type: t, topic: images}"));
+        assert_eq!(
+            settings,
+            ConsumeSettings {
+                topic: "images".into(),
+                partitions: None,
+                consumer_id: "sink-a".into(),
+                start: OffsetStart::Beginning,
+                commit_interval: DEFAULT_COMMIT_INTERVAL,
+                max_bytes: DEFAULT_MAX_BYTES,
+            }
+        );
+        let config = settings.consumer_config(&[0, 1], None).unwrap();
+        assert_eq!(config.partition, vec![0, 1]);
+        assert_eq!(config.offset_consumer.as_deref(), Some("sink-a"));
+        assert_eq!(config.offset_strategy, OffsetManagementStrategy::Manual);
+        assert_eq!(config.max_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_yaml_overrides_every_default() {
+        let settings = ConsumeSettings::from_meta(&meta(
+            "  version: 0.1.0\n  name: s\n  type: t\n  topic: {meta: {name: raw}}\n  consumer:\n    id: c7\n    \
+             partition: [2, 3]\n    max-bytes: 4 MiB\n    offset: {start: {absolute: 42}, strategy: manual, \
+             flush-period: {secs: 5}}",
+        ));
+        assert_eq!(settings.topic, "raw");
+        assert_eq!(settings.partitions, Some(vec![2, 3]));
+        assert_eq!((settings.consumer_id.as_str(), settings.start.clone()), ("c7", OffsetStart::Absolute(42)));
+        assert_eq!(settings.commit_interval, Duration::from_secs(5));
+        let config = settings.consumer_config(&[2, 3], None).unwrap();
+        assert!(config.disable_continuous, "streams end at the end of the topic, so commits never wait");
+        assert_eq!(config.max_bytes, 4 * 1024 * 1024);
+    }
+}

@@ -1,0 +1,315 @@
+//! The Fluvio sink connector: consume `images` (validated by the SPU, or here with the same `.wasm`), run
+//! the pipeline, produce predictions, reviews and dead letters, and commit the consumer offset only after
+//! every output confirmed. SIGTERM/SIGINT stop the reading; what was read is delivered and committed before
+//! [`Connector::run`] returns.
+
+mod consume;
+mod deliver;
+mod validation;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytesize::ByteSize;
+use fluvio::metadata::smartmodule::SmartModuleSpec;
+use fluvio::metadata::topic::TopicSpec;
+use fluvio::{
+    Compression, Fluvio, FluvioAdmin, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind,
+    TopicProducerConfigBuilder,
+};
+use fluvio_future::task::run_block_on;
+use fvision_connector_common::config::Compression as CompressionSetting;
+use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
+use fvision_models::{Classifier, ClassifierOptions, Registry};
+
+use crate::config::{validation_params, BelowThreshold, SinkConfig, ValidateAt};
+use crate::pipeline::{run_pipeline, PipelineStats};
+use crate::summary::SummaryWindow;
+use crate::{events, Outcome};
+
+pub use consume::{ConsumeError, ConsumeReport, ConsumeSettings, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES};
+pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
+pub use validation::{parse_spu_output, Validation};
+
+/// Queue between the consumer and the validation stage, and between the pipeline's stages. Records are
+/// whole images, so these bound the connector's memory: at most about 4 x 16 records are in flight.
+const QUEUE: usize = 16;
+
+/// Why the connector stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The YAML is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Fluvio call failed.
+    #[error("{action}: {detail}")]
+    Fluvio {
+        /// What was being done.
+        action: String,
+        /// The client's error, with its causes.
+        detail: String,
+    },
+    /// A topic the connector needs does not exist.
+    #[error(
+        "topic `{0}` does not exist; create it first (fluvio-config/topics/ has its config: \
+         `fluvio topic create --config fluvio-config/topics/<name>.yaml`)"
+    )]
+    MissingTopic(String),
+    /// `validate-at: cluster` but the cluster does not have the SmartModule.
+    #[error(
+        "validate-at is `cluster` but the cluster has no SmartModule `{0}`; load it with \
+         `fluvio smartmodule create {0} --wasm-file image_validate.wasm`"
+    )]
+    MissingSmartModule(String),
+    /// The SmartModule or the model could not be loaded, or the metrics endpoint not started.
+    #[error("{action}: {detail}")]
+    Setup {
+        /// What was being done.
+        action: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The pipeline stopped: an output failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::PipelineError),
+    /// Consuming or committing failed.
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+}
+
+fn fluvio_error(action: impl Into<String>) -> impl FnOnce(anyhow::Error) -> ConnectorError {
+    let action = action.into();
+    move |e| ConnectorError::Fluvio { action, detail: format!("{e:#}") }
+}
+
+fn setup_error(action: impl Into<String>) -> impl FnOnce(String) -> ConnectorError {
+    let action = action.into();
+    move |detail| ConnectorError::Setup { action, detail }
+}
+
+/// What a run did, for the exit log.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// The pipeline's counts and latencies.
+    pub pipeline: PipelineStats,
+    /// Records read and commits made.
+    pub consume: ConsumeReport,
+    /// Where validation ran.
+    pub validated: &'static str,
+}
+
+/// A configured connector, ready to run.
+pub struct Connector {
+    config: SinkConfig,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+/// Builds a [`Connector`].
+pub struct ConnectorBuilder {
+    config: SinkConfig,
+    path: PathBuf,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl ConnectorBuilder {
+    /// The flag that stops the connector gracefully (set by the signal handlers).
+    pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The connector; checks what the YAML alone can tell.
+    pub fn build(self) -> Result<Connector, ConnectorError> {
+        validation_params(&self.config, &self.path)?;
+        self.config.custom.check(&self.path)?;
+        Ok(Connector { config: self.config, path: self.path, stop: self.stop.unwrap_or_default() })
+    }
+}
+
+impl Connector {
+    /// A builder for the config read from `path` (the path names the file in errors).
+    pub fn builder(config: SinkConfig, path: impl Into<PathBuf>) -> ConnectorBuilder {
+        ConnectorBuilder { config, path: path.into(), stop: None }
+    }
+
+    /// Connects, loads the model and the validator, and runs until stopped (or an error).
+    pub fn run(self) -> Result<RunReport, ConnectorError> {
+        let settings = &self.config.custom;
+        let consume = ConsumeSettings::from_meta(&self.config.meta);
+        let fluvio = run_block_on(Fluvio::connect()).map_err(fluvio_error("connecting to the Fluvio cluster"))?;
+        let admin = run_block_on(fluvio.admin());
+        let partitions = self.prepare_topics(&admin, &consume)?;
+        let (validation, smartmodule) = self.validation(&admin)?;
+        tracing::info!(
+            topic = %consume.topic, ?partitions, consumer_id = %consume.consumer_id,
+            validation = validation.describe(), "consuming"
+        );
+
+        let spec = Registry::open_default()
+            .and_then(|registry| registry.resolve(&settings.model))
+            .map_err(|e| setup_error(format!("resolving model `{}`", settings.model))(e.to_string()))?;
+        let classifier = Classifier::load(spec, &ClassifierOptions::default())
+            .map_err(|e| setup_error(format!("loading model `{}`", settings.model))(e.to_string()))?;
+        events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
+        tracing::info!(
+            model = classifier.spec().name(), version = %classifier.spec().manifest.version,
+            load_ms = classifier.load_time().as_millis() as u64, "model loaded"
+        );
+        if let Some(port) = settings.metrics_port {
+            events::prometheus()
+                .with_http_listener(([0, 0, 0, 0], port))
+                .install()
+                .map_err(|e| setup_error(format!("starting the metrics endpoint on port {port}"))(e.to_string()))?;
+            tracing::info!(port, "metrics on /metrics");
+        }
+
+        let outputs = self.outputs(&fluvio)?;
+        let consumer_config = consume
+            .consumer_config(&partitions, smartmodule)
+            .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
+        let (items_tx, items_rx) = async_channel::bounded(QUEUE);
+        let mut pipeline = settings.pipeline();
+        // One record per call: the validator must never wait for more records than the consumer has read,
+        // or the commit barrier (which waits for every read record) would wait forever.
+        pipeline.validate_batch = 1;
+        pipeline.queue = QUEUE.max(2 * pipeline.max_batch);
+        let mut summary = SummaryWindow::new(settings.summary_interval, Instant::now());
+        let stop = &*self.stop;
+        let validated = validation.describe();
+
+        let (stats, consumed) = std::thread::scope(|scope| {
+            let outputs = &outputs;
+            let consumer = scope.spawn(move || {
+                let open = || {
+                    let (fluvio, config, topic) = (&fluvio, consumer_config.clone(), consume.topic.clone());
+                    async move {
+                        fluvio
+                            .consumer_with_config(config)
+                            .await
+                            .map_err(|e| ConsumeError::Stream { topic, detail: format!("opening a consumer: {e:#}") })
+                    }
+                };
+                run_block_on(consume::consume(open, items_tx, outputs, &consume, stop))
+            });
+            let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
+            let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
+                summary.record(&outcome);
+                if let Some(line) = summary.close_if_due(Instant::now()) {
+                    tracing::info!("{line}");
+                }
+                let destination = outputs.deliver(&outcome)?;
+                events::delivered(match destination {
+                    Destination::Predictions => "predictions",
+                    Destination::Review => "review",
+                    Destination::DeadLetter => "dead_letter",
+                    Destination::Dropped => "dropped",
+                });
+                Ok::<_, DeliveryError>(())
+            });
+            let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
+            (stats, consumed)
+        });
+        // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
+        let pipeline = stats?;
+        let consume = consumed?;
+        Ok(RunReport { pipeline, consume, validated })
+    }
+
+    /// Checks the output topics exist, creates the input topic if allowed, and resolves the partitions.
+    fn prepare_topics(&self, admin: &FluvioAdmin, consume: &ConsumeSettings) -> Result<Vec<u32>, ConnectorError> {
+        let settings = &self.config.custom;
+        let list = |names: Vec<String>| {
+            run_block_on(admin.list::<TopicSpec, _>(names)).map_err(fluvio_error("listing topics"))
+        };
+        let mut outputs = vec![settings.predictions_topic.clone(), settings.dlq_topic.clone()];
+        if settings.below_threshold == BelowThreshold::Review {
+            outputs.extend(settings.review_topic.clone());
+        }
+        for topic in outputs {
+            if list(vec![topic.clone()])?.is_empty() {
+                return Err(ConnectorError::MissingTopic(topic));
+            }
+        }
+        let mut found = list(vec![consume.topic.clone()])?;
+        if found.is_empty() {
+            if !self.config.meta.create_topic {
+                return Err(ConnectorError::MissingTopic(consume.topic.clone()));
+            }
+            run_block_on(admin.create(consume.topic.clone(), false, TopicSpec::new_computed(1, 1, None)))
+                .map_err(fluvio_error(format!("creating topic `{}`", consume.topic)))?;
+            tracing::info!(topic = %consume.topic, "created the input topic (meta.create-topic)");
+            found = list(vec![consume.topic.clone()])?;
+        }
+        let count = found.first().map(|t| t.spec.partitions()).unwrap_or(1);
+        Ok(consume.partitions.clone().unwrap_or_else(|| (0..count).collect()))
+    }
+
+    /// Where `image-validate` runs, and the invocation the consumer sends to the SPU for that.
+    fn validation(&self, admin: &FluvioAdmin) -> Result<(Validation, Option<SmartModuleInvocation>), ConnectorError> {
+        let params = validation_params(&self.config, &self.path)?;
+        let name = self.config.transforms.first().map(|s| s.uses.clone()).unwrap_or_else(|| "image-validate".into());
+        let at = self.config.custom.validate_at;
+        let loaded = if at == ValidateAt::Connector {
+            false
+        } else {
+            let found = run_block_on(admin.list::<SmartModuleSpec, _>(Vec::<String>::new()))
+                .map_err(fluvio_error("listing SmartModules"))?;
+            found.iter().any(|sm| sm.name == name)
+        };
+        if at == ValidateAt::Cluster && !loaded {
+            return Err(ConnectorError::MissingSmartModule(name));
+        }
+        if loaded {
+            let invocation = SmartModuleInvocation {
+                wasm: SmartModuleInvocationWasm::Predefined(name.clone()),
+                kind: SmartModuleKind::FilterMap,
+                params: params.into(),
+                name: Some(name),
+            };
+            return Ok((Validation::AtSpu, Some(invocation)));
+        }
+        let wasm = locate_smartmodule().map_err(|e| setup_error("finding image-validate")(e.to_string()))?;
+        let validator = WasmValidator::load(&wasm, params)
+            .map_err(|e| setup_error(format!("loading {}", wasm.display()))(e.to_string()))?;
+        Ok((Validation::InConnector(Box::new(validator)), None))
+    }
+
+    /// Producers for every output topic, sized for whole images.
+    fn outputs(&self, fluvio: &Fluvio) -> Result<Outputs, ConnectorError> {
+        let settings = &self.config.custom;
+        let producer = self.config.meta.producer.clone().unwrap_or_default();
+        let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
+        let mut builder = TopicProducerConfigBuilder::default();
+        // A dead letter carries the whole original record, so requests must fit the largest consumed record.
+        builder.batch_size(batch).max_request_size(batch.max(DEFAULT_MAX_BYTES.as_u64() as usize));
+        if let Some(linger) = producer.linger {
+            builder.linger(linger);
+        }
+        if let Some(compression) = producer.compression {
+            builder.compression(match compression {
+                CompressionSetting::None => Compression::None,
+                CompressionSetting::Gzip => Compression::Gzip,
+                CompressionSetting::Snappy => Compression::Snappy,
+                CompressionSetting::Lz4 => Compression::Lz4,
+                CompressionSetting::Zstd => Compression::Zstd,
+            });
+        }
+        let config = builder.build().map_err(|e| fluvio_error("configuring the producers")(e.into()))?;
+        let open = |topic: &String| -> Result<TopicOutput, ConnectorError> {
+            let producer = run_block_on(fluvio.topic_producer_with_config(topic.clone(), config.clone()))
+                .map_err(fluvio_error(format!("opening a producer for `{topic}`")))?;
+            Ok(TopicOutput { topic: topic.clone(), producer })
+        };
+        let review = match (settings.below_threshold, &settings.review_topic) {
+            (BelowThreshold::Review, Some(topic)) => Some(open(topic)?),
+            _ => None,
+        };
+        Outputs::new(open(&settings.predictions_topic)?, open(&settings.dlq_topic)?, review, settings.below_threshold)
+            .with_console(settings.console)
+            .with_jsonl(settings.jsonl.as_deref())
+            .map_err(|e| setup_error("opening the JSONL output")(e.to_string()))
+    }
+}

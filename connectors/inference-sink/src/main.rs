@@ -1,0 +1,74 @@
+//! `inference-sink`: the Fluvio sink connector, started the way `cdk deploy start` starts connectors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use inference_sink::connector::Connector;
+
+/// Classifies the images of a Fluvio topic and writes predictions and dead letters to Fluvio topics.
+///
+/// Reads a Fluvio connector config (apiVersion 0.2.0) with an `inference` section. Offsets are committed
+/// under the consumer id only after every output confirmed (at least once). SIGTERM or Ctrl-C stops reading,
+/// delivers and commits what was read, and exits 0.
+#[derive(Debug, Parser)]
+#[command(
+    name = "inference-sink",
+    version,
+    after_help = "Examples:\n  \
+      inference-sink --config fluvio-config/connectors/inference-sink.yaml\n  \
+      inference-sink --config sink.yaml --secrets secrets.env\n  \
+      RUST_LOG=debug inference-sink --config sink.yaml\n\n\
+      The cluster is the current Fluvio profile (~/.fluvio/config, `fluvio profile`)."
+)]
+struct Args {
+    /// The connector config (YAML, apiVersion 0.2.0).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
+    #[arg(long, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = inference_sink::config::load(&args.config, args.secrets.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
+    }
+    let name = config.meta.name.clone();
+    tracing::info!(connector = %name, config = %args.config.display(), "starting");
+    let report = Connector::builder(config, &args.config).stop_flag(stop).build()?.run()?;
+    let stats = &report.pipeline;
+    tracing::info!(
+        connector = %name,
+        consumed = report.consume.consumed,
+        classified = stats.classified,
+        rejected = stats.rejected,
+        below_threshold = stats.below_threshold,
+        commits = report.consume.commits,
+        validation = report.validated,
+        "stopped: everything read was delivered and committed"
+    );
+    Ok(())
+}

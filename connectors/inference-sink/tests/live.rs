@@ -1,0 +1,439 @@
+//! The `inference-sink` binary against a real local Fluvio cluster: ImageEvents produced to a topic come
+//! back as predictions and dead letters that match the embedded pipeline on the same inputs; a connector
+//! killed mid-stream loses nothing after a restart; SIGTERM commits and exits 0; the SPU can run the
+//! SmartModule. Skipped, with the reason printed, only where Fluvio is not installed (never in CI).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_records::{prediction_id, Prediction, RejectReason, ValidationRecord};
+use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
+use fvision_tests::{data_files, wasm_validator};
+use inference_sink::{run_pipeline, Item, Outcome, PipelineConfig};
+
+/// What the embedded pipeline made of one record value.
+#[derive(Debug, Clone, PartialEq)]
+enum Expected {
+    Classified { image_id: String, label: String, prediction_id: String },
+    Rejected(RejectReason),
+}
+
+/// Records to produce (key, value) and what each value must become.
+struct Inputs {
+    records: Vec<(String, Vec<u8>)>,
+    expected: HashMap<Vec<u8>, Expected>,
+}
+
+impl Inputs {
+    fn classified(&self) -> usize {
+        self.expected.values().filter(|e| matches!(e, Expected::Classified { .. })).count()
+    }
+}
+
+/// The sample photos and every hostile file as ImageEvents, plus values that are not envelopes at all;
+/// the expectations come from the embedded pipeline with the same model and SmartModule.
+fn inputs(model: &str, samples: usize, params: &[(&str, &str)]) -> Inputs {
+    let envelope = |name: &str, bytes: &[u8]| {
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let id = format!("live-{name}");
+        (
+            id.clone(),
+            serde_json::json!({"id": id, "source": "file", "uri": name, "data": data}).to_string().into_bytes(),
+        )
+    };
+    let mut records: Vec<(String, Vec<u8>)> = data_files("imagenet-sample")
+        .iter()
+        .take(samples)
+        .chain(data_files("bad-inputs").iter())
+        .map(|(name, bytes)| envelope(name, bytes))
+        .collect();
+    records.push(("not-an-envelope".into(), b"{\"id\": \"broken\", \"data\": ".to_vec()));
+    records.push(("no-data".into(), br#"{"id": "live-no-data", "source": "file"}"#.to_vec()));
+    records.push(("bad-base64".into(), br#"{"id": "live-bad-base64", "data": "***"}"#.to_vec()));
+
+    let classifier = load_model(model);
+    let items = records.iter().map(|(key, value)| Item { name: key.clone(), value: value.clone() });
+    let values: HashMap<String, Vec<u8>> = records.iter().cloned().collect();
+    let mut validator = wasm_validator(params);
+    let mut expected = HashMap::new();
+    let config = PipelineConfig { max_batch: 1, ..PipelineConfig::default() };
+    run_pipeline(
+        items,
+        |v: &[&[u8]]| validator.validate_batch(v),
+        &classifier,
+        &config,
+        |outcome| {
+            let (name, verdict) = match outcome {
+                Outcome::Classified { name, prediction } => (
+                    name,
+                    Expected::Classified {
+                        image_id: prediction.image_id.clone(),
+                        label: prediction.label.clone(),
+                        prediction_id: prediction.prediction_id.clone(),
+                    },
+                ),
+                Outcome::Rejected { name, rejected } => (name, Expected::Rejected(rejected.reason)),
+            };
+            expected.insert(values[&name].clone(), verdict);
+            Ok::<_, String>(())
+        },
+    )
+    .unwrap();
+    assert_eq!(expected.len(), records.len(), "the embedded pipeline answers every input once");
+    Inputs { records, expected }
+}
+
+fn load_model(model: &str) -> Classifier {
+    let spec = Registry::open_default().unwrap().resolve(model).unwrap();
+    Classifier::load(spec, &ClassifierOptions::default()).unwrap()
+}
+
+/// Topic names of one test.
+struct Topics {
+    images: String,
+    predictions: String,
+    dlq: String,
+}
+
+impl Topics {
+    fn create(cluster: &LocalCluster, prefix: &str) -> Self {
+        let topics = Self {
+            images: unique_name(&format!("{prefix}-images")),
+            predictions: unique_name(&format!("{prefix}-predictions")),
+            dlq: unique_name(&format!("{prefix}-dlq")),
+        };
+        for topic in [&topics.images, &topics.predictions, &topics.dlq] {
+            cluster.create_topic(topic);
+        }
+        topics
+    }
+}
+
+/// A connector YAML for `topics`, with `inference` settings added by the test.
+fn write_config(dir: &Path, name: &str, topics: &Topics, inference: &str, transforms: &str) -> PathBuf {
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: {name}
+  type: inference-sink
+  topic: {images}
+  consumer:
+    id: {name}
+    max-bytes: 16 MiB
+    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 30}}}}
+  producer: {{linger: 5ms, batch-size: 8 MiB}}
+inference:
+  predictions-topic: {predictions}
+  dlq-topic: {dlq}
+{inference}
+{transforms}
+",
+        images = topics.images,
+        predictions = topics.predictions,
+        dlq = topics.dlq,
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A running connector with its log file.
+struct Connector {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Connector {
+    fn start(config: &Path, run: &str) -> Self {
+        let log = config.with_extension(format!("{run}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,inference_sink=debug,fluvio=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the connector did not exit within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the log shows the connector reading (set-up done).
+    fn wait_consuming(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("consuming") {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the connector exited ({status}) before consuming; log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the connector did not start within 60 s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the output topics hold.
+struct Seen {
+    predictions: Vec<Prediction>,
+    dead: Vec<(String, ValidationRecord)>,
+}
+
+fn seen(cluster: &LocalCluster, topics: &Topics) -> Seen {
+    let predictions = cluster
+        .read_all(&topics.predictions)
+        .into_iter()
+        .map(|(key, value)| {
+            let p: Prediction = serde_json::from_slice(&value).unwrap();
+            assert_eq!(key, p.image_id, "predictions are keyed by image id");
+            p
+        })
+        .collect();
+    let dead = cluster
+        .read_all(&topics.dlq)
+        .into_iter()
+        .map(|(key, value)| (key, serde_json::from_slice(&value).unwrap()))
+        .collect();
+    Seen { predictions, dead }
+}
+
+/// Distinct inputs answered so far (predictions by image id, dead letters by original payload).
+fn answered(seen: &Seen) -> usize {
+    let ids: std::collections::HashSet<&str> = seen.predictions.iter().map(|p| p.image_id.as_str()).collect();
+    let payloads: std::collections::HashSet<Vec<u8>> = seen
+        .dead
+        .iter()
+        .filter_map(|(_, r)| match r {
+            ValidationRecord::Rejected(r) => r.payload.to_bytes().ok(),
+            ValidationRecord::Ok(_) => None,
+        })
+        .collect();
+    ids.len() + payloads.len()
+}
+
+fn wait_for(cluster: &LocalCluster, topics: &Topics, connector: &mut Connector, done: impl Fn(&Seen) -> bool) -> Seen {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let now = seen(cluster, topics);
+        if done(&now) {
+            return now;
+        }
+        if let Some(status) = connector.child.try_wait().unwrap() {
+            panic!("the connector exited ({status}); log:\n{}", connector.log());
+        }
+        assert!(Instant::now() < deadline, "outputs incomplete after 240 s; log:\n{}", connector.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every input has its expected outcome (at least once), nothing else came out; returns the duplicates.
+fn check_outputs(seen: &Seen, inputs: &Inputs) -> usize {
+    let mut by_id: BTreeMap<&str, Vec<&Prediction>> = BTreeMap::new();
+    for p in &seen.predictions {
+        by_id.entry(p.image_id.as_str()).or_default().push(p);
+    }
+    let mut dead_by_payload: HashMap<Vec<u8>, Vec<RejectReason>> = HashMap::new();
+    for (_, record) in &seen.dead {
+        let ValidationRecord::Rejected(r) = record else { panic!("a dead letter that is not a rejection: {record:?}") };
+        dead_by_payload.entry(r.payload.to_bytes().unwrap()).or_default().push(r.reason);
+    }
+    for (value, expected) in &inputs.expected {
+        match expected {
+            Expected::Classified { image_id, label, prediction_id: id } => {
+                let found = by_id.get(image_id.as_str()).unwrap_or_else(|| panic!("no prediction for {image_id}"));
+                for p in found {
+                    assert_eq!((&p.label, &p.prediction_id), (label, id), "{image_id}: same as the embedded pipeline");
+                    assert_eq!(p.prediction_id, prediction_id(image_id, &p.model_name, &p.model_version));
+                }
+            }
+            Expected::Rejected(reason) => {
+                let found = dead_by_payload.get(value).unwrap_or_else(|| {
+                    panic!("no dead letter for {}", String::from_utf8_lossy(&value[..60.min(value.len())]))
+                });
+                assert!(found.iter().all(|r| r == reason), "dead letter reasons {found:?}, expected {reason:?}");
+            }
+        }
+    }
+    assert_eq!(by_id.len() + dead_by_payload.len(), inputs.expected.len(), "nothing unexpected came out");
+    seen.predictions.len() + seen.dead.len() - inputs.expected.len()
+}
+
+/// `GET /metrics` on the connector's Prometheus endpoint.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn metric(scraped: &str, line_start: &str) -> f64 {
+    scraped
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in /metrics:\n{scraped}"))
+}
+
+#[test]
+fn a_killed_connector_loses_nothing_and_sigterm_commits() {
+    let Some(cluster) = local_cluster("a_killed_connector_loses_nothing_and_sigterm_commits") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-kill");
+    // A slow model and one image per batch keep the connector busy long enough to be killed mid-stream.
+    let inputs = inputs("resnet50", 100, &[]);
+    cluster.produce(&topics.images, &inputs.records);
+    let consumer = unique_name("fvt-sink");
+
+    // A missing output topic stops the connector at start, naming the topic.
+    let wrong = Topics { predictions: "fvt-no-such-topic".into(), ..Topics::create(&cluster, "fvt-wrong") };
+    let config = write_config(dir.path(), "wrong", &wrong, "  model: resnet50", "");
+    let mut connector = Connector::start(&config, "wrong");
+    assert!(!connector.wait(Duration::from_secs(60)).success());
+    assert!(connector.log().contains("topic `fvt-no-such-topic` does not exist"), "{}", connector.log());
+
+    let port = free_port();
+    let settings = format!(
+        "  model: resnet50\n  max-batch: 1\n  workers: 1\n  validate-at: connector\n  metrics-port: {port}\n  \
+         summary-interval: 1s"
+    );
+    let config = write_config(dir.path(), &consumer, &topics, &settings, "transforms:\n  - uses: image-validate");
+
+    // Run 1: killed (SIGKILL) once some predictions are out; nothing was committed yet (30 s interval).
+    let mut connector = Connector::start(&config, "run1");
+    let at_kill = wait_for(&cluster, &topics, &mut connector, |s| s.predictions.len() >= 10);
+    connector.signal("-KILL");
+    connector.wait(Duration::from_secs(10));
+    let delivered_before_kill = at_kill.predictions.len() + at_kill.dead.len();
+    assert!(
+        delivered_before_kill < inputs.records.len(),
+        "killed mid-stream: {delivered_before_kill} of {} delivered",
+        inputs.records.len()
+    );
+
+    // Run 2: resumes from the last commit (none), so it answers everything, replaying what run 1 sent.
+    let mut connector = Connector::start(&config, "run2");
+    let all = wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
+    let scraped = scrape(port);
+    connector.signal("-TERM");
+    assert!(connector.wait(Duration::from_secs(60)).success(), "SIGTERM exits 0; log:\n{}", connector.log());
+    let log = connector.log();
+    assert!(log.contains("stopped: everything read was delivered and committed"), "{log}");
+    assert!(log.contains("images/s over"), "the periodic summary line is logged:\n{log}");
+    assert!(answered(&all) == inputs.expected.len());
+    // Everything read was delivered before the exit: read the topics again for the final counts.
+    let all = seen(&cluster, &topics);
+    let duplicates = check_outputs(&all, &inputs);
+    assert!(
+        duplicates >= delivered_before_kill,
+        "what run 1 delivered without a commit is replayed: {duplicates} duplicates, {delivered_before_kill} delivered"
+    );
+
+    // The metrics endpoint counted run 2's images by status.
+    let classified = metric(&scraped, "fvision_images_total{status=\"classified\"");
+    assert!(classified >= 1.0, "{scraped}");
+    assert!(metric(&scraped, "fvision_consumed_total") >= inputs.records.len() as f64);
+    assert!(scraped.contains("fvision_queue_depth{queue=\"consumed\"}"), "{scraped}");
+    assert!(scraped.contains("fvision_stage_seconds_bucket{stage=\"inference\""), "{scraped}");
+
+    // The offset of the last record is committed under the consumer id.
+    let consumers = cluster.cli_ok(&["consumer", "list"]);
+    let row = consumers.lines().find(|l| l.split_whitespace().next() == Some(consumer.as_str()));
+    let offset = row.and_then(|l| l.split_whitespace().nth(3)).unwrap_or_else(|| panic!("{consumers}"));
+    assert_eq!(offset, (inputs.records.len() - 1).to_string(), "{consumers}");
+
+    // Run 3: nothing new, nothing reprocessed; SIGTERM while idle exits 0.
+    let mut connector = Connector::start(&config, "run3");
+    connector.wait_consuming();
+    std::thread::sleep(Duration::from_millis(1500));
+    connector.signal("-TERM");
+    assert!(connector.wait(Duration::from_secs(30)).success(), "{}", connector.log());
+    let after = seen(&cluster, &topics);
+    assert_eq!(after.predictions.len() + after.dead.len(), all.predictions.len() + all.dead.len());
+
+    // The fluvio CLI reads the same predictions.
+    let cli = cluster.cli_ok(&["consume", &topics.predictions, "-B", "-d", "--maxbytes", "16000000"]);
+    assert_eq!(cli.lines().filter(|l| l.starts_with('{')).count(), after.predictions.len());
+    eprintln!(
+        "killed after {delivered_before_kill} outputs; {} predictions, {} dead letters, {duplicates} replayed",
+        after.predictions.len(),
+        after.dead.len()
+    );
+}
+
+#[test]
+fn the_spu_runs_image_validate_when_the_cluster_has_it() {
+    let Some(cluster) = local_cluster("the_spu_runs_image_validate_when_the_cluster_has_it") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-spu");
+    let smartmodule = unique_name("image-validate");
+    let wasm = fvision_connector_common::locate_smartmodule().unwrap();
+    cluster.create_smartmodule(&smartmodule, &wasm);
+    // Only JPEG allowed: the PNG, GIF and WebP inputs must come back rejected, so the params reached the SPU.
+    let inputs = inputs("efficientnet-lite0", 30, &[("allowed_formats", "jpeg")]);
+    cluster.produce(&topics.images, &inputs.records);
+
+    let name = unique_name("fvt-spu-sink");
+    let transforms = format!("transforms:\n  - uses: {smartmodule}\n    with: {{allowed_formats: jpeg}}");
+    let config = write_config(dir.path(), &name, &topics, "  validate-at: cluster", &transforms);
+    let mut connector = Connector::start(&config, "spu");
+    let all = wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
+    connector.signal("-TERM");
+    assert!(connector.wait(Duration::from_secs(60)).success(), "{}", connector.log());
+    let log = connector.log();
+    assert!(log.contains("on the SPU (consumer-side SmartModule)"), "{log}");
+    assert_eq!(check_outputs(&all, &inputs), 0, "one uninterrupted run delivers each record once");
+    assert_eq!(all.predictions.len(), inputs.classified());
+    let refused_png = all.dead.iter().any(|(_, r)| {
+        matches!(r, ValidationRecord::Rejected(r) if r.detail.contains("not in allowed_formats") && r.event.id.ends_with(".png"))
+    });
+    assert!(refused_png, "the SPU applied allowed_formats=jpeg from the YAML");
+
+    // `validate-at: cluster` without the SmartModule on the cluster is a start-up error naming it.
+    let missing = unique_name("image-validate-missing");
+    let transforms = format!("transforms:\n  - uses: {missing}");
+    let config = write_config(dir.path(), "missing", &topics, "  validate-at: cluster", &transforms);
+    let mut connector = Connector::start(&config, "missing");
+    assert!(!connector.wait(Duration::from_secs(60)).success());
+    assert!(connector.log().contains(&format!("has no SmartModule `{missing}`")), "{}", connector.log());
+}

@@ -1,0 +1,180 @@
+//! A real local Fluvio cluster for the live tests, found as users have Fluvio installed (`fluvio` on
+//! PATH, else `~/.fluvio/bin/fluvio`). A running cluster is reused; otherwise one is started with
+//! `fluvio cluster start --local` and deleted when the test ends. Topics and SmartModules a test creates
+//! carry a unique suffix and are deleted at the end.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fluvio::consumer::ConsumerConfigExt;
+use fluvio::{Fluvio, Offset, RecordKey, TopicProducerConfigBuilder};
+use fluvio_future::task::run_block_on;
+use futures_util::StreamExt;
+
+/// One cluster per machine: tests that use it take turns.
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+/// Largest record the helpers produce and read.
+const MAX_RECORD: usize = 32 << 20;
+
+/// The `fluvio` CLI, where Fluvio's installer puts it.
+pub fn fluvio_cli() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("fluvio"))
+        .find(|path| path.is_file());
+    on_path.or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".fluvio/bin/fluvio")).filter(|p| p.is_file())
+    })
+}
+
+/// A cluster a test may use until it drops this.
+pub struct LocalCluster {
+    cli: PathBuf,
+    started: bool,
+    topics: RefCell<Vec<String>>,
+    smartmodules: RefCell<Vec<String>>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// The cluster, or `None` (with the reason printed) when Fluvio is not installed. In CI (`CI` set) a
+/// missing Fluvio is a failure: `.ci/run` installs it.
+pub fn local_cluster(test: &str) -> Option<LocalCluster> {
+    let turn = CLUSTER_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(cli) = fluvio_cli() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: Fluvio is not installed, but CI must run the live tests (.ci/run installs it)"
+        );
+        eprintln!(
+            "SKIPPED {test}: Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin); install it \
+             with Fluvio's installer to run the live-cluster tests"
+        );
+        return None;
+    };
+    let mut cluster =
+        LocalCluster { cli, started: false, topics: RefCell::default(), smartmodules: RefCell::default(), _turn: turn };
+    if !cluster.answers() {
+        eprintln!("{test}: starting a local Fluvio cluster");
+        let out = cluster.cli(&["cluster", "start", "--local"]);
+        assert!(out.status.success(), "fluvio cluster start --local failed:\n{}", text(&out));
+        cluster.started = true;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cluster.answers() {
+            assert!(Instant::now() < deadline, "the local cluster did not answer within 60 s");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Some(cluster)
+}
+
+impl LocalCluster {
+    /// Runs the `fluvio` CLI.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.cli)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", self.cli.display()))
+    }
+
+    /// Runs the CLI and returns its stdout, failing the test if it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "fluvio {args:?} failed:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn answers(&self) -> bool {
+        self.cli(&["topic", "list"]).status.success()
+    }
+
+    /// Creates a topic (deleted when the cluster guard drops).
+    pub fn create_topic(&self, name: &str) {
+        self.cli_ok(&["topic", "create", name]);
+        self.topics.borrow_mut().push(name.to_string());
+    }
+
+    /// Loads a SmartModule from a `.wasm` file (deleted when the cluster guard drops).
+    pub fn create_smartmodule(&self, name: &str, wasm: &Path) {
+        let wasm = wasm.to_string_lossy();
+        self.cli_ok(&["smartmodule", "create", name, "--wasm-file", &wasm]);
+        self.smartmodules.borrow_mut().push(name.to_string());
+    }
+
+    /// Produces `records` (key, value) to `topic` with the Rust client, sized for whole images.
+    pub fn produce(&self, topic: &str, records: &[(String, Vec<u8>)]) {
+        run_block_on(async {
+            let fluvio = Fluvio::connect().await.unwrap_or_else(|e| panic!("connecting: {e:#}"));
+            let config = TopicProducerConfigBuilder::default()
+                .max_request_size(MAX_RECORD)
+                .batch_size(MAX_RECORD)
+                .build()
+                .unwrap_or_else(|e| panic!("producer config: {e}"));
+            let producer = fluvio
+                .topic_producer_with_config(topic, config)
+                .await
+                .unwrap_or_else(|e| panic!("producer for {topic}: {e:#}"));
+            for (key, value) in records {
+                producer
+                    .send(RecordKey::from(key.clone()), value.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("producing to {topic}: {e:#}"));
+            }
+            producer.flush().await.unwrap_or_else(|e| panic!("flushing {topic}: {e:#}"));
+        });
+    }
+
+    /// Every record of partition 0 of `topic`, from the beginning to its current end: (key, value).
+    pub fn read_all(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
+        run_block_on(async {
+            let fluvio = Fluvio::connect().await.unwrap_or_else(|e| panic!("connecting: {e:#}"));
+            let config = ConsumerConfigExt::builder()
+                .topic(topic)
+                .partition(0)
+                .offset_start(Offset::beginning())
+                .disable_continuous(true)
+                .max_bytes(MAX_RECORD as i32)
+                .build()
+                .unwrap_or_else(|e| panic!("consumer config: {e}"));
+            let mut stream =
+                fluvio.consumer_with_config(config).await.unwrap_or_else(|e| panic!("consuming {topic}: {e:#}"));
+            let mut records = Vec::new();
+            while let Some(record) = stream.next().await {
+                let record = record.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+                let key = record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                records.push((key, record.value().to_vec()));
+            }
+            records
+        })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self.cli(&["cluster", "delete", "--force"]);
+            return;
+        }
+        for name in self.smartmodules.borrow().iter() {
+            let _ = self.cli(&["smartmodule", "delete", name]);
+        }
+        for name in self.topics.borrow().iter() {
+            let _ = self.cli(&["topic", "delete", name]);
+        }
+    }
+}
+
+/// A name no other test run uses.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
