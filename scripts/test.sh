@@ -14,7 +14,12 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -- -D warnings
 say "running the tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+FVISION_SKIP_LOG=$(mktemp)   # tests that cannot get their server list themselves here
+export FVISION_SKIP_LOG
+trap 'rm -f "$log" "$FVISION_SKIP_LOG"' EXIT
 cargo test --release --workspace 2>&1 | tee "$log"
-# One closing line over every test binary (cargo prints one per binary).
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "fluvio-vision: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+cat "$FVISION_SKIP_LOG"
+# One closing line over every test binary (cargo prints one per binary); a test that skipped itself
+# returned early, so cargo counted it as passed: it is moved to the skipped count here.
+skipped=$(wc -l <"$FVISION_SKIP_LOG")
+awk -v k="$skipped" '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "fluvio-vision: %d passed, %d failed, %d skipped\n", p - k, f, s + k }' "$log"

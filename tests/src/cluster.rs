@@ -51,9 +51,10 @@ pub fn local_cluster(test: &str) -> Option<LocalCluster> {
             std::env::var_os("CI").is_none(),
             "{test}: Fluvio is not installed, but CI must run the live tests (.ci/run installs it)"
         );
-        eprintln!(
-            "SKIPPED {test}: Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin); install it \
-             with Fluvio's installer to run the live-cluster tests"
+        report_skip(
+            test,
+            "Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin); install it with Fluvio's installer \
+             to run the live-cluster tests",
         );
         return None;
     };
@@ -165,6 +166,22 @@ impl Drop for LocalCluster {
         }
         for name in self.topics.borrow().iter() {
             let _ = self.cli(&["topic", "delete", name]);
+        }
+    }
+}
+
+/// Environment variable naming a file where skipped tests are listed, so the test script can report them
+/// (cargo hides what passing tests print).
+pub const SKIP_LOG_ENV: &str = "FVISION_SKIP_LOG";
+
+/// Says that `test` is skipped and why: on stderr, and in `$FVISION_SKIP_LOG` when set.
+pub fn report_skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(file, "{line}");
         }
     }
 }

@@ -42,6 +42,39 @@ Examples:
   fvision bench pipeline                       # efficientnet-lite0, the ImageNet sample 3 times
   fvision bench pipeline --repeat 10 --json")]
     Pipeline(BenchPipelineArgs),
+    /// The inference-sink connector on a live Fluvio cluster vs the embedded pipeline, same images, one run.
+    #[command(after_help = "\
+Examples:
+  fvision bench connector                          # needs a running cluster (current fluvio profile)
+  fvision bench connector --repeat 5 --validate-at cluster --json
+
+Creates three uniquely named topics, produces the images, runs the connector until it has drained the
+topic, and deletes the topics. `--validate-at cluster` needs image-validate loaded on the cluster.")]
+    Connector(BenchConnectorArgs),
+}
+
+/// Options of `fvision bench connector`.
+#[derive(Debug, Args)]
+pub struct BenchConnectorArgs {
+    /// Images to use [default: the shipped ImageNet sample]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// How many times the images are produced.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+
+    /// A preset or a manifest path.
+    #[arg(long, short = 'm', default_value = fvision_models::DEFAULT_MODEL)]
+    model: String,
+
+    /// Where the connector validates: auto, cluster (the SPU) or connector.
+    #[arg(long, default_value = "connector", value_parser = ["auto", "cluster", "connector"])]
+    validate_at: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `fvision bench pipeline`.
@@ -130,6 +163,9 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Validate(args) => bench_validate(args),
         BenchCommand::Inference(args) => bench_inference(args),
         BenchCommand::Pipeline(args) => bench_pipeline(args),
+        BenchCommand::Connector(args) => {
+            crate::cmd::bench_connector::run(args.paths, args.repeat, &args.model, &args.validate_at, args.json)
+        }
     }
 }
 
@@ -294,7 +330,7 @@ fn is_ok_json(json: &[u8]) -> bool {
 
 /// Reads the images and wraps each in an `ImageEvent` JSON envelope, as sources write them (or
 /// leaves them raw). Returns each record value with the image's size.
-fn record_values(paths: &[PathBuf], raw: bool) -> Result<Vec<(Vec<u8>, u64)>> {
+pub(crate) fn record_values(paths: &[PathBuf], raw: bool) -> Result<Vec<(Vec<u8>, u64)>> {
     let mut out = Vec::new();
     for input in InputSource::from_args(paths)?.iter() {
         let bytes = input.value.with_context(|| format!("reading {}", input.name))?;

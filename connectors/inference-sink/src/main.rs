@@ -21,6 +21,7 @@ use inference_sink::connector::Connector;
     after_help = "Examples:\n  \
       inference-sink --config fluvio-config/connectors/inference-sink.yaml\n  \
       inference-sink --config sink.yaml --secrets secrets.env\n  \
+      inference-sink --config sink.yaml --drain     # process the backlog, then exit\n  \
       RUST_LOG=debug inference-sink --config sink.yaml\n\n\
       The cluster is the current Fluvio profile (~/.fluvio/config, `fluvio profile`)."
 )]
@@ -31,6 +32,10 @@ struct Args {
     /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
     #[arg(long, value_name = "FILE")]
     secrets: Option<PathBuf>,
+    /// Exit 0 once caught up with the end of the topic (everything delivered and committed) instead of
+    /// waiting for more: replays a backlog as a batch job.
+    #[arg(long)]
+    drain: bool,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +63,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.config.display(), "starting");
-    let report = Connector::builder(config, &args.config).stop_flag(stop).build()?.run()?;
+    let report = Connector::builder(config, &args.config).stop_flag(stop).drain(args.drain).build()?.run()?;
     let stats = &report.pipeline;
     tracing::info!(
         connector = %name,

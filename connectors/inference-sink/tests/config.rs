@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fvision_connector_common::config::{OffsetStart, OffsetStrategy, PartitionSelection};
-use inference_sink::config::{load, BelowThreshold};
+use inference_sink::config::{is_image_validate, load, BelowThreshold};
+use inference_sink::ValidateAt;
 
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors")
@@ -33,6 +34,8 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!(params["full_decode"], "false");
     // The SmartModule itself accepts exactly these params.
     image_validate_params_are_valid(&params);
+    assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
+    assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
 }
@@ -75,4 +78,16 @@ fn secrets_are_substituted_from_the_secrets_file() {
     std::fs::write(&secrets, "not a pair\n").unwrap();
     let err = load(&config, Some(&secrets)).unwrap_err().to_string();
     assert!(err.contains("secrets.env") && err.contains("line 1") && err.contains("NAME=value"), "{err}");
+}
+
+#[test]
+fn transforms_name_image_validate_or_a_copy_of_it() {
+    for ok in
+        ["image-validate", "image-validate-v2", "infinyon/image-validate@0.1.0", "acme/image-validate-canary@1.0.0"]
+    {
+        assert!(is_image_validate(ok), "{ok}");
+    }
+    for bad in ["image-validator", "image-validate-", "jolt", "infinyon/jolt@0.4.1", ""] {
+        assert!(!is_image_validate(bad), "{bad}");
+    }
 }

@@ -19,7 +19,7 @@ use inference_sink::{run_pipeline, Item, Outcome, PipelineConfig};
 /// What the embedded pipeline made of one record value.
 #[derive(Debug, Clone, PartialEq)]
 enum Expected {
-    Classified { image_id: String, label: String, prediction_id: String },
+    Classified { image_id: String, label: String, prediction_id: String, above_threshold: bool },
     Rejected(RejectReason),
 }
 
@@ -37,7 +37,7 @@ impl Inputs {
 
 /// The sample photos and every hostile file as ImageEvents, plus values that are not envelopes at all;
 /// the expectations come from the embedded pipeline with the same model and SmartModule.
-fn inputs(model: &str, samples: usize, params: &[(&str, &str)]) -> Inputs {
+fn inputs(model: &str, samples: usize, params: &[(&str, &str)], threshold: f32) -> Inputs {
     let envelope = |name: &str, bytes: &[u8]| {
         let data = base64::engine::general_purpose::STANDARD.encode(bytes);
         let id = format!("live-{name}");
@@ -61,7 +61,7 @@ fn inputs(model: &str, samples: usize, params: &[(&str, &str)]) -> Inputs {
     let values: HashMap<String, Vec<u8>> = records.iter().cloned().collect();
     let mut validator = wasm_validator(params);
     let mut expected = HashMap::new();
-    let config = PipelineConfig { max_batch: 1, ..PipelineConfig::default() };
+    let config = PipelineConfig { max_batch: 1, threshold, ..PipelineConfig::default() };
     run_pipeline(
         items,
         |v: &[&[u8]]| validator.validate_batch(v),
@@ -75,6 +75,7 @@ fn inputs(model: &str, samples: usize, params: &[(&str, &str)]) -> Inputs {
                         image_id: prediction.image_id.clone(),
                         label: prediction.label.clone(),
                         prediction_id: prediction.prediction_id.clone(),
+                        above_threshold: prediction.above_threshold,
                     },
                 ),
                 Outcome::Rejected { name, rejected } => (name, Expected::Rejected(rejected.reason)),
@@ -273,7 +274,7 @@ fn check_outputs(seen: &Seen, inputs: &Inputs) -> usize {
     }
     for (value, expected) in &inputs.expected {
         match expected {
-            Expected::Classified { image_id, label, prediction_id: id } => {
+            Expected::Classified { image_id, label, prediction_id: id, .. } => {
                 let found = by_id.get(image_id.as_str()).unwrap_or_else(|| panic!("no prediction for {image_id}"));
                 for p in found {
                     assert_eq!((&p.label, &p.prediction_id), (label, id), "{image_id}: same as the embedded pipeline");
@@ -321,7 +322,7 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::create(&cluster, "fvt-kill");
     // A slow model and one image per batch keep the connector busy long enough to be killed mid-stream.
-    let inputs = inputs("resnet50", 100, &[]);
+    let inputs = inputs("resnet50", 100, &[], 0.0);
     cluster.produce(&topics.images, &inputs.records);
     let consumer = unique_name("fvt-sink");
 
@@ -410,20 +411,47 @@ fn the_spu_runs_image_validate_when_the_cluster_has_it() {
     let wasm = fvision_connector_common::locate_smartmodule().unwrap();
     cluster.create_smartmodule(&smartmodule, &wasm);
     // Only JPEG allowed: the PNG, GIF and WebP inputs must come back rejected, so the params reached the SPU.
-    let inputs = inputs("efficientnet-lite0", 30, &[("allowed_formats", "jpeg")]);
+    // Predictions under 0.5 go to a review topic.
+    let inputs = inputs("efficientnet-lite0", 30, &[("allowed_formats", "jpeg")], 0.5);
     cluster.produce(&topics.images, &inputs.records);
 
+    let review = unique_name("fvt-spu-review");
+    cluster.create_topic(&review);
+    let jsonl = dir.path().join("outputs.jsonl");
     let name = unique_name("fvt-spu-sink");
     let transforms = format!("transforms:\n  - uses: {smartmodule}\n    with: {{allowed_formats: jpeg}}");
-    let config = write_config(dir.path(), &name, &topics, "  validate-at: cluster", &transforms);
+    let settings = format!(
+        "  validate-at: cluster\n  confidence-threshold: 0.5\n  below-threshold: review\n  review-topic: {review}\n  \
+         jsonl: {}",
+        jsonl.display()
+    );
+    let config = write_config(dir.path(), &name, &topics, &settings, &transforms);
     let mut connector = Connector::start(&config, "spu");
-    let all = wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
+    let reviewed = |cluster: &LocalCluster| -> Vec<Prediction> {
+        cluster.read_all(&review).iter().map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
+    };
+    let done = |s: &Seen| answered(s) + reviewed(&cluster).len() == inputs.expected.len();
+    wait_for(&cluster, &topics, &mut connector, done);
     connector.signal("-TERM");
     assert!(connector.wait(Duration::from_secs(60)).success(), "{}", connector.log());
     let log = connector.log();
     assert!(log.contains("on the SPU (consumer-side SmartModule)"), "{log}");
+
+    // Predictions above the threshold in `predictions`, the others in the review topic: together exactly
+    // what the embedded pipeline predicted, each once.
+    let mut all = seen(&cluster, &topics);
+    let low = reviewed(&cluster);
+    assert!(all.predictions.iter().all(|p| p.above_threshold) && low.iter().all(|p| !p.above_threshold));
+    let expected_low =
+        inputs.expected.values().filter(|e| matches!(e, Expected::Classified { above_threshold: false, .. })).count();
+    assert!(expected_low > 0, "the sample has predictions under 0.5, so the review path is exercised");
+    assert_eq!(low.len(), expected_low);
+    all.predictions.extend(low);
     assert_eq!(check_outputs(&all, &inputs), 0, "one uninterrupted run delivers each record once");
     assert_eq!(all.predictions.len(), inputs.classified());
+    // The JSONL output holds the same records, one per line.
+    let lines = std::fs::read_to_string(&jsonl).unwrap().lines().count();
+    assert_eq!(lines, all.predictions.len() + all.dead.len());
     let refused_png = all.dead.iter().any(|(_, r)| {
         matches!(r, ValidationRecord::Rejected(r) if r.detail.contains("not in allowed_formats") && r.event.id.ends_with(".png"))
     });

@@ -43,6 +43,8 @@ pub struct ConsumeSettings {
     pub commit_interval: Duration,
     /// Largest fetch, in bytes.
     pub max_bytes: ByteSize,
+    /// Stop once caught up with the end of the topic (replaying a backlog, benchmarks).
+    pub drain: bool,
 }
 
 impl ConsumeSettings {
@@ -66,6 +68,7 @@ impl ConsumeSettings {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_COMMIT_INTERVAL),
             max_bytes: consumer.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+            drain: false,
         }
     }
 
@@ -191,6 +194,9 @@ where
             report.commits += 1;
         }
         events::in_flight(0, items.len());
+        if settings.drain {
+            break;
+        }
         if report.consumed == before && !stop.load(Ordering::Relaxed) {
             sleep(IDLE_POLL).await;
         }
@@ -248,6 +254,7 @@ mod tests {
                 start: OffsetStart::Beginning,
                 commit_interval: DEFAULT_COMMIT_INTERVAL,
                 max_bytes: DEFAULT_MAX_BYTES,
+                drain: false,
             }
         );
         let config = settings.consumer_config(&[0, 1], None).unwrap();

@@ -17,10 +17,10 @@ use fluvio::metadata::smartmodule::SmartModuleSpec;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::{
     Compression, Fluvio, FluvioAdmin, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind,
-    TopicProducerConfigBuilder,
+    TopicProducerConfig, TopicProducerConfigBuilder,
 };
 use fluvio_future::task::run_block_on;
-use fvision_connector_common::config::Compression as CompressionSetting;
+use fvision_connector_common::config::{Compression as CompressionSetting, ProducerConfig};
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 
@@ -32,6 +32,28 @@ use crate::{events, Outcome};
 pub use consume::{ConsumeError, ConsumeReport, ConsumeSettings, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES};
 pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
 pub use validation::{parse_spu_output, Validation};
+
+/// Producer settings for records that carry whole images: the client's defaults refuse a record over
+/// about 1 MiB, and a dead letter carries the whole original record, so requests fit the largest record a
+/// consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
+pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
+    let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
+    let mut builder = TopicProducerConfigBuilder::default();
+    builder.batch_size(batch).max_request_size(batch.max(DEFAULT_MAX_BYTES.as_u64() as usize));
+    if let Some(linger) = producer.linger {
+        builder.linger(linger);
+    }
+    if let Some(compression) = producer.compression {
+        builder.compression(match compression {
+            CompressionSetting::None => Compression::None,
+            CompressionSetting::Gzip => Compression::Gzip,
+            CompressionSetting::Snappy => Compression::Snappy,
+            CompressionSetting::Lz4 => Compression::Lz4,
+            CompressionSetting::Zstd => Compression::Zstd,
+        });
+    }
+    Ok(builder.build()?)
+}
 
 /// Queue between the consumer and the validation stage, and between the pipeline's stages. Records are
 /// whole images, so these bound the connector's memory: at most about 4 x 16 records are in flight.
@@ -105,6 +127,7 @@ pub struct Connector {
     config: SinkConfig,
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    drain: bool,
 }
 
 /// Builds a [`Connector`].
@@ -112,6 +135,7 @@ pub struct ConnectorBuilder {
     config: SinkConfig,
     path: PathBuf,
     stop: Option<Arc<AtomicBool>>,
+    drain: bool,
 }
 
 impl ConnectorBuilder {
@@ -121,24 +145,31 @@ impl ConnectorBuilder {
         self
     }
 
+    /// Stop (delivered and committed) once caught up with the end of the topic, instead of waiting for more:
+    /// for replaying a backlog and for benchmarks.
+    pub fn drain(mut self, drain: bool) -> Self {
+        self.drain = drain;
+        self
+    }
+
     /// The connector; checks what the YAML alone can tell.
     pub fn build(self) -> Result<Connector, ConnectorError> {
         validation_params(&self.config, &self.path)?;
         self.config.custom.check(&self.path)?;
-        Ok(Connector { config: self.config, path: self.path, stop: self.stop.unwrap_or_default() })
+        Ok(Connector { config: self.config, path: self.path, stop: self.stop.unwrap_or_default(), drain: self.drain })
     }
 }
 
 impl Connector {
     /// A builder for the config read from `path` (the path names the file in errors).
     pub fn builder(config: SinkConfig, path: impl Into<PathBuf>) -> ConnectorBuilder {
-        ConnectorBuilder { config, path: path.into(), stop: None }
+        ConnectorBuilder { config, path: path.into(), stop: None, drain: false }
     }
 
     /// Connects, loads the model and the validator, and runs until stopped (or an error).
     pub fn run(self) -> Result<RunReport, ConnectorError> {
         let settings = &self.config.custom;
-        let consume = ConsumeSettings::from_meta(&self.config.meta);
+        let consume = ConsumeSettings { drain: self.drain, ..ConsumeSettings::from_meta(&self.config.meta) };
         let fluvio = run_block_on(Fluvio::connect()).map_err(fluvio_error("connecting to the Fluvio cluster"))?;
         let admin = run_block_on(fluvio.admin());
         let partitions = self.prepare_topics(&admin, &consume)?;
@@ -281,23 +312,7 @@ impl Connector {
     fn outputs(&self, fluvio: &Fluvio) -> Result<Outputs, ConnectorError> {
         let settings = &self.config.custom;
         let producer = self.config.meta.producer.clone().unwrap_or_default();
-        let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
-        let mut builder = TopicProducerConfigBuilder::default();
-        // A dead letter carries the whole original record, so requests must fit the largest consumed record.
-        builder.batch_size(batch).max_request_size(batch.max(DEFAULT_MAX_BYTES.as_u64() as usize));
-        if let Some(linger) = producer.linger {
-            builder.linger(linger);
-        }
-        if let Some(compression) = producer.compression {
-            builder.compression(match compression {
-                CompressionSetting::None => Compression::None,
-                CompressionSetting::Gzip => Compression::Gzip,
-                CompressionSetting::Snappy => Compression::Snappy,
-                CompressionSetting::Lz4 => Compression::Lz4,
-                CompressionSetting::Zstd => Compression::Zstd,
-            });
-        }
-        let config = builder.build().map_err(|e| fluvio_error("configuring the producers")(e.into()))?;
+        let config = image_producer_config(&producer).map_err(fluvio_error("configuring the producers"))?;
         let open = |topic: &String| -> Result<TopicOutput, ConnectorError> {
             let producer = run_block_on(fluvio.topic_producer_with_config(topic.clone(), config.clone()))
                 .map_err(fluvio_error(format!("opening a producer for `{topic}`")))?;
