@@ -20,6 +20,9 @@ static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
 /// Largest record the helpers produce and read.
 const MAX_RECORD: usize = 32 << 20;
 
+/// Producer batches of the helpers: several records per batch, as a busy producer writes them.
+const PRODUCE_BATCH: usize = 1 << 20;
+
 /// The `fluvio` CLI, where Fluvio's installer puts it.
 pub fn fluvio_cli() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
@@ -113,7 +116,7 @@ impl LocalCluster {
             let fluvio = Fluvio::connect().await.unwrap_or_else(|e| panic!("connecting: {e:#}"));
             let config = TopicProducerConfigBuilder::default()
                 .max_request_size(MAX_RECORD)
-                .batch_size(MAX_RECORD)
+                .batch_size(PRODUCE_BATCH)
                 .build()
                 .unwrap_or_else(|e| panic!("producer config: {e}"));
             let producer = fluvio

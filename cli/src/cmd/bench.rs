@@ -58,23 +58,27 @@ topic, and deletes the topics. `--validate-at cluster` needs image-validate load
 pub struct BenchConnectorArgs {
     /// Images to use [default: the shipped ImageNet sample]
     #[arg(value_name = "PATH")]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 
     /// How many times the images are produced.
     #[arg(long, default_value_t = 3)]
-    repeat: usize,
+    pub(crate) repeat: usize,
 
     /// A preset or a manifest path.
     #[arg(long, short = 'm', default_value = fvision_models::DEFAULT_MODEL)]
-    model: String,
+    pub(crate) model: String,
 
     /// Where the connector validates: auto, cluster (the SPU) or connector.
     #[arg(long, default_value = "connector", value_parser = ["auto", "cluster", "connector"])]
-    validate_at: String,
+    pub(crate) validate_at: String,
+
+    /// Seconds between the connector's offset commits (`meta.consumer.offset.flush-period`).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) flush_period: u64,
 
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `fvision bench pipeline`.
@@ -163,9 +167,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Validate(args) => bench_validate(args),
         BenchCommand::Inference(args) => bench_inference(args),
         BenchCommand::Pipeline(args) => bench_pipeline(args),
-        BenchCommand::Connector(args) => {
-            crate::cmd::bench_connector::run(args.paths, args.repeat, &args.model, &args.validate_at, args.json)
-        }
+        BenchCommand::Connector(args) => crate::cmd::bench_connector::run(args),
     }
 }
 

@@ -2,7 +2,6 @@
 //! pipeline, on the same records with the same model and batching, in one run. The ratio is what the
 //! cluster path costs: consuming, SPU or in-process validation, producing, and the commit barriers.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use inference_sink::connector::{image_producer_config, Connector};
 use inference_sink::{run_pipeline, Item, PipelineConfig};
 use serde::Serialize;
 
-use crate::cmd::bench::record_values;
+use crate::cmd::bench::{record_values, BenchConnectorArgs};
 use crate::data::imagenet_sample;
 use crate::output::progress;
 
@@ -29,12 +28,14 @@ const MAX_WAIT: Duration = Duration::from_millis(5);
 struct ConnectorReport {
     model: String,
     records: usize,
+    consumed: u64,
     validate_at: String,
     embedded_images_per_sec: f64,
     connector_images_per_sec: f64,
     connector_p50_ms: f64,
     connector_p99_ms: f64,
     commits: u64,
+    flush_period_secs: u64,
     ratio_connector_vs_embedded: f64,
 }
 
@@ -56,7 +57,9 @@ impl Drop for Topics<'_> {
 }
 
 /// Runs the benchmark.
-pub fn run(paths: Vec<PathBuf>, repeat: usize, model: &str, validate_at: &str, json: bool) -> Result<ExitCode> {
+pub fn run(args: BenchConnectorArgs) -> Result<ExitCode> {
+    let BenchConnectorArgs { paths, repeat, model, validate_at, flush_period, json } = args;
+    let model = model.as_str();
     let paths = if paths.is_empty() { vec![imagenet_sample()] } else { paths };
     let values = record_values(&paths, false)?;
     let records: Vec<Vec<u8>> = (0..repeat.max(1)).flat_map(|_| values.iter().map(|(v, _)| v.clone())).collect();
@@ -98,7 +101,7 @@ pub fn run(paths: Vec<PathBuf>, repeat: usize, model: &str, validate_at: &str, j
         "apiVersion: 0.2.0
 meta:
   {{version: 0.1.0, name: fvbench-{suffix}, type: inference-sink, topic: {images},
-   consumer: {{id: fvbench-{suffix}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual}}}}}}
+   consumer: {{id: fvbench-{suffix}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: {flush_period}}}}}}}}}
 inference:
   {{model: {model}, max-batch: {MAX_BATCH}, max-wait: {wait}ms, predictions-topic: {predictions},
    dlq-topic: {dlq}, validate-at: {validate_at}}}
@@ -116,15 +119,23 @@ inference:
     let report = Connector::builder(loaded?, &path).drain(true).build()?.run()?;
 
     let stats = &report.pipeline;
+    anyhow::ensure!(
+        report.consume.consumed >= records.len() as u64,
+        "the connector read {} of {} records",
+        report.consume.consumed,
+        records.len()
+    );
     let result = ConnectorReport {
         model: model.to_string(),
         records: records.len(),
+        consumed: report.consume.consumed,
         validate_at: report.validated.to_string(),
         embedded_images_per_sec: embedded.images_per_sec(),
         connector_images_per_sec: stats.images_per_sec(),
         connector_p50_ms: stats.latency_ms(0.5),
         connector_p99_ms: stats.latency_ms(0.99),
         commits: report.consume.commits,
+        flush_period_secs: flush_period,
         ratio_connector_vs_embedded: stats.images_per_sec() / embedded.images_per_sec(),
     };
     if json {

@@ -54,6 +54,8 @@ pub fn model_loaded(model: &str, seconds: f64) {
     metrics::gauge!(MODEL_LOAD_SECONDS, "model" => model.to_string()).set(seconds);
 }
 
+/// Records the Fluvio client skipped at a fetch boundary and the connector read again.
+pub const REREAD_TOTAL: &str = "fvision_reread_total";
 /// Records read from the Fluvio topic.
 pub const CONSUMED_TOTAL: &str = "fvision_consumed_total";
 /// Commit barriers passed: every record up to there delivered, confirmed and its offset committed.
@@ -68,6 +70,11 @@ pub const QUEUE_DEPTH: &str = "fvision_queue_depth";
 /// A record was read from Fluvio.
 pub fn record_consumed() {
     metrics::counter!(CONSUMED_TOTAL).increment(1);
+}
+
+/// The client skipped `count` records, which are read again.
+pub fn records_reread(count: u64) {
+    metrics::counter!(REREAD_TOTAL).increment(count);
 }
 
 /// Offsets were committed.

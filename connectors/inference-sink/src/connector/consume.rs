@@ -7,6 +7,8 @@
 //! outputs' confirmations, then commits and flushes the offset. A crash between two barriers replays at
 //! most one interval, never loses a record.
 
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -72,6 +74,28 @@ impl ConsumeSettings {
         }
     }
 
+    /// The config of a re-read: one partition from `offset`, no consumer id (it must not move the commit).
+    pub fn reread_config(
+        &self,
+        partition: u32,
+        offset: i64,
+        smartmodule: Option<SmartModuleInvocation>,
+    ) -> anyhow::Result<ConsumerConfigExt> {
+        let mut builder = ConsumerConfigExt::builder();
+        builder
+            .topic(self.topic.clone())
+            .partition(partition)
+            .offset_start(Offset::absolute(offset)?)
+            .disable_continuous(true)
+            .max_bytes(self.max_bytes_i32())
+            .smartmodule(smartmodule.into_iter().collect());
+        builder.build()
+    }
+
+    fn max_bytes_i32(&self) -> i32 {
+        i32::try_from(self.max_bytes.as_u64()).unwrap_or(i32::MAX)
+    }
+
     /// The client's consumer config for these `partitions`, with the SPU-side SmartModule if any.
     pub fn consumer_config(
         &self,
@@ -92,7 +116,7 @@ impl ConsumeSettings {
             .offset_consumer(self.consumer_id.clone())
             .offset_strategy(OffsetManagementStrategy::Manual)
             .disable_continuous(true)
-            .max_bytes(i32::try_from(self.max_bytes.as_u64()).unwrap_or(i32::MAX))
+            .max_bytes(self.max_bytes_i32())
             .smartmodule(smartmodule.into_iter().collect());
         for &partition in partitions {
             builder.partition(partition);
@@ -142,13 +166,35 @@ pub struct ConsumeReport {
 /// How long an idle connector waits before asking for new records again.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 
+/// A consumer stream, boxed so the main stream and the re-reads share one type.
+pub type BoxedStream = Pin<Box<dyn ConsumerStream + Send>>;
+
+/// Which stream to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// The connector's stream: every configured partition, resuming after the committed offset.
+    Committed,
+    /// One partition from an absolute offset, without a consumer id: re-reads records the client skipped.
+    At {
+        /// The partition.
+        partition: u32,
+        /// The first offset to read.
+        offset: i64,
+    },
+}
+
 /// Reads the topic into `items` until `stop` is set, committing at barriers.
 ///
 /// Each stream is opened by `open` and ends at the end of the topic (`disable_continuous`): the client's
 /// retrying stream holds its lock while it waits for records, so an offset commit can only run between
 /// records, never while the consumer waits on an idle topic. After the end, the loop commits, waits
 /// [`IDLE_POLL`] and opens the next stream, which resumes after the committed offset.
-pub async fn consume<S, F, Fut>(
+///
+/// Fluvio's 0.50 client skips the records of a batch that a fetch cut at `max-bytes` (fixed upstream
+/// after 0.50.1: "do not assume all batches in stream fetch response are complete"). The loop sees that
+/// as a gap in a partition's offsets and re-reads the missing records before it goes on, so they are
+/// delivered before any commit covers them.
+pub async fn consume<F, Fut>(
     mut open: F,
     items: async_channel::Sender<Item>,
     outputs: &Outputs,
@@ -156,31 +202,40 @@ pub async fn consume<S, F, Fut>(
     stop: &AtomicBool,
 ) -> Result<ConsumeReport, ConsumeError>
 where
-    S: ConsumerStream,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<S, ConsumeError>>,
+    F: FnMut(StreamStart) -> Fut,
+    Fut: std::future::Future<Output = Result<BoxedStream, ConsumeError>>,
 {
     let mut report = ConsumeReport::default();
     let mut committed = 0u64;
     let mut last_commit = Instant::now();
+    // The next offset expected per partition: the one after the last record read.
+    let mut next_offsets: HashMap<u32, i64> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut stream = open().await?;
+        let mut stream = open(StreamStart::Committed).await?;
         report.streams += 1;
         let before = report.consumed;
         while !stop.load(Ordering::Relaxed) {
             let record = match stream.next().await {
                 Some(Ok(record)) => record,
-                Some(Err(code)) => {
-                    return Err(ConsumeError::Stream { topic: settings.topic.clone(), detail: code.to_string() })
-                }
+                Some(Err(code)) => return Err(stream_error(settings, code)),
                 None => break,
             };
-            let name = format!("{}/{}@{}", settings.topic, record.partition(), record.offset());
-            report.consumed += 1;
-            events::record_consumed();
-            if items.send(Item { name, value: record.value().to_vec() }).await.is_err() {
-                return Err(ConsumeError::PipelineStopped);
+            let (partition, offset) = (record.partition(), record.offset());
+            if let Some(&expected) = next_offsets.get(&partition) {
+                if offset > expected {
+                    tracing::warn!(
+                        partition,
+                        from = expected,
+                        to = offset,
+                        "the Fluvio client skipped records; re-reading them"
+                    );
+                    events::records_reread((offset - expected) as u64);
+                    reread(&mut open, partition, expected..offset, &items, settings, &mut report).await?;
+                }
             }
+            let next = next_offsets.entry(partition).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+            forward(&items, settings, partition, offset, record.value(), &mut report).await?;
             events::in_flight(report.consumed.saturating_sub(outputs.delivered()), items.len());
             if last_commit.elapsed() >= settings.commit_interval {
                 commit(&mut stream, outputs, settings, report.consumed, &items).await?;
@@ -194,14 +249,81 @@ where
             report.commits += 1;
         }
         events::in_flight(0, items.len());
-        if settings.drain {
+        let caught_up = report.consumed == before;
+        if caught_up && settings.drain {
             break;
         }
-        if report.consumed == before && !stop.load(Ordering::Relaxed) {
+        if caught_up && !stop.load(Ordering::Relaxed) {
             sleep(IDLE_POLL).await;
         }
     }
     Ok(report)
+}
+
+/// Hands one record to the pipeline.
+async fn forward(
+    items: &async_channel::Sender<Item>,
+    settings: &ConsumeSettings,
+    partition: u32,
+    offset: i64,
+    value: &[u8],
+    report: &mut ConsumeReport,
+) -> Result<(), ConsumeError> {
+    let name = format!("{}/{partition}@{offset}", settings.topic);
+    report.consumed += 1;
+    events::record_consumed();
+    items.send(Item { name, value: value.to_vec() }).await.map_err(|_| ConsumeError::PipelineStopped)
+}
+
+/// Reads `range` of `partition` with fresh streams that start exactly at the first missing offset, so the
+/// first batch of each response is whole; a stream that skips again is replaced by one starting at the
+/// next missing offset.
+async fn reread<F, Fut>(
+    open: &mut F,
+    partition: u32,
+    range: std::ops::Range<i64>,
+    items: &async_channel::Sender<Item>,
+    settings: &ConsumeSettings,
+    report: &mut ConsumeReport,
+) -> Result<(), ConsumeError>
+where
+    F: FnMut(StreamStart) -> Fut,
+    Fut: std::future::Future<Output = Result<BoxedStream, ConsumeError>>,
+{
+    let mut next = range.start;
+    while next < range.end {
+        let mut stream = open(StreamStart::At { partition, offset: next }).await?;
+        let first = next;
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(|code| stream_error(settings, code))?;
+            match record.offset() {
+                offset if offset < next => continue,
+                offset if offset > next => break,
+                offset => {
+                    forward(items, settings, partition, offset, record.value(), report).await?;
+                    next += 1;
+                    if next >= range.end {
+                        break;
+                    }
+                }
+            }
+        }
+        if next == first {
+            return Err(ConsumeError::Stream {
+                topic: settings.topic.clone(),
+                detail: format!(
+                    "cannot read offset {next} of partition {partition}: is a record batch larger than \
+                     meta.consumer.max-bytes ({})?",
+                    settings.max_bytes
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn stream_error(settings: &ConsumeSettings, code: fluvio::dataplane::link::ErrorCode) -> ConsumeError {
+    ConsumeError::Stream { topic: settings.topic.clone(), detail: code.to_string() }
 }
 
 /// The barrier: every record read has been delivered and confirmed; then the offset is committed.

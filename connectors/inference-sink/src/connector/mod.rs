@@ -29,7 +29,9 @@ use crate::pipeline::{run_pipeline, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
 
-pub use consume::{ConsumeError, ConsumeReport, ConsumeSettings, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES};
+pub use consume::{
+    BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, StreamStart, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES,
+};
 pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
 pub use validation::{parse_spu_output, Validation};
 
@@ -199,7 +201,7 @@ impl Connector {
 
         let outputs = self.outputs(&fluvio)?;
         let consumer_config = consume
-            .consumer_config(&partitions, smartmodule)
+            .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
         let mut pipeline = settings.pipeline();
@@ -214,13 +216,21 @@ impl Connector {
         let (stats, consumed) = std::thread::scope(|scope| {
             let outputs = &outputs;
             let consumer = scope.spawn(move || {
-                let open = || {
-                    let (fluvio, config, topic) = (&fluvio, consumer_config.clone(), consume.topic.clone());
+                let open = |start: StreamStart| {
+                    let config = match start {
+                        StreamStart::Committed => Ok(consumer_config.clone()),
+                        StreamStart::At { partition, offset } => {
+                            consume.reread_config(partition, offset, smartmodule.clone())
+                        }
+                    };
+                    let (fluvio, topic) = (&fluvio, consume.topic.clone());
                     async move {
-                        fluvio
-                            .consumer_with_config(config)
-                            .await
-                            .map_err(|e| ConsumeError::Stream { topic, detail: format!("opening a consumer: {e:#}") })
+                        let failed = |e: anyhow::Error| ConsumeError::Stream {
+                            topic: topic.clone(),
+                            detail: format!("opening a consumer: {e:#}"),
+                        };
+                        let stream = fluvio.consumer_with_config(config.map_err(&failed)?).await.map_err(&failed)?;
+                        Ok::<BoxedStream, ConsumeError>(Box::pin(stream))
                     }
                 };
                 run_block_on(consume::consume(open, items_tx, outputs, &consume, stop))
