@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy};
+use fluvio::dataplane::link::ErrorCode;
 use fluvio::{Offset, SmartModuleInvocation};
 use fluvio_future::timer::sleep;
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use fvision_connector_common::config::{OffsetStart, PartitionSelection};
 use fvision_connector_common::MetaConfig;
@@ -147,6 +149,18 @@ pub enum ConsumeError {
     /// The outputs did not confirm; nothing after the last commit is committed.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// Stopping, the connector waited in vain for the cluster (a fetch, a stream, a commit); what was delivered
+    /// since the last commit is replayed at the next start.
+    #[error(
+        "stopping: the cluster did not answer on `{topic}` within {waited:?}; offsets were not committed, so \
+         records delivered since the last commit will be processed again at the next start"
+    )]
+    Unresponsive {
+        /// The topic.
+        topic: String,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The pipeline stopped before handing over every record (its own error says why).
     #[error("the pipeline stopped with records in flight; their offsets were not committed")]
     PipelineStopped,
@@ -211,11 +225,13 @@ where
     // The next offset expected per partition: the one after the last record read.
     let mut next_offsets: HashMap<u32, i64> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut stream = open(StreamStart::Committed).await?;
+        let mut stream =
+            unless_stuck(open(StreamStart::Committed), stop).await.ok_or_else(|| unresponsive(settings))??;
         report.streams += 1;
         let before = report.consumed;
         while !stop.load(Ordering::Relaxed) {
-            let record = match stream.next().await {
+            let next = unless_stuck(stream.next(), stop).await.ok_or_else(|| unresponsive(settings))?;
+            let record = match next {
                 Some(Ok(record)) => record,
                 Some(Err(code)) => return Err(stream_error(settings, code)),
                 None => break,
@@ -238,13 +254,13 @@ where
             forward(&items, settings, partition, offset, record.value(), &mut report).await?;
             events::in_flight(report.consumed.saturating_sub(outputs.delivered()), items.len());
             if last_commit.elapsed() >= settings.commit_interval {
-                commit(&mut stream, outputs, settings, report.consumed, &items).await?;
+                commit(&mut stream, outputs, settings, report.consumed, &items, stop).await?;
                 (committed, last_commit) = (report.consumed, Instant::now());
                 report.commits += 1;
             }
         }
         if report.consumed > committed {
-            commit(&mut stream, outputs, settings, report.consumed, &items).await?;
+            commit(&mut stream, outputs, settings, report.consumed, &items, stop).await?;
             (committed, last_commit) = (report.consumed, Instant::now());
             report.commits += 1;
         }
@@ -258,6 +274,28 @@ where
         }
     }
     Ok(report)
+}
+
+/// How long a stopping connector still waits for a fetch in progress.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Awaits `future`, but once `stop` is set for at most [`STOP_GRACE`] more: `None` means the cluster did not
+/// answer a stopping connector. A fetch in progress when the stop comes is still awaited, so its record is
+/// delivered and committed like the others (it holds the stream's lock, so no commit could run before it).
+async fn unless_stuck<T>(future: impl std::future::Future<Output = T>, stop: &AtomicBool) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        match select(future.as_mut(), Box::pin(sleep(Duration::from_millis(200)))).await {
+            Either::Left((output, _)) => return Some(output),
+            Either::Right(_) if stop.load(Ordering::Relaxed) => {
+                if stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_GRACE {
+                    return None;
+                }
+            }
+            Either::Right(_) => {}
+        }
+    }
 }
 
 /// Hands one record to the pipeline.
@@ -322,31 +360,38 @@ where
     Ok(())
 }
 
-fn stream_error(settings: &ConsumeSettings, code: fluvio::dataplane::link::ErrorCode) -> ConsumeError {
+fn unresponsive(settings: &ConsumeSettings) -> ConsumeError {
+    ConsumeError::Unresponsive { topic: settings.topic.clone(), waited: STOP_GRACE }
+}
+
+fn stream_error(settings: &ConsumeSettings, code: ErrorCode) -> ConsumeError {
     ConsumeError::Stream { topic: settings.topic.clone(), detail: code.to_string() }
 }
 
-/// The barrier: every record read has been delivered and confirmed; then the offset is committed.
+/// The barrier: every record read has been delivered and confirmed; then the offset is committed. A
+/// stopping connector gives up after [`STOP_GRACE`] without committing (the next start replays).
 async fn commit(
-    stream: &mut impl ConsumerStream,
+    stream: &mut BoxedStream,
     outputs: &Outputs,
     settings: &ConsumeSettings,
     consumed: u64,
     items: &async_channel::Sender<Item>,
+    stop: &AtomicBool,
 ) -> Result<(), ConsumeError> {
-    while outputs.delivered() < consumed {
-        if items.is_closed() {
-            return Err(ConsumeError::PipelineStopped);
+    let barrier = async {
+        while outputs.delivered() < consumed {
+            if items.is_closed() {
+                return Err(ConsumeError::PipelineStopped);
+            }
+            sleep(Duration::from_millis(2)).await;
         }
-        sleep(Duration::from_millis(2)).await;
-    }
-    outputs.acknowledge().await?;
-    let failed = |e: fluvio::dataplane::link::ErrorCode| ConsumeError::Commit {
-        consumer_id: settings.consumer_id.clone(),
-        detail: e.to_string(),
+        outputs.acknowledge().await?;
+        let failed =
+            |e: ErrorCode| ConsumeError::Commit { consumer_id: settings.consumer_id.clone(), detail: e.to_string() };
+        stream.offset_commit().await.map_err(failed)?;
+        stream.offset_flush().await.map_err(failed)
     };
-    stream.offset_commit().await.map_err(failed)?;
-    stream.offset_flush().await.map_err(failed)?;
+    unless_stuck(barrier, stop).await.ok_or_else(|| unresponsive(settings))??;
     events::offsets_committed();
     tracing::debug!(consumed, "committed: every record read so far was delivered and confirmed");
     Ok(())
