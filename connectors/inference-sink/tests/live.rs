@@ -153,8 +153,13 @@ struct Connector {
 
 impl Connector {
     fn start(config: &Path, run: &str) -> Self {
+        Self::start_with(config, run, &[])
+    }
+
+    fn start_with(config: &Path, run: &str, args: &[&str]) -> Self {
         let log = config.with_extension(format!("{run}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+            .args(args)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info,inference_sink=debug,fluvio=warn")
@@ -468,4 +473,32 @@ fn the_spu_runs_image_validate_when_the_cluster_has_it() {
     let mut connector = Connector::start(&config, "missing");
     assert!(!connector.wait(Duration::from_secs(60)).success());
     assert!(connector.log().contains(&format!("has no SmartModule `{missing}`")), "{}", connector.log());
+}
+
+#[test]
+fn the_shipped_config_drains_a_topic() {
+    let Some(cluster) = local_cluster("the_shipped_config_drains_a_topic") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-shipped");
+    let inputs = inputs("efficientnet-lite0", 10, &[("max_pixels", "50000000"), ("full_decode", "false")], 0.3);
+    cluster.produce(&topics.images, &inputs.records);
+
+    // The shipped YAML, with only its names and port made unique to this run.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors/inference-sink.yaml");
+    let consumer = unique_name("fvt-shipped-sink");
+    let yaml = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("  topic: images\n", &format!("  topic: {}\n", topics.images))
+        .replace("    id: inference-sink\n", &format!("    id: {consumer}\n"))
+        .replace("predictions-topic: predictions\n", &format!("predictions-topic: {}\n", topics.predictions))
+        .replace("dlq-topic: images-dlq\n", &format!("dlq-topic: {}\n", topics.dlq))
+        .replace("metrics-port: 9464", &format!("metrics-port: {}", free_port()));
+    assert!(yaml.contains(&topics.dlq) && yaml.contains(&consumer), "the shipped YAML changed shape:\n{yaml}");
+    let config = dir.path().join("shipped.yaml");
+    std::fs::write(&config, yaml).unwrap();
+
+    // --drain: everything delivered and committed, then exit 0 by itself.
+    let mut connector = Connector::start_with(&config, "drain", &["--drain"]);
+    assert!(connector.wait(Duration::from_secs(120)).success(), "{}", connector.log());
+    assert_eq!(check_outputs(&seen(&cluster, &topics), &inputs), 0, "{}", connector.log());
 }
