@@ -27,6 +27,18 @@ pub enum Destination {
     Dropped,
 }
 
+impl Destination {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Predictions => "predictions",
+            Self::Review => "review",
+            Self::DeadLetter => "dead_letter",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
 /// One outcome as a record: destination, key and JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {

@@ -241,13 +241,7 @@ impl Connector {
                 if let Some(line) = summary.close_if_due(Instant::now()) {
                     tracing::info!("{line}");
                 }
-                let destination = outputs.deliver(&outcome)?;
-                events::delivered(match destination {
-                    Destination::Predictions => "predictions",
-                    Destination::Review => "review",
-                    Destination::DeadLetter => "dead_letter",
-                    Destination::Dropped => "dropped",
-                });
+                events::delivered(outputs.deliver(&outcome)?.as_str());
                 Ok::<_, DeliveryError>(())
             });
             let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
