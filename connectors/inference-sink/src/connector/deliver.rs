@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use fluvio::{ProduceOutput, TopicProducerPool};
-use fvision_records::ValidationRecord;
+use fvision_records::RejectedImage;
 
 use crate::config::BelowThreshold;
 use crate::pipeline::Outcome;
@@ -64,10 +64,20 @@ pub fn route(outcome: &Outcome, below: BelowThreshold) -> Result<Routed, serde_j
         }
         Outcome::Rejected { name, rejected } => {
             let key = if rejected.event.id.is_empty() { name.clone() } else { rejected.event.id.clone() };
-            let record = ValidationRecord::Rejected((**rejected).clone());
+            // The validator's rejected-record shape (`status: "rejected"` + the rejection), without copying the
+            // payload it carries.
+            let record = DeadLetter { status: "rejected", rejected };
             Routed { destination: Destination::DeadLetter, key, value: serde_json::to_vec(&record)? }
         }
     })
+}
+
+/// A dead-letter record as `ValidationRecord::Rejected` serialises, borrowed.
+#[derive(serde::Serialize)]
+struct DeadLetter<'a> {
+    status: &'static str,
+    #[serde(flatten)]
+    rejected: &'a RejectedImage,
 }
 
 /// An output refused a record or its confirmation failed: offsets must not be committed.
@@ -226,7 +236,7 @@ fn produce_error(topic: &str, error: impl std::fmt::Display) -> DeliveryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage};
+    use fvision_records::{EventMeta, Prediction, RejectReason, Stage, ValidationRecord};
 
     fn classified(above_threshold: bool) -> Outcome {
         let prediction = Prediction { image_id: "img-1".into(), above_threshold, ..Prediction::default() };
@@ -260,6 +270,9 @@ mod tests {
             panic!("not a rejection")
         };
         assert_eq!(back.payload.to_bytes().unwrap(), b"\xff\xd8raw");
+        // Byte for byte what the validator writes for the same rejection.
+        let as_validator_writes = serde_json::to_vec(&ValidationRecord::Rejected(back.clone())).unwrap();
+        assert_eq!(routed.value, as_validator_writes);
         // Without an id, the key is the record's position.
         let routed =
             route(&Outcome::Rejected { name: "images/0@7".into(), rejected: Box::new(rejected) }, BelowThreshold::Flag)
