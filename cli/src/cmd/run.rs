@@ -116,9 +116,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
     if let Some(port) = metrics_port {
-        inference_sink::events::prometheus()
-            .with_http_listener(([127, 0, 0, 1], port))
-            .install()
+        inference_sink::events::serve(([127, 0, 0, 1], port).into())
             .with_context(|| format!("starting the metrics endpoint on 127.0.0.1:{port}"))?;
         eprintln!("metrics on http://127.0.0.1:{port}/metrics");
     }

@@ -114,3 +114,8 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusBuilder {
     // Setting buckets only fails for an empty list; these are constants, so this never falls back.
     builder.unwrap_or_else(|_| PrometheusBuilder::new())
 }
+
+/// Serves `/metrics` on `address` with [`prometheus`]'s histograms, for the process's lifetime.
+pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    prometheus().with_http_listener(address).install()
+}

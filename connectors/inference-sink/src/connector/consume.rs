@@ -220,8 +220,7 @@ where
     Fut: std::future::Future<Output = Result<BoxedStream, ConsumeError>>,
 {
     let mut report = ConsumeReport::default();
-    let mut committed = 0u64;
-    let mut last_commit = Instant::now();
+    let mut checkpoint = Checkpoint { records: 0, at: Instant::now() };
     // The next offset expected per partition: the one after the last record read.
     let mut next_offsets: HashMap<u32, i64> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
@@ -253,16 +252,14 @@ where
             *next = (*next).max(offset + 1);
             forward(&items, settings, partition, offset, record.value(), &mut report).await?;
             events::in_flight(report.consumed.saturating_sub(outputs.delivered()), items.len());
-            if last_commit.elapsed() >= settings.commit_interval {
+            if checkpoint.at.elapsed() >= settings.commit_interval {
                 commit(&mut stream, outputs, settings, report.consumed, &items, stop).await?;
-                (committed, last_commit) = (report.consumed, Instant::now());
-                report.commits += 1;
+                checkpoint.passed(&mut report);
             }
         }
-        if report.consumed > committed {
+        if report.consumed > checkpoint.records {
             commit(&mut stream, outputs, settings, report.consumed, &items, stop).await?;
-            (committed, last_commit) = (report.consumed, Instant::now());
-            report.commits += 1;
+            checkpoint.passed(&mut report);
         }
         events::in_flight(0, items.len());
         let caught_up = report.consumed == before;
@@ -274,6 +271,20 @@ where
         }
     }
     Ok(report)
+}
+
+/// The last commit barrier passed: records read up to it, and when.
+struct Checkpoint {
+    records: u64,
+    at: Instant,
+}
+
+impl Checkpoint {
+    /// A barrier was just passed with everything read so far.
+    fn passed(&mut self, report: &mut ConsumeReport) {
+        (self.records, self.at) = (report.consumed, Instant::now());
+        report.commits += 1;
+    }
 }
 
 /// How long a stopping connector still waits for a fetch in progress.

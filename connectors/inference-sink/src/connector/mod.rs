@@ -192,9 +192,7 @@ impl Connector {
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"
         );
         if let Some(port) = settings.metrics_port {
-            events::prometheus()
-                .with_http_listener(([0, 0, 0, 0], port))
-                .install()
+            events::serve(([0, 0, 0, 0], port).into())
                 .map_err(|e| setup_error(format!("starting the metrics endpoint on port {port}"))(e.to_string()))?;
             tracing::info!(port, "metrics on /metrics");
         }
