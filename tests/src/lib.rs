@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod emulators;
 
 use std::path::{Path, PathBuf};
 

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod connector;
 pub mod events;
+pub mod outputs;
 pub mod pipeline;
 pub mod summary;
 

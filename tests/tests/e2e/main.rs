@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per capability (ripgrep's layout).
 
+mod emulators;
 mod pipeline_embedded;
 mod validate_wasm;
 mod wasm_memory;
