@@ -69,8 +69,8 @@ install_venv() {
 
 # One optimised build serves the demo, the tests and the benchmarks.
 build() {
-  say "building the SmartModules (WASM) and fvision (release; first build takes several minutes)"
+  say "building the SmartModules (WASM), fvision and the connectors (release; first build takes several minutes)"
   (cd "$REPO" && cargo build --profile release-wasm --target wasm32-unknown-unknown \
      -p image-validate -p identity-smartmodule)
-  (cd "$REPO" && cargo build --release -p fvision)
+  (cd "$REPO" && cargo build --release -p fvision -p inference-sink -p kafka-source -p gcs-source)
 }

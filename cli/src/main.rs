@@ -27,7 +27,8 @@ Examples:
   fvision validate data/bad-inputs         # one JSON verdict per file, through the WASM SmartModule
   fvision bench inference --model all      # per-stage cost of every model
   fvision bench pipeline                   # the embedded pipeline vs its limits
-  fvision bench validate                   # validation throughput, WASM vs native";
+  fvision bench validate                   # validation throughput, WASM vs native
+  fvision simulate --mode kafka --rate 10 --duration 60   # an image stream to Kafka";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -43,6 +44,8 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Send an image stream at a given rate to Fluvio, Kafka, GCS (+ Pub/Sub), or Kafka and GCS at once.
+    Simulate(cmd::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => cmd::classify::run(args),
         Command::Models(command) => cmd::models::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -44,11 +44,14 @@ pub enum RejectReason {
     SinkError,
     /// The validator itself failed on this record (a WASM trap or an engine error): a bug, kept as data.
     ValidatorError,
+    /// The announced source object was gone before it could be read (a GCS object deleted, or its
+    /// generation replaced, before the download).
+    NotFound,
 }
 
 impl RejectReason {
     /// Every code, for documentation and metrics pre-registration.
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         Self::Empty,
         Self::MalformedEnvelope,
         Self::InvalidBase64,
@@ -66,6 +69,7 @@ impl RejectReason {
         Self::InferenceError,
         Self::SinkError,
         Self::ValidatorError,
+        Self::NotFound,
     ];
 
     /// The stable snake_case code.
@@ -88,6 +92,7 @@ impl RejectReason {
             Self::InferenceError => "inference_error",
             Self::SinkError => "sink_error",
             Self::ValidatorError => "validator_error",
+            Self::NotFound => "not_found",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod emulators;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 

@@ -5,4 +5,5 @@ pub mod bench_connector;
 pub mod classify;
 pub mod models;
 pub mod run;
+pub mod simulate;
 pub mod validate;

@@ -6,9 +6,14 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod dead_letter;
 pub mod engine;
+pub mod producer;
+pub mod source_output;
 pub mod validator;
 
 pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
 pub use engine::{find_in_target_dir, EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
+pub use producer::{image_producer_config, MAX_IMAGE_RECORD};
+pub use source_output::{OutputError, SourceOutput};
 pub use validator::{locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

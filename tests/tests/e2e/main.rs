@@ -2,5 +2,6 @@
 
 mod emulators;
 mod pipeline_embedded;
+mod sources;
 mod validate_wasm;
 mod wasm_memory;

@@ -12,15 +12,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytesize::ByteSize;
 use fluvio::metadata::smartmodule::SmartModuleSpec;
 use fluvio::metadata::topic::TopicSpec;
-use fluvio::{
-    Compression, Fluvio, FluvioAdmin, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind,
-    TopicProducerConfig, TopicProducerConfigBuilder,
-};
+use fluvio::{Fluvio, FluvioAdmin, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind};
 use fluvio_future::task::run_block_on;
-use fvision_connector_common::config::{Compression as CompressionSetting, ProducerConfig};
+pub use fvision_connector_common::image_producer_config;
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 
@@ -34,28 +30,6 @@ pub use consume::{
 };
 pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
 pub use validation::{parse_spu_output, Validation};
-
-/// Producer settings for records that carry whole images: the client's defaults refuse a record over
-/// about 1 MiB, and a dead letter carries the whole original record, so requests fit the largest record a
-/// consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
-pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
-    let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
-    let mut builder = TopicProducerConfigBuilder::default();
-    builder.batch_size(batch).max_request_size(batch.max(DEFAULT_MAX_BYTES.as_u64() as usize));
-    if let Some(linger) = producer.linger {
-        builder.linger(linger);
-    }
-    if let Some(compression) = producer.compression {
-        builder.compression(match compression {
-            CompressionSetting::None => Compression::None,
-            CompressionSetting::Gzip => Compression::Gzip,
-            CompressionSetting::Snappy => Compression::Snappy,
-            CompressionSetting::Lz4 => Compression::Lz4,
-            CompressionSetting::Zstd => Compression::Zstd,
-        });
-    }
-    Ok(builder.build()?)
-}
 
 /// Queue between the consumer and the validation stage, and between the pipeline's stages. Records are
 /// whole images, so these bound the connector's memory: at most about 4 x 16 records are in flight.

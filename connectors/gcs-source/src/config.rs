@@ -1,0 +1,126 @@
+//! The `gcs` section of the source's connector YAML, and its checks.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use fvision_connector_common::{ConfigError, ConnectorConfig};
+use serde::Deserialize;
+
+/// The name of this connector's own section in the YAML.
+pub const SECTION: &str = "gcs";
+
+/// `gcs:`: the subscription announcing uploads, the storage endpoint, filters and limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GcsSettings {
+    /// The Google Cloud project of the subscription.
+    pub project: String,
+    /// The Pub/Sub subscription receiving the bucket's OBJECT_FINALIZE notifications.
+    #[serde(default = "default_subscription")]
+    pub subscription: String,
+    /// `host:port` of a Pub/Sub emulator (plain gRPC, no credentials); unset: `$PUBSUB_EMULATOR_HOST`,
+    /// else Google Cloud.
+    #[serde(default)]
+    pub pubsub_emulator_host: Option<String>,
+    /// Base URL of the GCS JSON API (an emulator's URL, or Google's).
+    #[serde(default = "default_gcs_endpoint")]
+    pub gcs_endpoint: String,
+    /// An OAuth access token for GCS (put it in secrets); unset: anonymous requests.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// Only objects whose name starts with this are read (others are acked and counted).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Only objects with one of these content types are read; empty: every type.
+    #[serde(default = "default_content_types")]
+    pub content_types: Vec<String>,
+    /// Larger objects go to the dead-letter topic as `too_large` without being downloaded whole.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: ByteSize,
+    /// Messages per pull: what a crash may leave un-acked (they are redelivered).
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// The ack deadline the source asks for while it works on a message, renewed while a download is slow.
+    #[serde(default = "default_ack_deadline", with = "humantime_serde")]
+    pub ack_deadline: Duration,
+    /// Fluvio topic for objects that cannot become an event.
+    #[serde(default = "default_dlq_topic")]
+    pub dlq_topic: String,
+    /// Serve Prometheus metrics on this port.
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
+}
+
+fn default_subscription() -> String {
+    "image-stream-sub".into()
+}
+
+fn default_gcs_endpoint() -> String {
+    "https://storage.googleapis.com".into()
+}
+
+fn default_prefix() -> String {
+    "input-images/".into()
+}
+
+fn default_content_types() -> Vec<String> {
+    ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"].map(String::from).to_vec()
+}
+
+fn default_max_object_bytes() -> ByteSize {
+    // base64 grows the object by 4/3: an 11 MiB object is a 15 MiB event, below the sink's 16 MiB fetch.
+    ByteSize::mib(11)
+}
+
+fn default_max_messages() -> usize {
+    16
+}
+
+fn default_ack_deadline() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_dlq_topic() -> String {
+    "images-dlq".into()
+}
+
+impl GcsSettings {
+    /// What serde cannot check.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let field = |name: &str, expected: &str| ConfigError::Field {
+            path: path.to_owned(),
+            field: format!("{SECTION}.{name}"),
+            expected: expected.into(),
+        };
+        if self.project.trim().is_empty() {
+            return Err(field("project", "a Google Cloud project id"));
+        }
+        if self.subscription.trim().is_empty() || self.subscription.contains('/') {
+            return Err(field("subscription", "a subscription id (not a path)"));
+        }
+        if !(self.gcs_endpoint.starts_with("http://") || self.gcs_endpoint.starts_with("https://")) {
+            return Err(field("gcs-endpoint", "an http:// or https:// URL"));
+        }
+        if self.max_messages == 0 || self.max_messages > 1000 {
+            return Err(field("max-messages", "a count from 1 to 1000"));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&self.ack_deadline) {
+            return Err(field("ack-deadline", "from 10s to 600s (Pub/Sub's limits)"));
+        }
+        if self.max_object_bytes.as_u64() == 0 {
+            return Err(field("max-object-bytes", "a size above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The connector config with the `gcs` section.
+pub type SourceConfig = ConnectorConfig<GcsSettings>;
+
+/// Reads and checks the YAML (and secrets file).
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SourceConfig, ConfigError> {
+    let config = SourceConfig::load(path, secrets, SECTION)?;
+    config.custom.check(path)?;
+    Ok(config)
+}

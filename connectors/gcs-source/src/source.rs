@@ -1,0 +1,284 @@
+//! The run loop: pull a batch of notifications, turn each into an event or a dead letter (downloading the
+//! object while its ack deadline is renewed), wait for Fluvio's acknowledgement of the batch, then ack the
+//! messages. SIGTERM/SIGINT stop between batches, after the acks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluvio::Fluvio;
+use fluvio_future::task::run_block_on;
+use fvision_connector_common::dead_letter::source_rejection;
+use fvision_connector_common::{ConfigError, OutputError, SourceOutput};
+use fvision_records::{EventMeta, RejectReason, Source};
+use gcloud_pubsub::subscriber::ReceivedMessage;
+
+use crate::config::{GcsSettings, SourceConfig};
+use crate::events;
+use crate::gcs::{Download, GcsClient, GcsError};
+use crate::notification::{read_notice, Notice, ObjectRef};
+use crate::pubsub::{self, PubSubError};
+
+/// Pause after an empty pull (a unary pull may return at once with nothing).
+const IDLE: Duration = Duration::from_millis(200);
+
+/// Why the source stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The YAML is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Connecting to Fluvio failed.
+    #[error("connecting to the Fluvio cluster: {0}")]
+    Connect(String),
+    /// Writing to Fluvio failed: nothing of the batch was acked, Pub/Sub redelivers it.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// Pub/Sub could not be reached or the subscription does not exist.
+    #[error(transparent)]
+    PubSub(#[from] PubSubError),
+    /// The subscription does not exist.
+    #[error(
+        "subscription `{0}` does not exist; create it on the topic that receives the bucket's notifications \
+         (`gcloud storage buckets notifications create gs://BUCKET --topic=TOPIC`, then `gcloud pubsub \
+         subscriptions create {0} --topic=TOPIC`)"
+    )]
+    MissingSubscription(String),
+    /// The async runtime or the metrics endpoint could not be started.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a run did, for the exit log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages pulled.
+    pub pulled: u64,
+    /// Events written to the events topic.
+    pub produced: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Notifications acked without an event (other event types, prefix, content type).
+    pub ignored: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Messages left un-acked after a failed download (Pub/Sub redelivers them).
+    pub retried: u64,
+}
+
+/// What one message became.
+enum Handled {
+    Event(Box<fvision_records::ImageEvent>),
+    DeadLetter(Box<fvision_records::RejectedImage>),
+    Ignored(&'static str),
+    /// A transient failure: not acked, so Pub/Sub redelivers it.
+    Retry,
+}
+
+/// A configured source, ready to run.
+pub struct GcsSource {
+    config: SourceConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl GcsSource {
+    /// The source for the config read from `path` (named in errors); checks what the YAML alone can tell.
+    pub fn new(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        config.custom.check(&path.into())?;
+        Ok(Self { config, stop: Arc::default() })
+    }
+
+    /// The flag that stops the source between batches (set by the signal handlers).
+    pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Connects to Fluvio, Pub/Sub and GCS and runs until stopped (or an error).
+    pub fn run(self) -> Result<RunReport, SourceError> {
+        let settings = &self.config.custom;
+        if let Some(port) = settings.metrics_port {
+            events::serve(([0, 0, 0, 0], port).into())
+                .map_err(|e| SourceError::Setup(format!("starting the metrics endpoint on port {port}: {e}")))?;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::Setup(format!("starting the async runtime: {e}")))?;
+        let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
+        let mut output = run_block_on(SourceOutput::connect(&fluvio, &self.config.meta, &settings.dlq_topic))?;
+        let client = runtime.block_on(pubsub::client(&settings.project, settings.pubsub_emulator_host.as_deref()))?;
+        let subscription = client.subscription(&settings.subscription);
+        let exists = runtime.block_on(subscription.exists(None)).map_err(|status| PubSubError::Call {
+            action: format!("looking up subscription {}", settings.subscription),
+            status: Box::new(status),
+        })?;
+        if !exists {
+            return Err(SourceError::MissingSubscription(settings.subscription.clone()));
+        }
+        let gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), Duration::from_secs(300));
+        tracing::info!(
+            project = %settings.project, subscription = %settings.subscription, gcs = %settings.gcs_endpoint,
+            prefix = %settings.prefix, fluvio_topic = output.topic(), dlq_topic = %settings.dlq_topic, "consuming"
+        );
+
+        let deadline_secs = settings.ack_deadline.as_secs() as i32;
+        let mut report = RunReport::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let messages = match runtime.block_on(subscription.pull(settings.max_messages as i32, None)) {
+                Ok(messages) => messages,
+                Err(status) => {
+                    events::client_error("pull");
+                    tracing::warn!("pulling {}: {status}", settings.subscription);
+                    std::thread::sleep(IDLE * 5);
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                std::thread::sleep(IDLE);
+                continue;
+            }
+            report.pulled += messages.len() as u64;
+            // Our own deadline for the whole batch, renewed for a download that takes long.
+            for message in &messages {
+                if let Err(status) = runtime.block_on(message.modify_ack_deadline(deadline_secs)) {
+                    events::client_error("extend");
+                    tracing::debug!("extending the ack deadline: {status}");
+                }
+            }
+            let mut to_ack = Vec::new();
+            let (mut produced, mut dead) = (0u64, 0u64);
+            for message in &messages {
+                match self.handle(message, &gcs, &runtime, settings) {
+                    Handled::Event(event) => {
+                        run_block_on(output.send_event(&event))?;
+                        produced += 1;
+                        to_ack.push(message);
+                    }
+                    Handled::DeadLetter(rejected) => {
+                        tracing::warn!(id = %rejected.event.id, reason = %rejected.reason, "dead letter: {}", rejected.detail);
+                        run_block_on(output.send_dead_letter(*rejected))?;
+                        dead += 1;
+                        to_ack.push(message);
+                    }
+                    Handled::Ignored(reason) => {
+                        events::ignored(reason);
+                        report.ignored += 1;
+                        to_ack.push(message);
+                    }
+                    Handled::Retry => report.retried += 1,
+                }
+            }
+            // Fluvio confirmed every record of the batch: only now are the messages acked.
+            run_block_on(output.acknowledge())?;
+            events::records("produced", produced);
+            events::records("dead_letter", dead);
+            report.produced += produced;
+            report.dead_letters += dead;
+            let ack_ids: Vec<String> = to_ack.iter().map(|m| m.ack_id().to_string()).collect();
+            let count = ack_ids.len() as u64;
+            if !ack_ids.is_empty() {
+                match runtime.block_on(subscription.ack(ack_ids)) {
+                    Ok(()) => {
+                        report.acked += count;
+                        events::acked(count);
+                        tracing::debug!(count, "acked");
+                    }
+                    // Not fatal: the events were delivered; Pub/Sub redelivers and the ids repeat.
+                    Err(status) => {
+                        events::client_error("ack");
+                        tracing::warn!("acking {count} messages: {status}");
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// One notification: ignored, an event, a dead letter, or left for redelivery.
+    fn handle(
+        &self,
+        message: &ReceivedMessage,
+        gcs: &GcsClient,
+        runtime: &tokio::runtime::Runtime,
+        settings: &GcsSettings,
+    ) -> Handled {
+        let pubsub_message = &message.message;
+        let object = match read_notice(
+            &pubsub_message.attributes,
+            &pubsub_message.data,
+            &settings.prefix,
+            &settings.content_types,
+        ) {
+            Notice::Finalize(object) => object,
+            Notice::Ignored(reason) => return Handled::Ignored(reason),
+            Notice::Malformed(detail) => {
+                let id = format!(
+                    "pubsub://projects/{}/subscriptions/{}/{}",
+                    settings.project, settings.subscription, pubsub_message.message_id
+                );
+                let meta = EventMeta { id: id.clone(), source: Source::Gcs, uri: Some(id), ..EventMeta::default() };
+                let rejected = source_rejection(RejectReason::MalformedEnvelope, detail, meta, &pubsub_message.data);
+                return Handled::DeadLetter(Box::new(rejected));
+            }
+        };
+        let limit = settings.max_object_bytes.as_u64();
+        let too_large = |size: String| {
+            let detail = format!(
+                "{}: the object is {size} bytes, over gcs.max-object-bytes ({})",
+                object.id(),
+                settings.max_object_bytes
+            );
+            Handled::DeadLetter(Box::new(source_rejection(RejectReason::TooLarge, detail, object.meta(), b"")))
+        };
+        if let Some(size) = object.size.filter(|&size| size > limit) {
+            return too_large(size.to_string());
+        }
+        match download_renewing(message, gcs, &object, limit, runtime, settings.ack_deadline) {
+            Ok(Download::Bytes(bytes)) if bytes.is_empty() => {
+                let detail = format!("{}: the object is empty", object.id());
+                Handled::DeadLetter(Box::new(source_rejection(RejectReason::Empty, detail, object.meta(), b"")))
+            }
+            Ok(Download::Bytes(bytes)) => Handled::Event(Box::new(object.event(&bytes))),
+            Ok(Download::TooLarge) => too_large(format!("more than {limit}")),
+            Ok(Download::NotFound) => {
+                let detail = format!("{}: the object was deleted (or replaced) before it was downloaded", object.id());
+                Handled::DeadLetter(Box::new(source_rejection(RejectReason::NotFound, detail, object.meta(), b"")))
+            }
+            Err(e) => {
+                events::client_error("download");
+                tracing::warn!("{e}; left un-acked for redelivery");
+                Handled::Retry
+            }
+        }
+    }
+}
+
+/// Downloads on a helper thread while this one renews the message's ack deadline every third of it.
+fn download_renewing(
+    message: &ReceivedMessage,
+    gcs: &GcsClient,
+    object: &ObjectRef,
+    limit: u64,
+    runtime: &tokio::runtime::Runtime,
+    deadline: Duration,
+) -> Result<Download, GcsError> {
+    std::thread::scope(|scope| {
+        let download = scope.spawn(|| gcs.download(&object.bucket, &object.name, object.generation, limit));
+        let mut renewed = Instant::now();
+        while !download.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+            if renewed.elapsed() >= deadline / 3 {
+                renewed = Instant::now();
+                if let Err(status) = runtime.block_on(message.modify_ack_deadline(deadline.as_secs() as i32)) {
+                    events::client_error("extend");
+                    tracing::debug!("extending the ack deadline of {}: {status}", object.id());
+                }
+            }
+        }
+        download.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}

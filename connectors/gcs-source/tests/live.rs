@@ -1,0 +1,150 @@
+//! The `gcs-source` binary between the GCS and Pub/Sub emulators and the local Fluvio cluster: a finalize
+//! notification becomes an ImageEvent with the BigQuery attributes, duplicates keep the id, objects deleted
+//! or too large reach the dead-letter topic with their reason, other notifications are ignored, and every
+//! message is acked (nothing comes back after a restart).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fvision_records::{ImageEvent, RejectReason, ValidationRecord};
+use fvision_tests::cluster::{local_cluster, unique_name};
+use fvision_tests::emulators::{self, PROJECT};
+use fvision_tests::process::Process;
+use gcs_source::{finalize_message, pubsub, GcsClient, ObjectRef};
+
+const BUCKET: &str = "fvt-bucket";
+const TOPIC: &str = "gcs-image-notifications";
+const SUBSCRIPTION: &str = "image-stream-sub";
+
+fn object(name: &str, generation: i64, size: usize) -> ObjectRef {
+    ObjectRef {
+        bucket: BUCKET.into(),
+        name: name.into(),
+        generation,
+        size: Some(size as u64),
+        content_type: Some("image/jpeg".into()),
+        event_time: Some("2026-12-01T10:00:00.000Z".into()),
+    }
+}
+
+#[test]
+fn notifications_become_events_dead_letters_or_nothing_and_are_acked() {
+    let Some(cluster) = local_cluster("notifications_become_events_dead_letters_or_nothing_and_are_acked") else {
+        return;
+    };
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-images");
+    let dlq = unique_name("fvt-gs-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+
+    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
+    gcs.create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+
+    let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
+    let mut messages = Vec::new();
+    let upload = |name: &str, bytes: &[u8]| {
+        let generation = gcs.upload(BUCKET, name, bytes, "image/jpeg").unwrap();
+        object(name, generation, bytes.len())
+    };
+    let good = upload("input-images/cat.jpg", &jpeg);
+    messages.push(finalize_message(&good));
+    messages.push(finalize_message(&good)); // Pub/Sub is at-least-once: a duplicate notification
+    let big = upload("input-images/big.jpg", &vec![0xffu8; 300 * 1024]);
+    messages.push(finalize_message(&big));
+    let empty = upload("input-images/empty.jpg", b"");
+    messages.push(finalize_message(&empty));
+    let gone = upload("input-images/gone.jpg", &jpeg);
+    gcs.delete(BUCKET, &gone.name).unwrap();
+    messages.push(finalize_message(&gone));
+    let outside = upload("elsewhere/dog.jpg", &jpeg);
+    messages.push(finalize_message(&outside));
+    let (mut deleted, data) = finalize_message(&good);
+    deleted.insert("eventType".into(), "OBJECT_DELETE".into());
+    messages.push((deleted, data));
+    let mut broken = HashMap::new();
+    broken.insert("eventType".to_string(), "OBJECT_FINALIZE".to_string());
+    messages.push((broken, b"not json".to_vec()));
+    runtime.block_on(pubsub::publish(&client, TOPIC, messages)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-source
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  max-object-bytes: 256 KiB
+  max-messages: 3
+  ack-deadline: 10s
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-source.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let args = ["--config", config.to_str().unwrap()];
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("run1.log"));
+    // 2 events (one duplicate), 4 dead letters; 2 ignored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.read_all(&images).len() < 2 || cluster.read_all(&dlq).len() < 4 {
+        source.assert_running();
+        assert!(Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let log = source.log();
+    assert!(log.contains("ignored=2") && log.contains("acked=8"), "{log}");
+
+    let events: Vec<ImageEvent> =
+        cluster.read_all(&images).into_iter().map(|(_, v)| serde_json::from_slice(&v).unwrap()).collect();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!(event.meta.id, good.id(), "a duplicate notification gives the same id");
+        assert_eq!(event.meta.attribute("bucket"), Some(BUCKET));
+        assert_eq!(event.meta.attribute("object_name"), Some("input-images/cat.jpg"));
+        assert_eq!(event.meta.event_time.as_deref(), Some("2026-12-01T10:00:00.000Z"));
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(&event.data).unwrap(), jpeg);
+    }
+    let dead: BTreeMap<String, RejectReason> = cluster
+        .read_all(&dlq)
+        .into_iter()
+        .map(|(_, value)| match serde_json::from_slice(&value).unwrap() {
+            ValidationRecord::Rejected(r) => (r.event.id.clone(), r.reason),
+            other => panic!("not a rejection: {other:?}"),
+        })
+        .collect();
+    assert_eq!(dead.get(&big.id()), Some(&RejectReason::TooLarge), "{dead:?}");
+    assert_eq!(dead.get(&empty.id()), Some(&RejectReason::Empty), "{dead:?}");
+    assert_eq!(dead.get(&gone.id()), Some(&RejectReason::NotFound), "{dead:?}");
+    assert!(
+        dead.iter().any(|(id, r)| id.starts_with("pubsub://") && *r == RejectReason::MalformedEnvelope),
+        "{dead:?}"
+    );
+
+    // Everything was acked: a restart past the ack deadline receives nothing.
+    std::thread::sleep(Duration::from_secs(11));
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("run2.log"));
+    source.wait_log("consuming", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "{}", source.log());
+    assert!(source.log().contains("pulled=0"), "{}", source.log());
+    assert_eq!(cluster.read_all(&images).len(), 2);
+}

@@ -1,0 +1,73 @@
+//! `kafka-source`: the Fluvio source connector, started the way `cdk deploy start` starts connectors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use kafka_source::KafkaSource;
+
+/// Reads images from Kafka topics and writes them to a Fluvio topic as ImageEvents.
+///
+/// Reads a Fluvio connector config (apiVersion 0.2.0) with a `kafka` section. Values may be ImageEvent
+/// JSON, base64 text, raw image bytes, or JSON with the base64 in a named field. Kafka offsets are
+/// committed only after Fluvio acknowledged the records (a crash replays, never loses). Values that cannot
+/// become an event go to the dead-letter topic. SIGTERM or Ctrl-C stops after the current batch is
+/// delivered and committed, and exits 0.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kafka-source",
+    version,
+    after_help = "Examples:\n  \
+      kafka-source --config fluvio-config/connectors/kafka-source.yaml\n  \
+      kafka-source --config kafka-source.yaml --secrets secrets.env   # SASL password etc.\n  \
+      RUST_LOG=debug kafka-source --config kafka-source.yaml\n\n\
+      The Fluvio cluster is the current Fluvio profile (~/.fluvio/config, `fluvio profile`)."
+)]
+struct Args {
+    /// The connector config (YAML, apiVersion 0.2.0).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
+    #[arg(long, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = kafka_source::load(&args.config, args.secrets.as_deref())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
+    }
+    let name = config.meta.name.clone();
+    tracing::info!(connector = %name, config = %args.config.display(), "starting");
+    let report = KafkaSource::new(config, &args.config)?.stop_flag(stop).run()?;
+    tracing::info!(
+        connector = %name,
+        read = report.read,
+        produced = report.produced,
+        dead_letters = report.dead_letters,
+        commits = report.commits,
+        "stopped: everything read was acknowledged by Fluvio and committed"
+    );
+    Ok(())
+}

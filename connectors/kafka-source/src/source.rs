@@ -1,0 +1,236 @@
+//! The run loop: poll a batch from Kafka, convert, produce to Fluvio, wait for Fluvio's acknowledgement
+//! of the whole batch, then commit the batch's offsets. SIGTERM/SIGINT stop between batches, after the
+//! commit.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluvio::Fluvio;
+use fluvio_future::task::run_block_on;
+use fvision_connector_common::dead_letter::source_rejection;
+use fvision_connector_common::{ConfigError, OutputError, SourceOutput};
+use fvision_records::RejectReason;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::SourceConfig;
+use crate::convert::{convert, Converted, KafkaRecord};
+use crate::events;
+
+/// How long one poll waits for the first record of a batch.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Why the source stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The YAML is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Connecting to Fluvio failed.
+    #[error("connecting to the Fluvio cluster: {0}")]
+    Connect(String),
+    /// Writing to Fluvio failed: the batch was not committed and will be read again.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The Kafka client could not be created or subscribed.
+    #[error("{action}: {source}")]
+    Kafka {
+        /// What was being done.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The metrics endpoint could not be started.
+    #[error("starting the metrics endpoint on port {port}: {detail}")]
+    Metrics {
+        /// The port.
+        port: u16,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// What a run did, for the exit log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Kafka records read.
+    pub read: u64,
+    /// Events written to the events topic.
+    pub produced: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Offset commits.
+    pub commits: u64,
+}
+
+/// A configured source, ready to run.
+pub struct KafkaSource {
+    config: SourceConfig,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl KafkaSource {
+    /// The source for the config read from `path` (named in errors); checks what the YAML alone can tell.
+    pub fn new(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, SourceError> {
+        let path = path.into();
+        config.custom.check(&path)?;
+        Ok(Self { config, path, stop: Arc::default() })
+    }
+
+    /// The flag that stops the source between batches (set by the signal handlers).
+    pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// The librdkafka settings: the `client` pass-through, then what the connector owns.
+    pub fn client_config(&self) -> ClientConfig {
+        let settings = &self.config.custom;
+        let mut client = ClientConfig::new();
+        for (key, value) in &settings.client {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &settings.bootstrap_servers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", settings.start.as_str());
+        client
+    }
+
+    /// Connects to Fluvio and Kafka and runs until stopped (or an error).
+    pub fn run(self) -> Result<RunReport, SourceError> {
+        let settings = &self.config.custom;
+        tracing::debug!(config = %self.path.display(), "connecting");
+        if let Some(port) = settings.metrics_port {
+            events::serve(([0, 0, 0, 0], port).into())
+                .map_err(|e| SourceError::Metrics { port, detail: e.to_string() })?;
+        }
+        let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
+        let mut output = run_block_on(SourceOutput::connect(&fluvio, &self.config.meta, &settings.dlq_topic))?;
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|source| SourceError::Kafka { action: "creating the Kafka consumer".into(), source })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| SourceError::Kafka { action: format!("subscribing to {topics:?}"), source })?;
+        tracing::info!(
+            kafka_topics = ?settings.topics, group_id = %settings.group_id, fluvio_topic = output.topic(),
+            dlq_topic = %settings.dlq_topic, "consuming"
+        );
+
+        let mut report = RunReport::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let batch = self.batch(&consumer);
+            if batch.is_empty() {
+                continue;
+            }
+            report.read += batch.len() as u64;
+            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            let (mut produced, mut dead) = (0u64, 0u64);
+            run_block_on(async {
+                for (position, converted) in batch {
+                    next.insert((position.0, position.1), position.2 + 1);
+                    match converted {
+                        Converted::Event(event) => {
+                            let value = serde_json::to_vec(&event).map_err(OutputError::from)?;
+                            if value.len() as u64 > settings.max_record_bytes.as_u64() {
+                                let detail = format!(
+                                    "{}: the event is {} bytes, over kafka.max-record-bytes ({})",
+                                    event.meta.uri.as_deref().unwrap_or(&event.meta.id),
+                                    value.len(),
+                                    settings.max_record_bytes
+                                );
+                                let original = event.data.as_bytes();
+                                let rejected = source_rejection(RejectReason::TooLarge, detail, event.meta, original);
+                                output.send_dead_letter(rejected).await?;
+                                dead += 1;
+                            } else {
+                                output.send_event_bytes(&event.meta.id, value).await?;
+                                produced += 1;
+                            }
+                        }
+                        Converted::Rejected(rejected) => {
+                            tracing::warn!(id = %rejected.event.id, reason = %rejected.reason, "dead letter");
+                            output.send_dead_letter(*rejected).await?;
+                            dead += 1;
+                        }
+                    }
+                }
+                output.acknowledge().await
+            })?;
+            events::records("produced", produced);
+            events::records("dead_letter", dead);
+            report.produced += produced;
+            report.dead_letters += dead;
+            // Fluvio confirmed every record of the batch: only now are the offsets committed.
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), offset) in &next {
+                if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                    tracing::warn!(%topic, partition, "cannot commit: {e}");
+                }
+            }
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => {
+                    report.commits += 1;
+                    events::committed();
+                    tracing::debug!(?next, "committed");
+                }
+                // Not fatal: the records were delivered; a consumer that takes over the partitions reads
+                // them again (at least once).
+                Err(e) => {
+                    events::client_error("commit");
+                    tracing::warn!("committing offsets {next:?}: {e}");
+                }
+            }
+        }
+        consumer.unsubscribe();
+        Ok(report)
+    }
+
+    /// Up to `max-batch` converted records: waits [`POLL`] for the first, then takes what is ready.
+    fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Converted)> {
+        let settings = &self.config.custom;
+        let mut batch = Vec::new();
+        let mut wait = POLL;
+        while batch.len() < settings.max_batch {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    events::client_error("poll");
+                    tracing::warn!("kafka: {e}");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    let headers = message
+                        .headers()
+                        .map(|h| h.iter().map(|header| (header.key, header.value)).collect())
+                        .unwrap_or_default();
+                    let record = KafkaRecord {
+                        topic: message.topic(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                        key: message.key(),
+                        headers,
+                        value: message.payload(),
+                    };
+                    let converted = convert(&record, settings.value_format, &settings.data_field);
+                    batch.push(((message.topic().to_string(), message.partition(), message.offset()), converted));
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        batch
+    }
+}

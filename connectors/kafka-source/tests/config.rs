@@ -1,0 +1,58 @@
+//! The source's connector YAML: the shipped file, the bad fixtures beside it, secrets.
+
+use std::path::{Path, PathBuf};
+
+use kafka_source::{load, KafkaSource, StartFrom, ValueFormat};
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors")
+}
+
+#[test]
+fn the_shipped_config_reads_as_documented() {
+    let config = load(&config_dir().join("kafka-source.yaml"), None).unwrap();
+    assert_eq!((config.meta.topic.name(), config.meta.kind.as_str()), ("images", "kafka-source"));
+    let kafka = &config.custom;
+    assert_eq!(kafka.topics, ["image-stream"]);
+    assert_eq!((kafka.group_id.as_str(), kafka.start), ("fluvio-vision-kafka-source", StartFrom::Earliest));
+    assert_eq!((kafka.value_format, kafka.data_field.as_str()), (ValueFormat::Auto, "image_data"));
+    assert_eq!((kafka.dlq_topic.as_str(), kafka.max_batch), ("images-dlq", 64));
+    assert_eq!(kafka.max_record_bytes.as_u64(), 15 << 20);
+    // The connector owns the offset settings, whatever the pass-through says.
+    let source = KafkaSource::new(config, "kafka-source.yaml").unwrap();
+    let client = source.client_config();
+    assert_eq!(client.get("enable.auto.commit"), Some("false"));
+    assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+    assert_eq!(client.get("session.timeout.ms"), Some("10000"));
+}
+
+#[test]
+fn secrets_fill_client_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.yaml");
+    let text = std::fs::read_to_string(config_dir().join("test-data/kafka-source-error-missing-secret.yaml")).unwrap();
+    std::fs::write(&config, text).unwrap();
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, "KAFKA_PASSWORD=s3cret\n").unwrap();
+    let loaded = load(&config, Some(&secrets)).unwrap();
+    assert_eq!(loaded.custom.client["sasl.password"], "s3cret");
+}
+
+#[test]
+fn every_bad_fixture_fails_with_the_error_it_names() {
+    let dir = config_dir().join("test-data");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kafka-source-error-")))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 5);
+    for path in fixtures {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("first line: # expect: ...");
+        let err = load(&path, None).expect_err(&path.display().to_string()).to_string();
+        assert!(err.starts_with(&path.display().to_string()), "the error names the file: {err}");
+        assert!(err.contains(expect), "{}:\n  expected `{expect}`\n  got      `{err}`", path.display());
+    }
+}

@@ -1,0 +1,180 @@
+//! The `kafka-source` binary between a real Kafka-protocol broker (librdkafka's mock cluster, hosted by
+//! this test process) and the local Fluvio cluster: every value format becomes the expected ImageEvent,
+//! values that cannot become one reach the dead-letter topic with their reason and Kafka position, offsets
+//! are committed (after Fluvio acknowledged), and a restart replays nothing that was committed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use fvision_records::{ImageEvent, RejectReason, Source, ValidationRecord};
+use fvision_tests::cluster::{local_cluster, unique_name};
+use fvision_tests::process::Process;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const TOPIC: &str = "image-stream";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn write_config(dir: &Path, name: &str, servers: &str, images: &str, dlq: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: {name}
+  type: kafka-source
+  topic: {images}
+  producer: {{linger: 5ms, batch-size: 8 MiB}}
+kafka:
+  bootstrap-servers: {servers}
+  topics: [{TOPIC}]
+  group-id: {name}
+  max-batch: 3
+  max-record-bytes: 256 KiB
+  dlq-topic: {dlq}
+  client: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}
+"
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
+    let Some(cluster) = local_cluster("every_value_format_becomes_an_event_and_the_rest_dead_letters") else { return };
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let images = unique_name("fvt-ks-images");
+    let dlq = unique_name("fvt-ks-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
+    let event = serde_json::json!({"id": "own-id", "source": "simulator", "event_time": "2026-01-01T00:00:00Z",
+        "data": b64(&jpeg)})
+    .to_string();
+    let field = serde_json::json!({"image_data": b64(&png), "camera": "gate-3"}).to_string();
+    let oversized = vec![0xffu8; 300 * 1024];
+    // (value, what it must become): Ok(id) for an event, Err(reason) for a dead letter.
+    let values: Vec<(Vec<u8>, Result<&str, RejectReason>)> = vec![
+        (png.clone(), Ok("kafka://image-stream/0/0")),
+        (b64(&png).into_bytes(), Ok("kafka://image-stream/0/1")),
+        (event.into_bytes(), Ok("own-id")),
+        (field.into_bytes(), Ok("kafka://image-stream/0/3")),
+        (Vec::new(), Err(RejectReason::Empty)),
+        (b"{\"id\": \"x\", \"data\": ".to_vec(), Err(RejectReason::MalformedEnvelope)),
+        (oversized, Err(RejectReason::TooLarge)),
+        (png.clone(), Ok("kafka://image-stream/0/7")),
+    ];
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("message.max.bytes", "10000000").create().unwrap();
+    for (i, (value, _)) in values.iter().enumerate() {
+        let key = format!("key-{i}");
+        let headers = OwnedHeaders::new().insert(Header { key: "trace", value: Some("t1") });
+        producer.send(BaseRecord::to(TOPIC).key(&key).payload(value).headers(headers)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks");
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
+    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
+    let args = ["--config", config.to_str().unwrap()];
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("run1.log"));
+    // Eight records in batches of at most three: at least three commits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cluster.read_all(&images).len() + cluster.read_all(&dlq).len() < values.len() {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.wait_log("committed", 3, Duration::from_secs(30));
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    assert!(source.log().contains("stopped: everything read was acknowledged by Fluvio and committed"));
+
+    let events: BTreeMap<String, ImageEvent> = cluster
+        .read_all(&images)
+        .into_iter()
+        .map(|(key, value)| {
+            let event: ImageEvent = serde_json::from_slice(&value).unwrap();
+            assert_eq!(key, event.meta.id, "events are keyed by id");
+            (event.meta.id.clone(), event)
+        })
+        .collect();
+    let dead: Vec<_> = cluster
+        .read_all(&dlq)
+        .into_iter()
+        .map(|(_, value)| match serde_json::from_slice(&value).unwrap() {
+            ValidationRecord::Rejected(r) => r,
+            other => panic!("not a rejection: {other:?}"),
+        })
+        .collect();
+    for (offset, (value, expected)) in values.iter().enumerate() {
+        match expected {
+            Ok(id) => {
+                let event = events.get(*id).unwrap_or_else(|| panic!("no event {id} in {:?}", events.keys()));
+                let position = event.meta.attributes["kafka_offset"].as_i64();
+                assert_eq!(position, Some(offset as i64), "{id}");
+                assert_eq!(event.meta.attributes["kafka_key"], format!("key-{offset}"));
+                assert_eq!(event.meta.attributes["kafka_headers"]["trace"], "t1");
+                if *id == "own-id" {
+                    assert_eq!(event.meta.source, Source::Simulator);
+                    assert_eq!(event.meta.event_time.as_deref(), Some("2026-01-01T00:00:00Z"));
+                    assert_eq!(event.data, b64(&jpeg));
+                } else {
+                    assert_eq!(event.meta.source, Source::Kafka);
+                    assert!(event.meta.event_time.is_some(), "the Kafka timestamp");
+                    assert_eq!(base64::engine::general_purpose::STANDARD.decode(&event.data).unwrap(), png);
+                }
+            }
+            Err(reason) => {
+                let id = format!("kafka://image-stream/0/{offset}");
+                let letter = dead.iter().find(|r| r.event.id == id).unwrap_or_else(|| panic!("no dead letter {id}"));
+                assert_eq!(letter.reason, *reason, "{id}: {}", letter.detail);
+                assert_eq!(letter.event.attributes["kafka_offset"].as_i64(), Some(offset as i64));
+                let kept = letter.payload.to_bytes().unwrap();
+                if value.len() <= fvision_connector_common::dead_letter::PAYLOAD_CAP {
+                    assert_eq!(&kept, value, "the original value is kept");
+                } else {
+                    assert!(kept.len() < value.len() && letter.detail.contains("sha256"), "{}", letter.detail);
+                }
+            }
+        }
+    }
+    assert_eq!(events.len() + dead.len(), values.len(), "nothing else, nothing twice");
+
+    // The group's committed offset is the end of the partition.
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", &group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition(TOPIC, 0);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let offset = committed.find_partition(TOPIC, 0).map(|p| p.offset());
+    assert_eq!(offset, Some(Offset::Offset(values.len() as i64)));
+
+    // A restart reads nothing again.
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("run2.log"));
+    source.wait_log("consuming", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "{}", source.log());
+    assert_eq!(cluster.read_all(&images).len(), events.len(), "nothing replayed after a clean stop");
+
+    // A missing dead-letter topic stops the source at start, naming it.
+    let config = write_config(dir.path(), "wrong", &servers, &images, "fvt-no-such-dlq");
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run3.log"));
+    assert!(!source.wait(Duration::from_secs(30)).success());
+    assert!(source.log().contains("topic `fvt-no-such-dlq` does not exist"), "{}", source.log());
+}

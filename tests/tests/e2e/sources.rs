@@ -1,0 +1,318 @@
+//! The sources end to end, with real servers: `fvision simulate` feeds Kafka (librdkafka's mock cluster,
+//! hosted by this test) and GCS + Pub/Sub (the emulators), `kafka-source` and `gcs-source` run at once into
+//! one `images` topic of the local Fluvio cluster, each is SIGKILLed mid-stream and restarted, and then
+//! `inference-sink` classifies what arrived. The three simulator runs are the runbook's (the seed job's)
+//! three invocations with shorter durations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fvision_records::{ImageEvent, Prediction, Stage, ValidationRecord};
+use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
+use fvision_tests::emulators::{self, PROJECT};
+use fvision_tests::process::{target_binary, Process};
+use gcs_source::{pubsub, GcsClient};
+use rdkafka::mocking::MockCluster;
+
+const KAFKA_TOPIC: &str = "image-stream";
+const BUCKET: &str = "fvt-sim";
+const PUBSUB_TOPIC: &str = "gcs-image-notifications";
+const SUBSCRIPTION: &str = "image-stream-sub";
+/// Records per Kafka commit and messages per Pub/Sub pull: the most a kill may replay, per source.
+const BATCH: usize = 2;
+
+/// Runs `fvision simulate` with `args` to completion; returns the ids it reported acknowledged.
+fn simulate(dir: &Path, run: &str, args: &[&str]) -> Process {
+    let ids = dir.join(format!("{run}.ids"));
+    let mut all: Vec<&str> = vec!["simulate", "--run-id", run, "--ids", ids.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    Process::start(&target_binary("fvision"), &all, &[], &dir.join(format!("{run}.log")))
+}
+
+fn finish_simulate(mut process: Process, dir: &Path, run: &str) -> Vec<String> {
+    assert!(process.wait(Duration::from_secs(60)).success(), "simulate {run}:\n{}", process.log());
+    let log = process.log();
+    let start = if log.starts_with('{') { Some(0) } else { log.find("\n{").map(|i| i + 1) };
+    let report: serde_json::Value = start
+        .and_then(|start| serde_json::Deserializer::from_str(&log[start..]).into_iter().next())
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("simulate {run} prints its report as JSON:\n{log}"));
+    let ids: Vec<String> =
+        std::fs::read_to_string(dir.join(format!("{run}.ids"))).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(report["images"].as_u64(), Some(ids.len() as u64), "every send acknowledged: {report}");
+    ids
+}
+
+/// The run and index of a simulated image, from its id (`R-0000007` or `gs://b/prefix/R-0000007-name#g`).
+fn run_index(id: &str, runs: &[&str]) -> Option<(String, u64)> {
+    runs.iter().find_map(|run| {
+        let at = id.find(&format!("{run}-"))?;
+        let digits = id.get(at + run.len() + 1..at + run.len() + 8)?;
+        Some((run.to_string(), digits.parse().ok()?))
+    })
+}
+
+/// Image i of a run with `--bad-ratio ratio` was drawn from the hostile inputs (the simulator's rule).
+fn is_bad(i: u64, ratio: f64) -> bool {
+    ratio > 0.0 && ((i + 1) as f64 * ratio).floor() > (i as f64 * ratio).floor()
+}
+
+struct Topics {
+    images: String,
+    dlq: String,
+    predictions: String,
+}
+
+fn read_events(cluster: &LocalCluster, topic: &str) -> Vec<ImageEvent> {
+    cluster.read_all(topic).into_iter().map(|(_, v)| serde_json::from_slice(&v).unwrap()).collect()
+}
+
+fn read_dead(cluster: &LocalCluster, topic: &str) -> Vec<fvision_records::RejectedImage> {
+    cluster
+        .read_all(topic)
+        .into_iter()
+        .map(|(_, value)| match serde_json::from_slice(&value).unwrap() {
+            ValidationRecord::Rejected(r) => r,
+            other => panic!("not a rejection: {other:?}"),
+        })
+        .collect()
+}
+
+fn source_config(dir: &Path, name: &str, kind: &str, topics: &Topics, section: &str) -> PathBuf {
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: {name}
+  type: {kind}
+  topic: {images}
+  producer: {{linger: 5ms, batch-size: 8 MiB}}
+{section}  dlq-topic: {dlq}
+",
+        images = topics.images,
+        dlq = topics.dlq,
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn simulated_streams_survive_source_kills_and_reach_predictions() {
+    let test = "simulated_streams_survive_source_kills_and_reach_predictions";
+    let Some(cluster) = local_cluster(test) else { return };
+    let topics = Topics {
+        images: unique_name("fvt-src-images"),
+        dlq: unique_name("fvt-src-dlq"),
+        predictions: unique_name("fvt-src-predictions"),
+    };
+    for topic in [&topics.images, &topics.dlq, &topics.predictions] {
+        cluster.create_topic(topic);
+    }
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(KAFKA_TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let gcs_url = gcs_emulator.url();
+    let grpc = pubsub_emulator.grpc_host();
+    GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+
+    // The runbook's three invocations, shortened: Kafka at 10/s, GCS at 5/s, both at 20/s with hostile inputs.
+    let run = unique_name("r").replace('-', "");
+    let runs = [format!("{run}k"), format!("{run}g"), format!("{run}b")];
+    let gcs_args = ["--gcs-bucket", BUCKET, "--gcs-endpoint", &gcs_url, "--pubsub-project", PROJECT];
+    let notify = ["--pubsub-emulator-host", &grpc, "--pubsub-topic", PUBSUB_TOPIC, "--notify"];
+    let kafka = ["--kafka-servers", &servers, "--kafka-topic", KAFKA_TOPIC];
+    let with = |base: &[&str], parts: &[&[&str]]| -> Vec<String> {
+        base.iter().chain(parts.iter().flat_map(|p| p.iter())).map(|s| s.to_string()).collect()
+    };
+    let invocations = [
+        with(&["--mode", "kafka", "--rate", "10", "--duration", "1.5"], &[&kafka]),
+        with(&["--mode", "gcs", "--rate", "5", "--duration", "2"], &[&gcs_args, &notify]),
+        with(
+            &["--mode", "both", "--rate", "20", "--duration", "2", "--bad-ratio", "0.15"],
+            &[&kafka, &gcs_args, &notify],
+        ),
+    ];
+    let processes: Vec<Process> = runs
+        .iter()
+        .zip(&invocations)
+        .map(|(run, args)| simulate(dir, run, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let mut simulated: BTreeSet<String> = BTreeSet::new();
+    for (process, run) in processes.into_iter().zip(&runs) {
+        simulated.extend(finish_simulate(process, dir, run));
+    }
+    let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+    let kafka_count = simulated.iter().filter(|id| !id.starts_with("gs://")).count();
+    let gcs_count = simulated.len() - kafka_count;
+    assert_eq!((kafka_count, gcs_count), (15 + 20, 10 + 20), "{simulated:?}");
+
+    // Both sources at once; each is killed (SIGKILL) mid-stream after a few commits, then restarted.
+    let kafka_config = source_config(
+        dir,
+        &unique_name("fvt-kafka-source"),
+        "kafka-source",
+        &topics,
+        &format!(
+            "kafka:\n  bootstrap-servers: {servers}\n  topics: [{KAFKA_TOPIC}]\n  group-id: {group}\n  max-batch: \
+             {BATCH}\n  client: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}\n",
+            group = unique_name("fvt-group")
+        ),
+    );
+    let gcs_config = source_config(
+        dir,
+        "fvt-gcs-source",
+        "gcs-source",
+        &topics,
+        &format!(
+            "gcs:\n  project: {PROJECT}\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
+             gcs-endpoint: {gcs_url}\n  max-messages: {BATCH}\n  ack-deadline: 10s\n"
+        ),
+    );
+    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fluvio=warn")];
+    let start = |bin: &str, config: &Path, log: &str| {
+        Process::start(&target_binary(bin), &["--config", config.to_str().unwrap()], &env, &dir.join(log))
+    };
+    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-1.log");
+    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-1.log");
+    kafka_source.wait_log("committed", 3, Duration::from_secs(60));
+    kafka_source.signal("-KILL");
+    kafka_source.wait(Duration::from_secs(10));
+    gcs_source.wait_log("acked", 3, Duration::from_secs(60));
+    gcs_source.signal("-KILL");
+    gcs_source.wait(Duration::from_secs(10));
+    let kafka_commits = kafka_source.log().matches("committed").count();
+    let gcs_acks = gcs_source.log().matches("acked").count();
+    assert!(kafka_commits * BATCH < kafka_count, "kafka-source killed mid-stream ({kafka_commits} commits)");
+    assert!(gcs_acks * BATCH < gcs_count, "gcs-source killed mid-stream ({gcs_acks} ack batches)");
+
+    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-2.log");
+    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-2.log");
+    // Every simulated image is in `images`, or (an empty hostile file) a dead letter of the source.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (events, ingest_dead) = loop {
+        let events = read_events(&cluster, &topics.images);
+        let dead: Vec<_> = read_dead(&cluster, &topics.dlq).into_iter().filter(|r| r.stage == Stage::Ingest).collect();
+        let seen: BTreeSet<&str> =
+            events.iter().map(|e| e.meta.id.as_str()).chain(dead.iter().map(|r| r.event.id.as_str())).collect();
+        if simulated.iter().all(|id| seen.contains(id.as_str())) {
+            break (events, dead);
+        }
+        kafka_source.assert_running();
+        gcs_source.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "missing after 90 s: {:?}\nkafka-source:\n{}\ngcs-source:\n{}",
+            simulated.iter().filter(|id| !seen.contains(id.as_str())).collect::<Vec<_>>(),
+            kafka_source.log(),
+            gcs_source.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for source in [&mut kafka_source, &mut gcs_source] {
+        source.signal("-TERM");
+        assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    }
+
+    // Exactly once by id as a set; the replays are bounded by what was produced but not yet committed.
+    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in events.iter().map(|e| e.meta.id.as_str()).chain(ingest_dead.iter().map(|r| r.event.id.as_str())) {
+        *copies.entry(id).or_default() += 1;
+    }
+    let unexpected: Vec<&&str> = copies.keys().filter(|id| !simulated.contains(**id)).collect();
+    assert!(unexpected.is_empty(), "records that were not simulated: {unexpected:?}");
+    let duplicates =
+        |gcs: bool| copies.iter().filter(|(id, _)| id.starts_with("gs://") == gcs).map(|(_, n)| n - 1).sum::<usize>();
+    let (kafka_dups, gcs_dups) = (duplicates(false), duplicates(true));
+    eprintln!("{test}: {} images, replayed after the kills: kafka {kafka_dups}, gcs {gcs_dups}", simulated.len());
+    assert!(kafka_dups <= BATCH, "kafka-source replayed {kafka_dups} records, more than one uncommitted batch");
+    assert!(gcs_dups <= BATCH, "gcs-source replayed {gcs_dups} records, more than one un-acked pull");
+    for event in events.iter().filter(|e| e.meta.id.starts_with("gs://")) {
+        assert_eq!(event.meta.attribute("bucket"), Some(BUCKET));
+        assert!(event.meta.attribute("object_name").is_some_and(|n| n.starts_with("input-images/")));
+    }
+    for letter in &ingest_dead {
+        assert_eq!(letter.reason, fvision_records::RejectReason::Empty, "{}: {}", letter.event.id, letter.detail);
+    }
+
+    // Then through the inference sink: every good image is classified, every event answered.
+    let sink_config = dir.join("sink.yaml");
+    std::fs::write(
+        &sink_config,
+        format!(
+            "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-src-sink
+  type: inference-sink
+  topic: {images}
+  consumer:
+    id: {consumer}
+    offset: {{start: beginning, strategy: manual}}
+inference:
+  model: efficientnet-lite0
+  predictions-topic: {predictions}
+  dlq-topic: {dlq}
+  validate-at: connector
+transforms:
+  - uses: image-validate
+",
+            images = topics.images,
+            consumer = unique_name("fvt-src-sink"),
+            predictions = topics.predictions,
+            dlq = topics.dlq,
+        ),
+    )
+    .unwrap();
+    let mut sink = Process::start(
+        &target_binary("inference-sink"),
+        &["--config", sink_config.to_str().unwrap(), "--drain"],
+        &[("RUST_LOG", "info,fluvio=warn")],
+        &dir.join("sink.log"),
+    );
+    assert!(sink.wait(Duration::from_secs(120)).success(), "inference-sink --drain:\n{}", sink.log());
+    let predictions: Vec<Prediction> =
+        cluster.read_all(&topics.predictions).into_iter().map(|(_, v)| serde_json::from_slice(&v).unwrap()).collect();
+    let classified: BTreeSet<&str> = predictions.iter().map(|p| p.image_id.as_str()).collect();
+    let rejected: BTreeSet<String> =
+        read_dead(&cluster, &topics.dlq).into_iter().filter(|r| r.stage != Stage::Ingest).map(|r| r.event.id).collect();
+    let distinct: BTreeSet<&str> = events.iter().map(|e| e.meta.id.as_str()).collect();
+    for id in &distinct {
+        assert!(classified.contains(id) || rejected.contains(*id), "{id}: neither a prediction nor a dead letter");
+        let (run, index) = run_index(id, &runs).unwrap_or_else(|| panic!("{id}: not a simulated id"));
+        if !(run.ends_with('b') && is_bad(index, 0.15)) {
+            assert!(classified.contains(id), "{id}: a sample image without a prediction");
+        }
+    }
+    for p in predictions.iter().filter(|p| p.image_id.starts_with("gs://")) {
+        assert_eq!(p.bucket.as_deref(), Some(BUCKET), "the BigQuery column `bucket` is filled");
+        assert!(p.object_name.as_deref().is_some_and(|n| n.starts_with("input-images/")));
+    }
+    drop(runtime);
+}
+
+#[test]
+fn simulate_to_fluvio_sends_every_image_once() {
+    let Some(cluster) = local_cluster("simulate_to_fluvio_sends_every_image_once") else { return };
+    let images = unique_name("fvt-sim-images");
+    cluster.create_topic(&images);
+    let dir = tempfile::tempdir().unwrap();
+    let process = simulate(
+        dir.path(),
+        "fvtsim",
+        &["--mode", "fluvio", "--fluvio-topic", &images, "--count", "30", "--rate", "200", "--synthetic", "64x48"],
+    );
+    let ids = finish_simulate(process, dir.path(), "fvtsim");
+    let events = read_events(&cluster, &images);
+    let got: Vec<&str> = events.iter().map(|e| e.meta.id.as_str()).collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>(), "every image once, in order");
+    assert!(events.iter().all(|e| e.meta.source == fvision_records::Source::Simulator));
+}
