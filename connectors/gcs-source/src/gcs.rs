@@ -109,19 +109,27 @@ impl GcsClient {
         }
     }
 
-    /// Uploads `bytes` as `bucket/name`; returns the new generation.
+    /// Uploads `bytes` as `bucket/name`; returns the new generation. A multipart upload (metadata and
+    /// media in one request), which also takes an empty object.
     pub fn upload(&self, bucket: &str, name: &str, bytes: &[u8], content_type: &str) -> Result<i64, GcsError> {
         let action = format!("uploading gs://{bucket}/{name}");
-        let url = format!(
-            "{}/upload/storage/v1/b/{}/o?uploadType=media&name={}",
-            self.endpoint,
-            encode_segment(bucket),
-            encode_segment(name)
+        let url = format!("{}/upload/storage/v1/b/{}/o?uploadType=multipart", self.endpoint, encode_segment(bucket));
+        let boundary = "fvision-upload-boundary-7d3f";
+        let metadata = serde_json::json!({ "name": name, "contentType": content_type }).to_string();
+        let mut body = Vec::with_capacity(bytes.len() + metadata.len() + 200);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{boundary}\r\n\
+                 Content-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
         );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let mut response = self
             .auth(self.agent.post(&url))
-            .header("Content-Type", content_type)
-            .send(bytes)
+            .header("Content-Type", format!("multipart/related; boundary={boundary}"))
+            .send(&body[..])
             .map_err(|e| GcsError::Transport { action: action.clone(), source: Box::new(e) })?;
         if response.status().as_u16() != 200 {
             return Err(status_error(action, response.status().as_u16(), response.body_mut()));

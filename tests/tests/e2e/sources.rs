@@ -183,12 +183,24 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     };
     let mut kafka_source = start("kafka-source", &kafka_config, "kafka-1.log");
     let mut gcs_source = start("gcs-source", &gcs_config, "gcs-1.log");
-    kafka_source.wait_log("committed", 3, Duration::from_secs(60));
-    kafka_source.signal("-KILL");
-    kafka_source.wait(Duration::from_secs(10));
-    gcs_source.wait_log("acked", 3, Duration::from_secs(60));
-    gcs_source.signal("-KILL");
-    gcs_source.wait(Duration::from_secs(10));
+    // Watched together, so that each is killed at its own third batch whichever starts first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut kafka_killed, mut gcs_killed) = (false, false);
+    while !(kafka_killed && gcs_killed) {
+        for (source, word, killed) in
+            [(&mut kafka_source, "committed", &mut kafka_killed), (&mut gcs_source, "acked", &mut gcs_killed)]
+        {
+            if !*killed && source.log().matches(word).count() >= 3 {
+                source.signal("-KILL");
+                source.wait(Duration::from_secs(10));
+                *killed = true;
+            } else if !*killed {
+                source.assert_running();
+            }
+        }
+        assert!(Instant::now() < deadline, "the sources did not make 3 commits within 60 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let kafka_commits = kafka_source.log().matches("committed").count();
     let gcs_acks = gcs_source.log().matches("acked").count();
     assert!(kafka_commits * BATCH < kafka_count, "kafka-source killed mid-stream ({kafka_commits} commits)");
