@@ -24,7 +24,7 @@ use fvision_connector_common::config::{Compression as CompressionSetting, Produc
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 
-use crate::config::{validation_params, BelowThreshold, SinkConfig, ValidateAt};
+use crate::config::{dead_letter_payload_cap, validation_params, BelowThreshold, SinkConfig, ValidateAt};
 use crate::pipeline::{run_pipeline, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
@@ -36,8 +36,8 @@ pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutpu
 pub use validation::{parse_spu_output, Validation};
 
 /// Producer settings for records that carry whole images: the client's defaults refuse a record over
-/// about 1 MiB, and a dead letter carries the whole original record, so requests fit the largest record a
-/// consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
+/// about 1 MiB, and a dead letter carries up to `dead-letter-payload-cap` of the original record, so requests
+/// fit the largest record a consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
 pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
     let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
     let mut builder = TopicProducerConfigBuilder::default();
@@ -192,9 +192,10 @@ impl Connector {
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"
         );
         if let Some(port) = settings.metrics_port {
-            events::serve(([0, 0, 0, 0], port).into())
-                .map_err(|e| setup_error(format!("starting the metrics endpoint on port {port}"))(e.to_string()))?;
-            tracing::info!(port, "metrics on /metrics");
+            let address = std::net::SocketAddr::new(settings.metrics_address, port);
+            events::serve(address)
+                .map_err(|e| setup_error(format!("starting the metrics endpoint on {address}"))(e.to_string()))?;
+            tracing::info!(%address, "metrics on /metrics");
         }
 
         let outputs = self.outputs(&fluvio)?;
@@ -203,6 +204,7 @@ impl Connector {
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
         let mut pipeline = settings.pipeline();
+        pipeline.dead_letter_payload_cap = dead_letter_payload_cap(&self.config);
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
@@ -302,7 +304,7 @@ impl Connector {
                 params: params.into(),
                 name: Some(name),
             };
-            return Ok((Validation::AtSpu, Some(invocation)));
+            return Ok((Validation::AtSpu(dead_letter_payload_cap(&self.config)), Some(invocation)));
         }
         let wasm = locate_smartmodule().map_err(|e| setup_error("finding image-validate")(e.to_string()))?;
         let validator = WasmValidator::load(&wasm, params)
