@@ -66,15 +66,21 @@ impl Secrets {
         self.0.get(name)
     }
 
-    /// `text` with every secret value replaced by its reference `${{ secrets.NAME }}` (longest values first,
-    /// so a value that contains another is replaced whole).
+    /// `text` with every secret value replaced by its reference `${{ secrets.NAME }}`, also where the value
+    /// appears escaped (a parser's message quotes it with `Debug`), longest values first so a value that
+    /// contains another is replaced whole.
     pub fn redact(&self, text: &str) -> String {
-        let mut values: Vec<(&String, &Secret)> = self.0.iter().filter(|(_, s)| !s.0.is_empty()).collect();
-        values.sort_by_key(|(_, s)| std::cmp::Reverse(s.0.len()));
+        let mut forms: Vec<(String, &String)> = Vec::new();
+        for (name, secret) in self.0.iter().filter(|(_, s)| !s.0.is_empty()) {
+            for form in [secret.0.clone(), secret.0.escape_debug().to_string(), secret.0.escape_default().to_string()] {
+                forms.push((form, name));
+            }
+        }
+        forms.sort_by_key(|(form, _)| std::cmp::Reverse(form.len()));
         let mut text = text.to_string();
-        for (name, secret) in values {
-            if text.contains(&secret.0) {
-                text = text.replace(&secret.0, &format!("${{{{ secrets.{name} }}}}"));
+        for (form, name) in forms {
+            if text.contains(&form) {
+                text = text.replace(&form, &format!("${{{{ secrets.{name} }}}}"));
             }
         }
         text
