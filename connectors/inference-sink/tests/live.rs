@@ -548,7 +548,10 @@ fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
         records.extend(hostile_values(len));
         records.push(valid(&format!("valid-after-{}", len >> 20)));
     }
-    cluster.produce(&images, &records);
+    // One record per request: the client would put two of these records in one request, over its limit.
+    for record in &records {
+        cluster.produce(&images, std::slice::from_ref(record));
+    }
     let cap = fvision_records::DEFAULT_PAYLOAD_CAP;
 
     for validate_at in ["connector", "cluster"] {
