@@ -38,6 +38,45 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
+    assert_eq!(inference.metrics_address, std::net::Ipv4Addr::LOCALHOST, "metrics on this host only");
+    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 1 << 20);
+    assert_eq!(
+        inference_sink::config::validation_params(&config, Path::new("x")).unwrap()["dead_letter_payload_cap"],
+        "1048576"
+    );
+}
+
+#[test]
+fn the_dead_letter_cap_reaches_the_smartmodule_and_must_agree_with_its_param() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |inference: &str, with: &str| {
+        let path = dir.path().join("cap.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+                 inference: {{{inference}}}\ntransforms:\n  - uses: image-validate\n    with: {{{with}}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Without any setting: the default, and the metrics endpoint on loopback.
+    let config = load(&write("", ""), None).unwrap();
+    assert_eq!(config.custom.metrics_address, std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 1 << 20);
+    // The setting is passed to the SmartModule.
+    let config = load(&write("dead-letter-payload-cap: 64 KiB", ""), None).unwrap();
+    let params = inference_sink::config::validation_params(&config, Path::new("x")).unwrap();
+    assert_eq!(params["dead_letter_payload_cap"], "65536");
+    // The param alone sets the sink's cap too.
+    let config = load(&write("", "dead_letter_payload_cap: 32768"), None).unwrap();
+    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 32768);
+    // Two different values, or one too small for the kept head, are errors naming the field.
+    let err = load(&write("dead-letter-payload-cap: 64 KiB", "dead_letter_payload_cap: 32768"), None).unwrap_err();
+    assert!(err.to_string().contains("inference.dead-letter-payload-cap"), "{err}");
+    let err = load(&write("dead-letter-payload-cap: 1 KiB", ""), None).unwrap_err();
+    assert!(err.to_string().contains("at least 16 KiB"), "{err}");
 }
 
 fn image_validate_params_are_valid(params: &std::collections::BTreeMap<String, String>) {
