@@ -44,6 +44,9 @@ pub enum RejectReason {
     SinkError,
     /// The validator itself failed on this record (a WASM trap or an engine error): a bug, kept as data.
     ValidatorError,
+    /// A stage of the sink failed on this image in a way it does not expect (a decoder or model bug that
+    /// panicked): the image is dead-lettered, the pipeline goes on.
+    InternalError,
     /// The announced source object was gone before it could be read (a GCS object deleted, or its
     /// generation replaced, before the download).
     NotFound,
@@ -51,7 +54,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every code, for documentation and metrics pre-registration.
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         Self::Empty,
         Self::MalformedEnvelope,
         Self::InvalidBase64,
@@ -69,6 +72,7 @@ impl RejectReason {
         Self::InferenceError,
         Self::SinkError,
         Self::ValidatorError,
+        Self::InternalError,
         Self::NotFound,
     ];
 
@@ -92,6 +96,7 @@ impl RejectReason {
             Self::InferenceError => "inference_error",
             Self::SinkError => "sink_error",
             Self::ValidatorError => "validator_error",
+            Self::InternalError => "internal_error",
             Self::NotFound => "not_found",
         }
     }

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use fvision_connector_common::config::OffsetStrategy;
 use fvision_connector_common::validator::check_params;
 use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_records::{PayloadCap, MIN_PAYLOAD_CAP};
 use serde::Deserialize;
 
 use crate::pipeline::PipelineConfig;
@@ -81,12 +83,21 @@ pub struct InferenceSettings {
     /// Port of the Prometheus `/metrics` endpoint.
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Address the metrics endpoint binds [default: 127.0.0.1, this host only]; `0.0.0.0` exposes it to the
+    /// network, for a scraper on another host.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: std::net::IpAddr,
     /// Where the `image-validate` transform runs: `auto`, `cluster` or `connector`.
     #[serde(default)]
     pub validate_at: ValidateAt,
     /// How often the connector logs its one-line summary (images/s, success rate, latency).
     #[serde(default = "default_summary_interval", with = "humantime_serde")]
     pub summary_interval: Duration,
+    /// Largest serialised payload a dead letter carries [default: 1 MiB]; above it the dead letter keeps the
+    /// record's first bytes, its size and SHA-256. Also passed to `image-validate` as its
+    /// `dead_letter_payload_cap` param, so both validation paths cap alike.
+    #[serde(default)]
+    pub dead_letter_payload_cap: Option<ByteSize>,
 }
 
 fn default_model() -> String {
@@ -100,6 +111,9 @@ fn default_max_wait() -> Duration {
 }
 fn default_summary_interval() -> Duration {
     Duration::from_secs(10)
+}
+fn default_metrics_address() -> std::net::IpAddr {
+    std::net::Ipv4Addr::LOCALHOST.into()
 }
 fn default_predictions_topic() -> String {
     "predictions".into()
@@ -129,7 +143,8 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
     if config.transforms.len() > 1 {
         return Err(field("transforms".into(), "at most one step: `uses: image-validate`".into()));
     }
-    let Some(step) = config.transforms.first() else { return Ok(BTreeMap::new()) };
+    let cap = config.custom.dead_letter_payload_cap.map(|c| c.as_u64().to_string());
+    let Some(step) = config.transforms.first() else { return Ok(cap.map(cap_param).into_iter().collect()) };
     if !is_image_validate(&step.uses) {
         return Err(field(
             "transforms[0].uses".into(),
@@ -140,7 +155,7 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
             ),
         ));
     }
-    let params = step.params();
+    let mut params = step.params();
     if let Err(e) = check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         return Err(field(format!("transforms[0].with.{}", e.name), format!("{} (got `{}`)", e.expected, e.value)));
     }
@@ -152,7 +167,38 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
                 .into(),
         ));
     }
+    match (cap, params.get(CAP_PARAM)) {
+        (Some(cap), Some(param)) if param.replace('_', "") != cap => {
+            return Err(field(
+                format!("{SECTION}.dead-letter-payload-cap"),
+                format!("the same as transforms[0].with.{CAP_PARAM} (`{param}`), or only one of them (got `{cap}`)"),
+            ))
+        }
+        (Some(cap), None) => {
+            params.insert(CAP_PARAM.into(), cap);
+        }
+        _ => {}
+    }
     Ok(params)
+}
+
+/// The SmartModule param that caps its dead letters' payload.
+const CAP_PARAM: &str = "dead_letter_payload_cap";
+
+fn cap_param(cap: String) -> (String, String) {
+    (CAP_PARAM.to_string(), cap)
+}
+
+/// The dead letters' payload cap: `inference.dead-letter-payload-cap`, else the SmartModule param, else the
+/// default (both are checked to agree by [`validation_params`]).
+pub fn dead_letter_payload_cap(config: &SinkConfig) -> PayloadCap {
+    let from_param = || {
+        let step = config.transforms.first()?;
+        let value = step.params().get(CAP_PARAM)?.replace('_', "");
+        value.parse::<usize>().ok()
+    };
+    let bytes = config.custom.dead_letter_payload_cap.map(|c| c.as_u64() as usize).or_else(from_param);
+    bytes.map(PayloadCap::new).unwrap_or_default()
 }
 
 /// Whether a `uses` names this project's SmartModule: `image-validate`, `image-validate-<suffix>` (a copy
@@ -207,6 +253,9 @@ impl InferenceSettings {
         }
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));
+        }
+        if self.dead_letter_payload_cap.is_some_and(|c| c.as_u64() < MIN_PAYLOAD_CAP as u64) {
+            return Err(field("dead-letter-payload-cap", "at least 16 KiB (the kept head of a truncated payload)"));
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ pub use fvision_connector_common::image_producer_config;
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 
-use crate::config::{validation_params, BelowThreshold, SinkConfig, ValidateAt};
+use crate::config::{dead_letter_payload_cap, validation_params, BelowThreshold, SinkConfig, ValidateAt};
 use crate::pipeline::{run_pipeline, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
@@ -166,9 +166,10 @@ impl Connector {
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"
         );
         if let Some(port) = settings.metrics_port {
-            events::serve(([0, 0, 0, 0], port).into())
-                .map_err(|e| setup_error(format!("starting the metrics endpoint on port {port}"))(e.to_string()))?;
-            tracing::info!(port, "metrics on /metrics");
+            let address = std::net::SocketAddr::new(settings.metrics_address, port);
+            events::serve(address)
+                .map_err(|e| setup_error(format!("starting the metrics endpoint on {address}"))(e.to_string()))?;
+            tracing::info!(%address, "metrics on /metrics");
         }
 
         let outputs = self.outputs(&fluvio)?;
@@ -177,6 +178,7 @@ impl Connector {
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
         let mut pipeline = settings.pipeline();
+        pipeline.dead_letter_payload_cap = dead_letter_payload_cap(&self.config);
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
@@ -276,7 +278,7 @@ impl Connector {
                 params: params.into(),
                 name: Some(name),
             };
-            return Ok((Validation::AtSpu, Some(invocation)));
+            return Ok((Validation::AtSpu(dead_letter_payload_cap(&self.config)), Some(invocation)));
         }
         let wasm = locate_smartmodule().map_err(|e| setup_error("finding image-validate")(e.to_string()))?;
         let validator = WasmValidator::load(&wasm, params)
