@@ -21,6 +21,12 @@ use crate::config::SourceConfig;
 use crate::convert::{convert, Converted, KafkaRecord};
 use crate::events;
 
+/// A record ready for Fluvio: a serialised event within the size limit, or a dead letter.
+enum Out {
+    Event { id: String, value: Vec<u8> },
+    Rejected(Box<fvision_records::RejectedImage>),
+}
+
 /// How long one poll waits for the first record of a batch.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -111,7 +117,7 @@ impl KafkaSource {
         let settings = &self.config.custom;
         tracing::debug!(config = %self.path.display(), "connecting");
         if let Some(port) = settings.metrics_port {
-            events::serve(([0, 0, 0, 0], port).into())
+            events::serve(([127, 0, 0, 1], port).into())
                 .map_err(|e| SourceError::Metrics { port, detail: e.to_string() })?;
         }
         let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
@@ -139,28 +145,14 @@ impl KafkaSource {
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             let (mut produced, mut dead) = (0u64, 0u64);
             run_block_on(async {
-                for (position, converted) in batch {
+                for (position, out) in batch {
                     next.insert((position.0, position.1), position.2 + 1);
-                    match converted {
-                        Converted::Event(event) => {
-                            let value = serde_json::to_vec(&event).map_err(OutputError::from)?;
-                            if value.len() as u64 > settings.max_record_bytes.as_u64() {
-                                let detail = format!(
-                                    "{}: the event is {} bytes, over kafka.max-record-bytes ({})",
-                                    event.meta.uri.as_deref().unwrap_or(&event.meta.id),
-                                    value.len(),
-                                    settings.max_record_bytes
-                                );
-                                let original = event.data.as_bytes();
-                                let rejected = source_rejection(RejectReason::TooLarge, detail, event.meta, original);
-                                output.send_dead_letter(rejected).await?;
-                                dead += 1;
-                            } else {
-                                output.send_event_bytes(&event.meta.id, value).await?;
-                                produced += 1;
-                            }
+                    match out {
+                        Out::Event { id, value } => {
+                            output.send_event_bytes(&id, value).await?;
+                            produced += 1;
                         }
-                        Converted::Rejected(rejected) => {
+                        Out::Rejected(rejected) => {
                             tracing::warn!(id = %rejected.event.id, reason = %rejected.reason, "dead letter");
                             output.send_dead_letter(*rejected).await?;
                             dead += 1;
@@ -184,7 +176,7 @@ impl KafkaSource {
                 Ok(()) => {
                     report.commits += 1;
                     events::committed();
-                    tracing::debug!(?next, "committed");
+                    tracing::debug!(records = produced + dead, ?next, "committed");
                 }
                 // Not fatal: the records were delivered; a consumer that takes over the partitions reads
                 // them again (at least once).
@@ -199,7 +191,7 @@ impl KafkaSource {
     }
 
     /// Up to `max-batch` converted records: waits [`POLL`] for the first, then takes what is ready.
-    fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Converted)> {
+    fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Out)> {
         let settings = &self.config.custom;
         let mut batch = Vec::new();
         let mut wait = POLL;
@@ -225,7 +217,39 @@ impl KafkaSource {
                         headers,
                         value: message.payload(),
                     };
-                    let converted = convert(&record, settings.value_format, &settings.data_field);
+                    let converted = match convert(&record, settings.value_format, &settings.data_field) {
+                        Converted::Event(event) => match serde_json::to_vec(&event) {
+                            Ok(value) if value.len() as u64 <= settings.max_record_bytes.as_u64() => {
+                                Out::Event { id: event.meta.id, value }
+                            }
+                            Ok(value) => {
+                                let detail = format!(
+                                    "{}: the event is {} bytes, over kafka.max-record-bytes ({})",
+                                    record.uri(),
+                                    value.len(),
+                                    settings.max_record_bytes
+                                );
+                                let original = record.value.unwrap_or_default();
+                                Out::Rejected(Box::new(source_rejection(
+                                    RejectReason::TooLarge,
+                                    detail,
+                                    event.meta,
+                                    original,
+                                )))
+                            }
+                            Err(e) => {
+                                let detail = format!("{}: the event cannot be serialised: {e}", record.uri());
+                                let original = record.value.unwrap_or_default();
+                                Out::Rejected(Box::new(source_rejection(
+                                    RejectReason::MalformedEnvelope,
+                                    detail,
+                                    event.meta,
+                                    original,
+                                )))
+                            }
+                        },
+                        Converted::Rejected(rejected) => Out::Rejected(rejected),
+                    };
                     batch.push(((message.topic().to_string(), message.partition(), message.offset()), converted));
                 }
             }

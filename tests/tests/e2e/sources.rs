@@ -328,3 +328,159 @@ fn simulate_to_fluvio_sends_every_image_once() {
     assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>(), "every image once, in order");
     assert!(events.iter().all(|e| e.meta.source == fvision_records::Source::Simulator));
 }
+
+/// Seconds between the first and the last log line containing `word`, and the records those lines report
+/// after the first (`field=N` in each line): a source's steady throughput, its start-up excluded.
+fn throughput(log: &str, word: &str, field: &str) -> (f64, u64) {
+    let lines = counted_lines(log, word, field);
+    let (Some(first), Some(last)) = (lines.first(), lines.last()) else { panic!("no `{word}` lines in:\n{log}") };
+    let seconds = last.0.duration_since(first.0).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    (seconds, lines[1..].iter().map(|(_, n)| n).sum())
+}
+
+/// Every log line containing `word` and `field=N`: its time and N.
+fn counted_lines(log: &str, word: &str, field: &str) -> Vec<(std::time::SystemTime, u64)> {
+    let lines: Vec<(std::time::SystemTime, u64)> = log
+        .lines()
+        .filter(|line| line.contains(word) && line.contains(field))
+        .filter_map(|line| {
+            let time = humantime::parse_rfc3339_weak(line.split_whitespace().next()?).ok()?;
+            let at = line.find(field)? + field.len();
+            let n = line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            Some((time, n))
+        })
+        .collect();
+    lines
+}
+
+/// Records reported so far by `word` lines.
+fn counted(log: &str, word: &str, field: &str) -> u64 {
+    counted_lines(log, word, field).iter().map(|(_, n)| n).sum()
+}
+
+/// Benchmark, not a test (run by hand, see docs/benchmarks.md): the simulator's achieved rate at 10, 100 and
+/// 1,000 images/s, and each source's throughput on the sample images.
+#[test]
+#[ignore = "benchmark: cargo test --release -p fvision-tests --test e2e bench_sources -- --ignored --nocapture"]
+fn bench_sources() {
+    let Some(cluster) = local_cluster("bench_sources") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(KAFKA_TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let topics = Topics {
+        images: unique_name("fvb-images"),
+        dlq: unique_name("fvb-dlq"),
+        predictions: unique_name("fvb-unused"),
+    };
+    cluster.create_topic(&topics.images);
+    cluster.create_topic(&topics.dlq);
+
+    for rate in [10u64, 100, 1000] {
+        for mode in ["fluvio", "kafka"] {
+            let count = (rate * 3).max(30).to_string();
+            let rate_text = rate.to_string();
+            let run = format!("fvbsim{mode}{rate}");
+            let mut args = vec!["--mode", mode, "--rate", &rate_text, "--count", &count, "--synthetic", "224x224"];
+            args.extend(["--fluvio-topic", &topics.images, "--kafka-servers", &servers, "--kafka-topic", "sim-bench"]);
+            let process = simulate(dir, &run, &args);
+            let ids = finish_simulate(process, dir, &run);
+            let log = std::fs::read_to_string(dir.join(format!("{run}.log"))).unwrap();
+            let achieved = log.lines().find(|l| l.contains("\"achieved_rate\"")).unwrap_or_default().to_string();
+            eprintln!("simulate --mode {mode} --rate {rate}: {} images, {}", ids.len(), achieved.trim());
+        }
+    }
+
+    // kafka-source on 300 sample images already in Kafka.
+    let process =
+        simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "300", "--kafka-servers", &servers]);
+    finish_simulate(process, dir, "fvbk");
+    let config = source_config(
+        dir,
+        "fvb-kafka",
+        "kafka-source",
+        &topics,
+        &format!(
+            "kafka:\n  bootstrap-servers: {servers}\n  topics: [{KAFKA_TOPIC}]\n  group-id: fvb\n  max-batch: 64\n"
+        ),
+    );
+    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(
+        &target_binary("kafka-source"),
+        &["--config", config.to_str().unwrap()],
+        &env,
+        &dir.join("k.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while counted(&source.log(), "committed", "records=") < 300 && Instant::now() < deadline {
+        source.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    source.signal("-TERM");
+    source.wait(Duration::from_secs(30));
+    let (seconds, records) = throughput(&source.log(), "committed", "records=");
+    eprintln!(
+        "kafka-source: {records} images in {seconds:.2} s after the first batch = {:.1} images/s",
+        records as f64 / seconds
+    );
+
+    // gcs-source on 200 sample images uploaded and announced.
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let (gcs_url, grpc) = (gcs_emulator.url(), pubsub_emulator.grpc_host());
+    GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 60)).unwrap();
+    let args = [
+        "--mode",
+        "gcs",
+        "--rate",
+        "100000",
+        "--count",
+        "200",
+        "--gcs-bucket",
+        BUCKET,
+        "--gcs-endpoint",
+        &gcs_url,
+        "--pubsub-project",
+        PROJECT,
+        "--pubsub-emulator-host",
+        &grpc,
+        "--pubsub-topic",
+        PUBSUB_TOPIC,
+        "--notify",
+    ];
+    let process = simulate(dir, "fvbg", &args);
+    finish_simulate(process, dir, "fvbg");
+    let log = std::fs::read_to_string(dir.join("fvbg.log")).unwrap_or_default();
+    eprintln!(
+        "simulate --mode gcs --notify, unpaced: {}",
+        log.lines().find(|l| l.contains("achieved_rate")).unwrap_or_default()
+    );
+    let config = source_config(
+        dir,
+        "fvb-gcs",
+        "gcs-source",
+        &topics,
+        &format!(
+            "gcs:\n  project: {PROJECT}\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
+             gcs-endpoint: {gcs_url}\n  max-messages: 16\n"
+        ),
+    );
+    let mut source =
+        Process::start(&target_binary("gcs-source"), &["--config", config.to_str().unwrap()], &env, &dir.join("g.log"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while counted(&source.log(), "acked", "count=") < 200 && Instant::now() < deadline {
+        source.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    source.signal("-TERM");
+    source.wait(Duration::from_secs(30));
+    let (seconds, records) = throughput(&source.log(), "acked", "count=");
+    eprintln!(
+        "gcs-source: {records} images in {seconds:.2} s after the first pull = {:.1} images/s",
+        records as f64 / seconds
+    );
+}
