@@ -55,14 +55,15 @@ pub enum ModelError {
     #[error("cannot load the ONNX Runtime library: {0}")]
     Runtime(String),
     /// ONNX Runtime refused the model file.
-    #[error("cannot load model `{model}` from {path}: {message}")]
+    #[error("cannot load model `{model}` from {path}")]
     Load {
         /// The model name.
         model: String,
         /// The ONNX file.
         path: PathBuf,
-        /// ONNX Runtime's message.
-        message: String,
+        /// ONNX Runtime's error.
+        #[source]
+        source: ort::Error,
     },
     /// The ONNX graph does not match its manifest (names, shapes, class count).
     #[error("model `{model}` does not match its manifest: {detail}")]
@@ -73,12 +74,15 @@ pub enum ModelError {
         detail: String,
     },
     /// Inference failed for a whole batch.
-    #[error("inference failed in model `{model}`: {message}")]
+    #[error("inference failed in model `{model}`: {action}")]
     Inference {
         /// The model name.
         model: String,
-        /// ONNX Runtime's message.
-        message: String,
+        /// What failed.
+        action: String,
+        /// ONNX Runtime's error, when it was ONNX Runtime that failed.
+        #[source]
+        source: Option<ort::Error>,
     },
 }
 

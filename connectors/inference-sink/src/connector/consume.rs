@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use fvision_connector_common::config::{OffsetStart, PartitionSelection};
 use fvision_connector_common::MetaConfig;
 
-use super::deliver::{DeliveryError, Outputs};
 use crate::events;
+use crate::outputs::{DeliveryError, OutputSet, SourcePosition};
 use crate::pipeline::Item;
 
 /// Records carry whole images; the client's 1 MiB default fetch silently stalls on a bigger one.
@@ -129,6 +129,7 @@ impl ConsumeSettings {
 
 /// Why consuming stopped early.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsumeError {
     /// The stream reported an error.
     #[error("consuming `{topic}`: {detail}")]
@@ -211,7 +212,7 @@ pub enum StreamStart {
 pub async fn consume<F, Fut>(
     mut open: F,
     items: async_channel::Sender<Item>,
-    outputs: &Outputs,
+    outputs: &OutputSet,
     settings: &ConsumeSettings,
     stop: &AtomicBool,
 ) -> Result<ConsumeReport, ConsumeError>
@@ -321,7 +322,8 @@ async fn forward(
     let name = format!("{}/{partition}@{offset}", settings.topic);
     report.consumed += 1;
     events::record_consumed();
-    items.send(Item { name, value: value.to_vec() }).await.map_err(|_| ConsumeError::PipelineStopped)
+    let position = Some(SourcePosition { partition, offset });
+    items.send(Item { name, value: value.to_vec(), position }).await.map_err(|_| ConsumeError::PipelineStopped)
 }
 
 /// Reads `range` of `partition` with fresh streams that start exactly at the first missing offset, so the
@@ -383,7 +385,7 @@ fn stream_error(settings: &ConsumeSettings, code: ErrorCode) -> ConsumeError {
 /// stopping connector gives up after [`STOP_GRACE`] without committing (the next start replays).
 async fn commit(
     stream: &mut BoxedStream,
-    outputs: &Outputs,
+    outputs: &OutputSet,
     settings: &ConsumeSettings,
     consumed: u64,
     items: &async_channel::Sender<Item>,
