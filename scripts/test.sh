@@ -3,6 +3,7 @@
 # components. Sets up what it needs first.
 source "$(dirname "$0")/lib.sh"
 ensure_wasm_target
+ensure_build_tools
 ensure_onnxruntime
 ensure_emulators
 cd "$REPO"
