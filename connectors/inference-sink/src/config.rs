@@ -77,7 +77,8 @@ pub struct InferenceConfig {
     /// Also print predictions on the console.
     #[serde(default)]
     pub console: bool,
-    /// Also append predictions to this JSONL file.
+    /// Also append every outcome to this file, one JSON line each (the shape of docs/records.md, the same as
+    /// `fvision run --output`).
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
     /// Port of the Prometheus `/metrics` endpoint.
