@@ -30,7 +30,8 @@ use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
 
 pub use consume::{
-    BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, StreamStart, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES,
+    Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
 pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
 pub use validation::{parse_spu_output, Validation};
@@ -171,7 +172,12 @@ impl Connector {
     /// Connects, loads the model and the validator, and runs until stopped (or an error).
     pub fn run(self) -> Result<RunReport, ConnectorError> {
         let settings = &self.config.custom;
-        let consume = ConsumeSettings { drain: self.drain, ..ConsumeSettings::from_meta(&self.config.meta) };
+        let consume = ConsumeSettings {
+            drain: self.drain,
+            stop_timeout: settings.stop_timeout,
+            read_timeout: settings.read_timeout,
+            ..ConsumeSettings::from_meta(&self.config.meta)
+        };
         let fluvio = run_block_on(Fluvio::connect()).map_err(fluvio_error("connecting to the Fluvio cluster"))?;
         let admin = run_block_on(fluvio.admin());
         let partitions = self.prepare_topics(&admin, &consume)?;
@@ -198,7 +204,8 @@ impl Connector {
         }
 
         let outputs = self.outputs(&fluvio)?;
-        let consumer_config = consume
+        // Fails early on a consumer config the client refuses.
+        consume
             .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
@@ -214,24 +221,8 @@ impl Connector {
         let (stats, consumed) = std::thread::scope(|scope| {
             let outputs = &outputs;
             let consumer = scope.spawn(move || {
-                let open = |start: StreamStart| {
-                    let config = match start {
-                        StreamStart::Committed => Ok(consumer_config.clone()),
-                        StreamStart::At { partition, offset } => {
-                            consume.reread_config(partition, offset, smartmodule.clone())
-                        }
-                    };
-                    let (fluvio, topic) = (&fluvio, consume.topic.clone());
-                    async move {
-                        let failed = |e: anyhow::Error| ConsumeError::Stream {
-                            topic: topic.clone(),
-                            detail: format!("opening a consumer: {e:#}"),
-                        };
-                        let stream = fluvio.consumer_with_config(config.map_err(&failed)?).await.map_err(&failed)?;
-                        Ok::<BoxedStream, ConsumeError>(Box::pin(stream))
-                    }
-                };
-                run_block_on(consume::consume(open, items_tx, outputs, &consume, stop))
+                let mut source = FluvioSource::new(&fluvio, &consume, partitions, smartmodule);
+                run_block_on(consume::consume(&mut source, items_tx, outputs, &consume, stop))
             });
             let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
             let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
@@ -242,7 +233,7 @@ impl Connector {
                 events::delivered(outputs.deliver(&outcome)?.as_str());
                 Ok::<_, DeliveryError>(())
             });
-            let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
+            let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
             (stats, consumed)
         });
         // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
@@ -328,5 +319,31 @@ impl Connector {
             .with_console(settings.console)
             .with_jsonl(settings.jsonl.as_deref())
             .map_err(|e| setup_error("opening the JSONL output")(e.to_string()))
+    }
+}
+
+/// The message of a panic payload (`panic!` with a string or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The outputs as the consumer's commit barrier.
+impl Barrier for Outputs {
+    fn delivered(&self) -> u64 {
+        Outputs::delivered(self)
+    }
+
+    fn acknowledge(&self) -> impl std::future::Future<Output = Result<(), DeliveryError>> {
+        Outputs::acknowledge(self)
+    }
+
+    fn dead_letter(&self, name: &str, rejected: fvision_records::RejectedImage) -> Result<(), DeliveryError> {
+        let outcome = Outcome::Rejected { name: name.to_string(), rejected: Box::new(rejected) };
+        events::delivered(self.deliver(&outcome)?.as_str());
+        Ok(())
     }
 }
