@@ -217,19 +217,9 @@ pub fn pubsub() -> PubSub {
     command.arg(launcher).env("CLOUDBOX_HOST", "127.0.0.1").env("CLOUDBOX_PROJECT", PROJECT);
     let mut grpc_port = 0;
     let mut rest_port = 0;
-    for service in [
-        "GCS",
-        "PUBSUB",
-        "PUBSUB_REST",
-        "FIRESTORE",
-        "SECRETMANAGER",
-        "TASKS",
-        "BIGQUERY",
-        "SPANNER",
-        "LOGGING",
-        "SCHEDULER",
-        "ADMIN",
-    ] {
+    for service in
+        ["GCS", "PUBSUB", "PUBSUB_REST", "FIRESTORE", "SECRETMANAGER", "TASKS", "BIGQUERY", "SPANNER", "LOGGING", "SCHEDULER", "ADMIN"]
+    {
         let port = free_port();
         command.env(format!("CLOUDBOX_{service}_PORT"), port.to_string());
         match service {
