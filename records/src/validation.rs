@@ -74,8 +74,18 @@ pub struct RejectedImage {
     /// Encoded image size, when the payload was decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-    /// The record value exactly as it arrived.
+    /// The record value exactly as it arrived; empty when `payload_truncated` (a dead letter by reference).
     pub payload: OriginalPayload,
+    /// `payload` does not hold the whole record: it was too large to carry (`payload_size` and `position`
+    /// say where the record is, so it can be fetched from the input topic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
+    /// Size of the original record value in bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
+    /// Where the record is: `topic/partition@offset`, when the rejection was made from a topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 impl RejectedImage {
@@ -92,6 +102,26 @@ impl RejectedImage {
             height: None,
             size_bytes: None,
             payload: OriginalPayload::from_bytes(original),
+            payload_truncated: false,
+            payload_size: None,
+            position: None,
+        }
+    }
+
+    /// A rejection of a record that is not carried, only referenced: its position (`topic/partition@offset`)
+    /// and its size when known. For records too large for the dead-letter topic or for the consumer.
+    pub fn by_reference(
+        reason: RejectReason,
+        detail: impl Into<String>,
+        stage: Stage,
+        position: impl Into<String>,
+        size: Option<u64>,
+    ) -> Self {
+        Self {
+            payload_truncated: true,
+            payload_size: size,
+            position: Some(position.into()),
+            ..Self::new(reason, detail, stage, &[])
         }
     }
 
@@ -124,6 +154,25 @@ mod tests {
         }
         assert!(matches!(OriginalPayload::from_bytes(b"abc"), OriginalPayload::Utf8(_)));
         assert!(matches!(OriginalPayload::from_bytes(&[0xff]), OriginalPayload::Base64(_)));
+    }
+
+    #[test]
+    fn a_rejection_by_reference_carries_the_position_and_size_but_no_payload() {
+        let rejected =
+            RejectedImage::by_reference(RejectReason::TooLarge, "over max-bytes", Stage::Ingest, "images/0@7", Some(9));
+        let json = serde_json::to_value(ValidationRecord::Rejected(rejected.clone())).unwrap();
+        assert_eq!(
+            (&json["reason"], &json["stage"], &json["position"]),
+            (&"too_large".into(), &"ingest".into(), &"images/0@7".into())
+        );
+        assert_eq!(
+            (&json["payload_size"], &json["payload_truncated"], &json["payload"]["data"]),
+            (&9.into(), &true.into(), &"".into())
+        );
+        assert_eq!(serde_json::from_value::<ValidationRecord>(json).unwrap(), ValidationRecord::Rejected(rejected));
+        // A rejection that carries its payload says nothing of these fields.
+        let whole = serde_json::to_value(RejectedImage::new(RejectReason::Empty, "", Stage::Validate, b"")).unwrap();
+        assert!(whole.get("payload_truncated").is_none() && whole.get("position").is_none(), "{whole}");
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub struct InferenceConfig {
     /// Also print predictions on the console.
     #[serde(default)]
     pub console: bool,
-    /// Also append predictions to this JSONL file.
+    /// Also append every outcome to this file, one JSON line each (the shape of docs/records.md, the same as
+    /// `fvision run --output`).
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
     /// Port of the Prometheus `/metrics` endpoint.
@@ -89,6 +90,16 @@ pub struct InferenceConfig {
     /// How often the connector logs its one-line summary (images/s, success rate, latency).
     #[serde(default = "default_summary_interval", with = "humantime_serde")]
     pub summary_interval: Duration,
+    /// On SIGTERM, how long the images already read may take to be delivered and committed before the
+    /// connector gives up (exit 1, they are processed again at the next start). Separate from the 5 s a
+    /// stopping connector waits for a cluster that does not answer.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// How long a fetch may bring nothing while the partition's end offset is ahead (a record larger than
+    /// `max-bytes`, a SmartModule or SPU failure) before the connector re-reads the partition to find out
+    /// which offset blocks it. Re-reads are under the same timeout.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 fn default_model() -> String {
@@ -101,6 +112,12 @@ fn default_max_wait() -> Duration {
     Duration::from_millis(5)
 }
 fn default_summary_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_predictions_topic() -> String {
@@ -152,7 +169,11 @@ impl SinkSettings {
             .map(|s| s.uses.clone())
             .unwrap_or_else(|| image_validate::SMARTMODULE_NAME.into());
         let validation = ValidationSettings { smartmodule, params, at: config.custom.validate_at };
-        let consume = ConsumeSettings::from_meta(&config.meta);
+        let consume = ConsumeSettings {
+            stop_timeout: config.custom.stop_timeout,
+            read_timeout: config.custom.read_timeout,
+            ..ConsumeSettings::from_meta(&config.meta)
+        };
         Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation, consume })
     }
 }
@@ -249,6 +270,12 @@ impl InferenceConfig {
         }
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));
+        }
+        if self.stop_timeout.is_zero() || self.stop_timeout > Duration::from_secs(3600) {
+            return Err(field("stop-timeout", "a duration from 1ms to 1h (e.g. `30s`)"));
+        }
+        if self.read_timeout < Duration::from_millis(100) || self.read_timeout > Duration::from_secs(3600) {
+            return Err(field("read-timeout", "a duration from 100ms to 1h (e.g. `10s`)"));
         }
         Ok(())
     }

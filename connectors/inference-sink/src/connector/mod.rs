@@ -26,15 +26,19 @@ use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::{Compression as CompressionSetting, ProducerConfig};
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_records::RejectedImage;
 
 use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
-use crate::outputs::{ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, TopicProducer};
+use crate::outputs::{
+    ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, SourcePosition, TopicProducer,
+};
 use crate::pipeline::{run_pipeline, PipelineSettings, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
 
 pub use consume::{
-    BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, StreamStart, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES,
+    Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
 pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
@@ -172,7 +176,7 @@ impl ConnectorBuilder {
 pub struct Runner {
     fluvio: Fluvio,
     consume: ConsumeSettings,
-    consumer_config: fluvio::consumer::ConsumerConfigExt,
+    partitions: Vec<u32>,
     smartmodule: Option<SmartModuleInvocation>,
     validation: Validation,
     classifier: Classifier,
@@ -244,7 +248,8 @@ impl Connector {
             tracing::info!(port, "metrics on /metrics");
         }
 
-        let consumer_config = consume
+        // Fails early on a consumer config the client refuses.
+        consume
             .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let mut pipeline = inference.pipeline();
@@ -257,7 +262,7 @@ impl Connector {
         let runner = Runner {
             fluvio,
             consume,
-            consumer_config,
+            partitions,
             smartmodule,
             validation,
             classifier,
@@ -277,7 +282,7 @@ impl Runner {
         let Self {
             fluvio,
             consume,
-            consumer_config,
+            partitions,
             smartmodule,
             validation,
             classifier,
@@ -295,24 +300,8 @@ impl Runner {
             let outputs = &*outputs;
             let consume = &consume;
             let consumer = scope.spawn(move || {
-                let open = |start: StreamStart| {
-                    let config = match start {
-                        StreamStart::Committed => Ok(consumer_config.clone()),
-                        StreamStart::At { partition, offset } => {
-                            consume.reread_config(partition, offset, smartmodule.clone())
-                        }
-                    };
-                    let (fluvio, topic) = (&fluvio, consume.topic.clone());
-                    async move {
-                        let failed = |e: anyhow::Error| ConsumeError::Stream {
-                            topic: topic.clone(),
-                            detail: format!("opening a consumer: {e:#}"),
-                        };
-                        let stream = fluvio.consumer_with_config(config.map_err(&failed)?).await.map_err(&failed)?;
-                        Ok::<BoxedStream, ConsumeError>(Box::pin(stream))
-                    }
-                };
-                run_block_on(consume::consume(open, items_tx, outputs, consume, stop))
+                let mut source = FluvioSource::new(&fluvio, consume, partitions, smartmodule);
+                run_block_on(consume::consume(&mut source, items_tx, outputs, consume, stop))
             });
             let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
             let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
@@ -323,7 +312,7 @@ impl Runner {
                 events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
                 Ok::<_, DeliveryError>(())
             });
-            let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
+            let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
             (stats, consumed)
         });
         // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
@@ -423,4 +412,31 @@ fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorE
         outputs = outputs.with(Box::new(jsonl));
     }
     Ok(outputs)
+}
+
+/// The message of a panic payload (`panic!` with a string or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The outputs as the consumer's commit barrier.
+impl Barrier for OutputSet {
+    fn delivered(&self) -> u64 {
+        OutputSet::delivered(self)
+    }
+
+    fn acknowledge(&self) -> impl std::future::Future<Output = Result<(), DeliveryError>> {
+        OutputSet::acknowledge(self)
+    }
+
+    fn dead_letter(&self, name: &str, position: SourcePosition, rejected: RejectedImage) -> Result<(), DeliveryError> {
+        let position = Some(position);
+        let outcome = Outcome::Rejected { name: name.to_string(), position, rejected: Box::new(rejected) };
+        events::delivered(self.deliver(&outcome, position)?.as_str());
+        Ok(())
+    }
 }
