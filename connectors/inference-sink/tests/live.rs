@@ -452,7 +452,11 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
     let classified = metric(&scraped, "fvision_images_total{status=\"classified\"");
     assert!(classified >= 1.0, "{scraped}");
     let after_commit = inputs.records.len() as f64 - committed as f64 - 1.0;
-    assert_eq!(metric(&scraped, "fvision_consumed_total"), after_commit, "run 2 read each record after the commit once");
+    assert_eq!(
+        metric(&scraped, "fvision_consumed_total"),
+        after_commit,
+        "run 2 read each record after the commit once"
+    );
     assert!(scraped.contains("fvision_queue_depth{queue=\"consumed\"}"), "{scraped}");
     // Fetches were cut at max-bytes and the records the client skipped there were read again (with a client
     // that no longer skips them, this counter stays at 0 and this line can go).
@@ -729,6 +733,13 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     let every: Vec<(u32, i64)> = first.iter().chain(&second).copied().collect();
     assert_eq!(answered_all, every, "the all-partitions sink answered every record once");
 
+    eprintln!(
+        "partition 0: {} records, the killed sink had committed offset {committed_at_kill}, {} repeated; \
+         partition 1: {} records",
+        first.len(),
+        repeated.len(),
+        second.len()
+    );
     // Every partition is committed to its last record, under each consumer id.
     let last = |offsets: &[(u32, i64)]| offsets.last().map(|(_, o)| *o);
     let committed = |id: &str, p: u32| cluster.committed_offsets(id).get(&(images.clone(), p)).copied();
