@@ -35,6 +35,7 @@ fn the_shipped_config_reads_as_documented() {
     // The SmartModule itself accepts exactly these params.
     image_validate_params_are_valid(&params);
     assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
+    assert_eq!((inference.stop_timeout, inference.read_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));

@@ -674,16 +674,9 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     let dir = tempfile::tempdir().unwrap();
     let images = unique_name("fvt-parts-images");
     cluster.create_topic_with_partitions(&images, 2);
-    let inputs = inputs("efficientnet-lite0", 40, &[], 0.0);
-    cluster.produce(&images, &inputs.records);
-    let located = locate(&cluster, &images, 2);
-    let in_partition = |p: u32| -> Vec<(u32, i64)> {
-        let mut offsets: Vec<(u32, i64)> = located.values().copied().filter(|(q, _)| *q == p).collect();
-        offsets.sort();
-        offsets
-    };
-    let (first, second) = (in_partition(0), in_partition(1));
-    assert!(!first.is_empty() && !second.is_empty(), "the keys spread the records over both partitions");
+    let inputs = inputs("efficientnet-lite0", 60, &[], 0.0);
+    let (wave1, wave2) = inputs.records.split_at(inputs.records.len() / 2);
+    cluster.produce(&images, wave1);
 
     let outputs = |prefix: &str| {
         let topics = Topics {
@@ -697,21 +690,38 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     };
     let (zero, one, all) = (outputs("fvt-parts-0"), outputs("fvt-parts-1"), outputs("fvt-parts-all"));
     let ids = [unique_name("fvt-parts-0"), unique_name("fvt-parts-1"), unique_name("fvt-parts-all")];
-    // The partition-0 sink is slow (one image at a time with a large model), so it is killed mid-stream.
+    // The partition-0 sink is slow (one image at a time with a large model), so it can be killed mid-stream.
     let slow = "  model: resnet50\n  max-batch: 1\n  workers: 1\n  validate-at: connector";
     let fast = "  model: efficientnet-lite0\n  validate-at: connector";
     let config_zero = write_config_with(dir.path(), &ids[0], &zero, slow, "", "\n    partition: 0");
     let config_one = write_config_with(dir.path(), &ids[1], &one, fast, "", "\n    partition: 1");
     let config_all = write_config_with(dir.path(), &ids[2], &all, fast, "", "\n    partition: all");
-    let mut sink_zero = Connector::start(&config_zero, "run1");
-    let mut sink_one = Connector::start_with(&config_one, "drain", &["--drain"]);
-    let mut sink_all = Connector::start_with(&config_all, "drain", &["--drain"]);
 
+    // The partition-0 sink reads the first half, commits, then is killed (SIGKILL) while it answers the
+    // second half.
+    let mut sink_zero = Connector::start(&config_zero, "run1");
     wait_committed(&cluster, &ids[0], &images, 0, &mut sink_zero);
+    let answered_before = seen(&cluster, &zero).predictions.len();
+    cluster.produce(&images, wave2);
+    wait_for(&cluster, &zero, &mut sink_zero, |s| s.predictions.len() > answered_before);
     sink_zero.signal("-KILL");
     sink_zero.wait(Duration::from_secs(10));
     let committed_at_kill = cluster.committed_offsets(&ids[0])[&(images.clone(), 0)];
+
+    let located = locate(&cluster, &images, 2);
+    let in_partition = |p: u32| -> Vec<(u32, i64)> {
+        let mut offsets: Vec<(u32, i64)> = located.values().copied().filter(|(q, _)| *q == p).collect();
+        offsets.sort();
+        offsets
+    };
+    let (first, second) = (in_partition(0), in_partition(1));
+    assert!(!first.is_empty() && !second.is_empty(), "the keys spread the records over both partitions");
+    assert!(first.last().is_some_and(|(_, last)| committed_at_kill < *last), "killed before the end of partition 0");
+
+    // The three sinks drain the topic: partition 0 restarted, partition 1, and both partitions.
     let mut sink_zero = Connector::start_with(&config_zero, "drain", &["--drain"]);
+    let mut sink_one = Connector::start_with(&config_one, "drain", &["--drain"]);
+    let mut sink_all = Connector::start_with(&config_all, "drain", &["--drain"]);
     for sink in [&mut sink_zero, &mut sink_one, &mut sink_all] {
         assert!(sink.wait(Duration::from_secs(240)).success(), "{}", sink.log());
     }
@@ -733,6 +743,13 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     let every: Vec<(u32, i64)> = first.iter().chain(&second).copied().collect();
     assert_eq!(answered_all, every, "the all-partitions sink answered every record once");
 
+    eprintln!(
+        "partition 0: {} records, the killed sink had committed offset {committed_at_kill}, {} repeated; \
+         partition 1: {} records",
+        first.len(),
+        repeated.len(),
+        second.len()
+    );
     // Every partition is committed to its last record, under each consumer id.
     let last = |offsets: &[(u32, i64)]| offsets.last().map(|(_, o)| *o);
     let committed = |id: &str, p: u32| cluster.committed_offsets(id).get(&(images.clone(), p)).copied();

@@ -1067,6 +1067,16 @@ mod tests {
         settings: &ConsumeSettings,
         stop: Arc<AtomicBool>,
     ) -> (Result<ConsumeReport, ConsumeError>, Log, Arc<FakeOutputs>) {
+        run_with(log, settings, stop, true)
+    }
+
+    /// [`run`], with a pipeline that delivers nothing unless `deliver`.
+    fn run_with(
+        log: Log,
+        settings: &ConsumeSettings,
+        stop: Arc<AtomicBool>,
+        deliver: bool,
+    ) -> (Result<ConsumeReport, ConsumeError>, Log, Arc<FakeOutputs>) {
         let log = Arc::new(Mutex::new(log));
         let outputs = Arc::new(FakeOutputs::default());
         let (tx, rx) = async_channel::bounded::<Item>(4);
@@ -1074,6 +1084,9 @@ mod tests {
             let outputs = Arc::clone(&outputs);
             std::thread::spawn(move || {
                 while let Ok(item) = rx.recv_blocking() {
+                    if !deliver {
+                        continue;
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                     outputs.names.lock().unwrap().push(item.name);
                     outputs.delivered.fetch_add(1, Ordering::AcqRel);
@@ -1203,5 +1216,24 @@ mod tests {
         assert_eq!(&names[..4], ["t/0@0", "t/0@1", "t/0@2", "t/0@3"], "the re-read delivered the gap first");
         assert_eq!(log.violations, vec![]);
         assert!(log.committed.get(&0).is_some_and(|&c| c >= 3), "{:?}", log.committed);
+    }
+
+    #[test]
+    fn a_stop_with_records_not_delivered_within_the_stop_timeout_is_an_error_without_commit() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Log {
+            partitions: vec![fits(4)],
+            skip_once: vec![(0, 1)],
+            stop_on_reread: Some(Arc::clone(&stop)),
+            ..Log::default()
+        };
+        let mut settings = fake_settings();
+        settings.stop_timeout = Duration::from_millis(300);
+        settings.commit_interval = Duration::from_secs(3600); // the first barrier comes with the stop
+        let (result, log, _) = run_with(log, &settings, stop, false);
+        let error = result.unwrap_err();
+        assert!(matches!(error, ConsumeError::StopTimeout { undelivered: 3, .. }), "{error}");
+        assert!(error.to_string().contains("inference.stop-timeout (300ms)"), "{error}");
+        assert_eq!(log.commits, Vec::<HashMap<u32, i64>>::new(), "nothing delivered, nothing committed");
     }
 }

@@ -440,3 +440,20 @@ impl Barrier for OutputSet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_thread_panic_is_reported_with_its_message() {
+        let joined =
+            std::thread::spawn(|| -> Result<ConsumeReport, ConsumeError> { panic!("offset {} is odd", 7) }).join();
+        let error = joined.unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic)))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the consumer thread panicked: offset 7 is odd; offsets were not committed past the last commit"
+        );
+        assert_eq!(panic_message(&"static"), "static");
+    }
+}
