@@ -49,9 +49,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on 127.0.0.1:PORT/metrics while running.
+    /// Serve Prometheus metrics on ADDRESS:PORT/metrics while running.
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
+
+    /// The address the metrics endpoint binds [default: 127.0.0.1, or the config's `metrics-address`];
+    /// 0.0.0.0 exposes it to the network.
+    #[arg(long, value_name = "IP")]
+    metrics_address: Option<std::net::IpAddr>,
 
     /// Secrets for `${{ secrets.NAME }}` references in --config (NAME=value lines).
     #[arg(long, value_name = "FILE", requires = "config")]
@@ -64,6 +69,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let source = InputSource::from_args(&paths)?;
     let mut below = BelowThreshold::Flag;
     let mut metrics_port = args.metrics_port;
+    let mut metrics_address = args.metrics_address;
     let (mut validator, classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
@@ -72,20 +78,24 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let output = args.output.clone().or_else(|| config.jsonl.clone());
             below = config.below_threshold;
             metrics_port = metrics_port.or(config.metrics_port);
+            metrics_address = metrics_address.or(Some(config.metrics_address));
             if below == BelowThreshold::Review {
                 eprintln!(
                     "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
                 );
                 below = BelowThreshold::Flag;
             }
-            (args.validator.load_with(settings.validation.params.clone())?, model.load()?, config.pipeline(), output)
+            let mut pipeline = config.pipeline();
+            pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
+            (args.validator.load_with(settings.validation.params.clone())?, model.load()?, pipeline, output)
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
     if let Some(port) = metrics_port {
-        inference_sink::events::serve(([127, 0, 0, 1], port).into())
-            .with_context(|| format!("starting the metrics endpoint on 127.0.0.1:{port}"))?;
-        eprintln!("metrics on http://127.0.0.1:{port}/metrics");
+        let address = std::net::SocketAddr::new(metrics_address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), port);
+        inference_sink::events::serve(address)
+            .with_context(|| format!("starting the metrics endpoint on {address}"))?;
+        eprintln!("metrics on http://{address}/metrics");
     }
     inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
     // The file outputs are the connector's own (same JSONL shape); the table is this command's console.

@@ -610,7 +610,7 @@ fn a_record_larger_than_max_bytes_is_a_dead_letter_by_reference() {
     };
     let position = format!("{}/0@0", topics.images);
     assert_eq!((key, dead.reason, dead.stage), (&position, RejectReason::TooLarge, Stage::Ingest));
-    assert_eq!(dead.position.as_deref(), Some(position.as_str()));
+    assert_eq!(dead.record.as_deref(), Some(position.as_str()));
     assert_eq!(dead.payload_size, Some(big.len() as u64));
     assert!(dead.payload_truncated && dead.payload.to_bytes().unwrap().is_empty(), "by reference: {dead:?}");
     assert!(dead.detail.contains("meta.consumer.max-bytes (3.0 MiB)"), "{}", dead.detail);
@@ -757,4 +757,98 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     assert_eq!(committed(&ids[1], 1), last(&second));
     assert_eq!((committed(&ids[2], 0), committed(&ids[2], 1)), (last(&first), last(&second)));
     assert_eq!((committed(&ids[0], 1), committed(&ids[1], 0)), (None, None), "each sink kept to its partition");
+}
+/// Hostile values of about `len` bytes: control bytes (six times larger as JSON escapes), pseudo-random bytes,
+/// and a JSON envelope whose attributes and data are huge.
+fn hostile_values(len: usize) -> Vec<(String, Vec<u8>)> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+    let random: Vec<u8> = (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let envelope = format!(
+        r#"{{"id":"huge-{len}","attributes":{{"k":"{}"}},"data":"{}"}}"#,
+        "\\u0001".repeat(len / 12),
+        "QUJD".repeat(len / 8)
+    );
+    let mib = len >> 20;
+    vec![
+        (format!("ones-{mib}"), vec![0x01; len]),
+        (format!("random-{mib}"), random),
+        (format!("envelope-{mib}"), envelope.into_bytes()),
+    ]
+}
+
+#[test]
+fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
+    let Some(cluster) = local_cluster("hostile_records_become_dead_letters_that_fit_on_both_validation_paths") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = unique_name("fvt-hostile-images");
+    cluster.create_topic(&images);
+    let smartmodule = unique_name("image-validate");
+    cluster.create_smartmodule(&smartmodule, &fvision_connector_common::locate_smartmodule().unwrap());
+    let photo = &data_files("imagenet-sample")[0].1;
+    let valid = |id: &str| {
+        let data = base64::engine::general_purpose::STANDARD.encode(photo);
+        (id.to_string(), serde_json::json!({"id": id, "data": data}).to_string().into_bytes())
+    };
+    let mut records = Vec::new();
+    for len in [3 << 20, 12 << 20, 20 << 20] {
+        records.extend(hostile_values(len));
+        records.push(valid(&format!("valid-after-{}", len >> 20)));
+    }
+    // One record per request: the client would put two of these records in one request, over its limit.
+    for record in &records {
+        cluster.produce(&images, std::slice::from_ref(record));
+    }
+    let cap = fvision_records::DEFAULT_PAYLOAD_CAP;
+
+    for validate_at in ["connector", "cluster"] {
+        let topics = Topics {
+            images: images.clone(),
+            predictions: unique_name(&format!("fvt-hostile-{validate_at}-predictions")),
+            dlq: unique_name(&format!("fvt-hostile-{validate_at}-dlq")),
+        };
+        cluster.create_topic(&topics.predictions);
+        cluster.create_topic(&topics.dlq);
+        let name = unique_name(&format!("fvt-hostile-{validate_at}"));
+        let transforms = format!("transforms:\n  - uses: {smartmodule}");
+        let config = write_config(dir.path(), &name, &topics, &format!("  validate-at: {validate_at}"), &transforms);
+        // Large enough to fetch the 20 MiB record whole (what happens to a record above max-bytes is another
+        // test's business).
+        let yaml = std::fs::read_to_string(&config).unwrap().replace("max-bytes: 3 MiB", "max-bytes: 32 MiB");
+        std::fs::write(&config, yaml).unwrap();
+        let mut connector = Connector::start_with(&config, validate_at, &["--drain"]);
+        let status = connector.wait(Duration::from_secs(300));
+        assert!(status.success(), "{validate_at}: nothing stalls, --drain exits 0; log:\n{}", connector.log());
+
+        let seen = seen(&cluster, &topics);
+        let mut ids: Vec<&str> = seen.predictions.iter().map(|p| p.image_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["valid-after-12", "valid-after-20", "valid-after-3"], "{validate_at}");
+        let raw = cluster.read_all(&topics.dlq);
+        assert_eq!(raw.len(), 9, "{validate_at}: one dead letter per hostile record");
+        for ((_, value), (_, dead)) in raw.iter().zip(&seen.dead) {
+            assert!(value.len() < cap + 70 * 1024, "{validate_at}: a dead letter of {} bytes", value.len());
+            let ValidationRecord::Rejected(r) = dead else { panic!("{dead:?}") };
+            let offset: usize = r.record.as_deref().and_then(|p| p.rsplit('@').next()).unwrap().parse().unwrap();
+            let original = &records[offset].1;
+            assert_eq!(r.record.as_deref(), Some(format!("{images}/0@{offset}").as_str()));
+            assert!(r.payload_truncated, "{validate_at}: {}", records[offset].0);
+            assert_eq!(r.payload_size, Some(original.len() as u64));
+            assert!(original.starts_with(&r.payload.to_bytes().unwrap()));
+            let digest: String = {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(original).iter().map(|b| format!("{b:02x}")).collect()
+            };
+            assert_eq!(r.payload_sha256.as_deref(), Some(digest.as_str()));
+        }
+        eprintln!("{validate_at}: 9 hostile records dead-lettered under {cap} bytes of payload, 3 classified");
+    }
 }

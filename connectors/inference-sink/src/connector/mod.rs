@@ -44,8 +44,8 @@ pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
 
 /// Producer settings for records that carry whole images: the client's defaults refuse a record over
-/// about 1 MiB, and a dead letter carries the whole original record, so requests fit the largest record a
-/// consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
+/// about 1 MiB, and a dead letter carries up to `dead-letter-payload-cap` of the original record, so requests
+/// fit the largest record a consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
 pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
     let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
     let mut builder = TopicProducerConfigBuilder::default();
@@ -243,9 +243,9 @@ impl Connector {
         tracing::info!(outputs = ?outputs.names(), replay = ?window.partitions, "outputs ready");
 
         if let Some(port) = inference.metrics_port {
-            events::serve(([0, 0, 0, 0], port).into())
-                .map_err(setup_error(format!("starting the metrics endpoint on port {port}")))?;
-            tracing::info!(port, "metrics on /metrics");
+            let address = std::net::SocketAddr::new(inference.metrics_address, port);
+            events::serve(address).map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
+            tracing::info!(%address, "metrics on /metrics");
         }
 
         // Fails early on a consumer config the client refuses.
@@ -253,6 +253,7 @@ impl Connector {
             .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let mut pipeline = inference.pipeline();
+        pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
@@ -379,7 +380,7 @@ fn validation(
             params: params.into(),
             name: Some(name),
         };
-        return Ok((Validation::AtSpu, Some(invocation)));
+        return Ok((Validation::AtSpu(sink.validation.dead_letter_payload_cap), Some(invocation)));
     }
     let wasm = locate_smartmodule().map_err(setup_error("finding image-validate"))?;
     let validator = WasmValidator::load(&wasm, params).map_err(setup_error(format!("loading {}", wasm.display())))?;
