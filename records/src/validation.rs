@@ -74,18 +74,18 @@ pub struct RejectedImage {
     /// Encoded image size, when the payload was decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-    /// The record value exactly as it arrived; empty when `payload_truncated` (a dead letter by reference).
-    pub payload: OriginalPayload,
-    /// `payload` does not hold the whole record: it was too large to carry (`payload_size` and `position`
-    /// say where the record is, so it can be fetched from the input topic).
+    /// Where the record was read: `topic/partition@offset` for consumed records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// True when `payload` does not hold the whole record value (a dead letter by reference carries none of
+    /// it: `record` says where it is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub payload_truncated: bool,
-    /// Size of the original record value in bytes, when known.
+    /// Size of the whole record value in bytes, when truncated and known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_size: Option<u64>,
-    /// Where the record is: `topic/partition@offset`, when the rejection was made from a topic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<String>,
+    /// The record value exactly as it arrived; empty when `payload_truncated` by reference.
+    pub payload: OriginalPayload,
 }
 
 impl RejectedImage {
@@ -101,26 +101,26 @@ impl RejectedImage {
             width: None,
             height: None,
             size_bytes: None,
-            payload: OriginalPayload::from_bytes(original),
+            record: None,
             payload_truncated: false,
             payload_size: None,
-            position: None,
+            payload: OriginalPayload::from_bytes(original),
         }
     }
 
-    /// A rejection of a record that is not carried, only referenced: its position (`topic/partition@offset`)
-    /// and its size when known. For records too large for the dead-letter topic or for the consumer.
+    /// A rejection of a record that is not carried, only referenced: where it is (`topic/partition@offset`)
+    /// and its size when known. For records too large for the consumer's `max-bytes`.
     pub fn by_reference(
         reason: RejectReason,
         detail: impl Into<String>,
         stage: Stage,
-        position: impl Into<String>,
+        record: impl Into<String>,
         size: Option<u64>,
     ) -> Self {
         Self {
             payload_truncated: true,
             payload_size: size,
-            position: Some(position.into()),
+            record: Some(record.into()),
             ..Self::new(reason, detail, stage, &[])
         }
     }
@@ -162,7 +162,7 @@ mod tests {
             RejectedImage::by_reference(RejectReason::TooLarge, "over max-bytes", Stage::Ingest, "images/0@7", Some(9));
         let json = serde_json::to_value(ValidationRecord::Rejected(rejected.clone())).unwrap();
         assert_eq!(
-            (&json["reason"], &json["stage"], &json["position"]),
+            (&json["reason"], &json["stage"], &json["record"]),
             (&"too_large".into(), &"ingest".into(), &"images/0@7".into())
         );
         assert_eq!(
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(serde_json::from_value::<ValidationRecord>(json).unwrap(), ValidationRecord::Rejected(rejected));
         // A rejection that carries its payload says nothing of these fields.
         let whole = serde_json::to_value(RejectedImage::new(RejectReason::Empty, "", Stage::Validate, b"")).unwrap();
-        assert!(whole.get("payload_truncated").is_none() && whole.get("position").is_none(), "{whole}");
+        assert!(whole.get("payload_truncated").is_none() && whole.get("record").is_none(), "{whole}");
     }
 
     #[test]

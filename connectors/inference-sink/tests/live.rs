@@ -610,7 +610,7 @@ fn a_record_larger_than_max_bytes_is_a_dead_letter_by_reference() {
     };
     let position = format!("{}/0@0", topics.images);
     assert_eq!((key, dead.reason, dead.stage), (&position, RejectReason::TooLarge, Stage::Ingest));
-    assert_eq!(dead.position.as_deref(), Some(position.as_str()));
+    assert_eq!(dead.record.as_deref(), Some(position.as_str()));
     assert_eq!(dead.payload_size, Some(big.len() as u64));
     assert!(dead.payload_truncated && dead.payload.to_bytes().unwrap().is_empty(), "by reference: {dead:?}");
     assert!(dead.detail.contains("meta.consumer.max-bytes (3.0 MiB)"), "{}", dead.detail);

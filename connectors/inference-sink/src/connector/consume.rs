@@ -888,7 +888,7 @@ mod tests {
     impl FakeOutputs {
         fn has(&self, name: &str) -> bool {
             self.names.lock().unwrap().iter().any(|n| n == name)
-                || self.dead.lock().unwrap().iter().any(|d| d.position.as_deref() == Some(name))
+                || self.dead.lock().unwrap().iter().any(|d| d.record.as_deref() == Some(name))
         }
     }
 
@@ -1147,7 +1147,7 @@ mod tests {
         assert_eq!(dead.len(), 1, "{dead:?}");
         let (reason, stage) = (dead[0].reason, dead[0].stage);
         assert_eq!((reason, stage), (RejectReason::TooLarge, Stage::Ingest));
-        assert_eq!(dead[0].position.as_deref(), Some("t/0@0"));
+        assert_eq!(dead[0].record.as_deref(), Some("t/0@0"));
         assert_eq!(dead[0].payload_size, Some(4 * MAX_BYTES as u64));
         assert!(dead[0].payload_truncated && dead[0].payload.to_bytes().unwrap().is_empty());
         assert!(dead[0].detail.contains("max-bytes"), "{}", dead[0].detail);
@@ -1165,7 +1165,7 @@ mod tests {
             run(Log { partitions: vec![entries], ..Log::default() }, &fake_settings(), Arc::default());
         result.unwrap();
         let dead = outputs.dead.lock().unwrap().clone();
-        assert_eq!(dead.iter().map(|d| d.position.clone().unwrap()).collect::<Vec<_>>(), ["t/0@2"]);
+        assert_eq!(dead.iter().map(|d| d.record.clone().unwrap()).collect::<Vec<_>>(), ["t/0@2"]);
         assert_eq!(delivered(&outputs), ["t/0@0", "t/0@1"]);
         assert_eq!(log.violations, vec![]);
         assert_eq!(log.committed.get(&0), Some(&1), "the commit stays before the record it could not read");
