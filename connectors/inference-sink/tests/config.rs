@@ -23,13 +23,13 @@ fn the_shipped_config_reads_as_documented() {
     let offset = consumer.offset.as_ref().unwrap();
     assert_eq!((offset.start.clone(), offset.strategy), (Some(OffsetStart::Beginning), Some(OffsetStrategy::Manual)));
     assert_eq!(config.meta.producer.as_ref().unwrap().linger, Some(Duration::from_millis(10)));
-    let inference = &config.custom;
+    let inference = &config.inference;
     assert_eq!(inference.model, "efficientnet-lite0");
     assert_eq!((inference.confidence_threshold, inference.below_threshold), (0.3, BelowThreshold::Flag));
     assert_eq!((inference.max_batch, inference.max_wait), (4, Duration::from_millis(5)));
     assert_eq!((inference.predictions_topic.as_str(), inference.dlq_topic.as_str()), ("predictions", "images-dlq"));
-    assert_eq!(config.transforms[0].uses, "image-validate");
-    let params = config.transforms[0].params();
+    assert_eq!(config.validation.smartmodule, "image-validate");
+    let params = config.validation.params.clone();
     assert_eq!(params["max_pixels"], "50000000");
     assert_eq!(params["full_decode"], "false");
     // The SmartModule itself accepts exactly these params.
@@ -75,7 +75,7 @@ fn secrets_are_substituted_from_the_secrets_file() {
     std::fs::write(&secrets, "# comment\nTOPIC=camera-7\nMODEL=resnet50\n").unwrap();
     let loaded = load(&config, Some(&secrets)).unwrap();
     assert_eq!(loaded.meta.topic.name(), "camera-7");
-    assert_eq!(loaded.custom.model, "resnet50");
+    assert_eq!(loaded.inference.model, "resnet50");
     std::fs::write(&secrets, "not a pair\n").unwrap();
     let err = load(&config, Some(&secrets)).unwrap_err().to_string();
     assert!(err.contains("secrets.env") && err.contains("line 1") && err.contains("NAME=value"), "{err}");
@@ -91,4 +91,18 @@ fn transforms_name_image_validate_or_a_copy_of_it() {
     for bad in ["image-validator", "image-validate-", "jolt", "infinyon/jolt@0.4.1", ""] {
         assert!(!is_image_validate(bad), "{bad}");
     }
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let bad = config_dir().join("test-data/error-threshold.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+        .args(["--config", bad.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("inference-sink runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR") && stderr.contains("inference.confidence-threshold"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
 }

@@ -14,7 +14,7 @@ use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_records::{prediction_id, Prediction, RejectReason, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::{data_files, wasm_validator};
-use inference_sink::{run_pipeline, Item, Outcome, PipelineConfig};
+use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings};
 
 /// What the embedded pipeline made of one record value.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,11 +57,11 @@ fn inputs(model: &str, samples: usize, params: &[(&str, &str)], threshold: f32) 
     records.push(("bad-base64".into(), br#"{"id": "live-bad-base64", "data": "***"}"#.to_vec()));
 
     let classifier = load_model(model);
-    let items = records.iter().map(|(key, value)| Item { name: key.clone(), value: value.clone() });
+    let items = records.iter().map(|(key, value)| Item::new(key.clone(), value.clone()));
     let values: HashMap<String, Vec<u8>> = records.iter().cloned().collect();
     let mut validator = wasm_validator(params);
     let mut expected = HashMap::new();
-    let config = PipelineConfig { max_batch: 1, threshold, ..PipelineConfig::default() };
+    let config = PipelineSettings { max_batch: 1, threshold, ..PipelineSettings::default() };
     run_pipeline(
         items,
         |v: &[&[u8]]| validator.validate_batch(v),
@@ -69,7 +69,7 @@ fn inputs(model: &str, samples: usize, params: &[(&str, &str)], threshold: f32) 
         &config,
         |outcome| {
             let (name, verdict) = match outcome {
-                Outcome::Classified { name, prediction } => (
+                Outcome::Classified { name, prediction, .. } => (
                     name,
                     Expected::Classified {
                         image_id: prediction.image_id.clone(),
@@ -78,7 +78,7 @@ fn inputs(model: &str, samples: usize, params: &[(&str, &str)], threshold: f32) 
                         above_threshold: prediction.above_threshold,
                     },
                 ),
-                Outcome::Rejected { name, rejected } => (name, Expected::Rejected(rejected.reason)),
+                Outcome::Rejected { name, rejected, .. } => (name, Expected::Rejected(rejected.reason)),
             };
             expected.insert(values[&name].clone(), verdict);
             Ok::<_, String>(())

@@ -32,8 +32,8 @@ use fvision_connector_common::config::{OffsetStart, PartitionSelection};
 use fvision_connector_common::MetaConfig;
 use fvision_records::{RejectReason, RejectedImage, Stage};
 
-use super::deliver::DeliveryError;
 use crate::events;
+use crate::outputs::{DeliveryError, SourcePosition};
 use crate::pipeline::Item;
 
 /// Records carry whole images; the client's 1 MiB default fetch silently stalls on a bigger one.
@@ -344,8 +344,8 @@ pub trait Barrier {
     fn delivered(&self) -> u64;
     /// Waits until everything handed over so far is confirmed.
     fn acknowledge(&self) -> impl Future<Output = Result<(), DeliveryError>>;
-    /// Sends a dead letter made by the consumer (counted in [`Barrier::delivered`]).
-    fn dead_letter(&self, name: &str, rejected: RejectedImage) -> Result<(), DeliveryError>;
+    /// Sends a dead letter made by the consumer (counted in [`Barrier::delivered`]) for the record at `position`.
+    fn dead_letter(&self, name: &str, position: SourcePosition, rejected: RejectedImage) -> Result<(), DeliveryError>;
 }
 
 /// Reads the topic into `items` until `stop` is set, committing at barriers.
@@ -516,7 +516,8 @@ impl<B: Barrier> Run<'_, B> {
 
     /// Hands one record to the pipeline.
     async fn forward(&mut self, partition: u32, offset: i64, value: &[u8]) -> Result<(), ConsumeError> {
-        let item = Item { name: self.settings.name(partition, offset), value: value.to_vec() };
+        let position = Some(SourcePosition { partition, offset });
+        let item = Item { name: self.settings.name(partition, offset), value: value.to_vec(), position };
         self.report.consumed += 1;
         events::record_consumed();
         let sent = wait_for(self.items.send(item), self.stop, None, self.settings.stop_timeout).await;
@@ -621,7 +622,7 @@ impl<B: Barrier> Run<'_, B> {
         self.report.consumed += 1;
         self.report.too_large += 1;
         events::record_consumed();
-        self.outputs.dead_letter(&name, rejected)?;
+        self.outputs.dead_letter(&name, SourcePosition { partition, offset }, rejected)?;
         self.next.insert(partition, offset + 1);
         Ok(())
     }
@@ -912,7 +913,7 @@ mod tests {
         async fn acknowledge(&self) -> Result<(), DeliveryError> {
             Ok(())
         }
-        fn dead_letter(&self, _name: &str, rejected: RejectedImage) -> Result<(), DeliveryError> {
+        fn dead_letter(&self, _name: &str, _at: SourcePosition, rejected: RejectedImage) -> Result<(), DeliveryError> {
             self.dead.lock().unwrap().push(rejected);
             self.delivered.fetch_add(1, Ordering::AcqRel);
             Ok(())
