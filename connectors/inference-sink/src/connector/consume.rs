@@ -288,6 +288,10 @@ pub struct ConsumeReport {
 /// How long an idle connector waits before asking for new records again.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 
+/// How often an idle connector checks its partitions against their end offsets (a stream that ends silently
+/// while records wait is found within this).
+pub const POSITIONS_POLL: Duration = Duration::from_secs(1);
+
 /// A consumer stream, boxed so the main stream, the re-reads and the probes share one type.
 pub type BoxedStream = Pin<Box<dyn ConsumerStream + Send>>;
 
@@ -373,11 +377,13 @@ pub async fn consume(
             run.next.insert(partition, first);
         }
     }
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut stream = run.cluster(source.open(StreamStart::Committed)).await??;
         run.report.streams += 1;
         // The stream yielded records since the last commit (some may have been delivered by a re-read).
         let mut uncommitted = false;
+        let mut yielded = false;
         let mut progressed = false;
         while !stop.load(Ordering::Relaxed) {
             let record = match run.read(stream.next()).await? {
@@ -389,7 +395,7 @@ pub async fn consume(
                 }
             };
             let (partition, offset) = (record.partition(), record.offset());
-            uncommitted = true;
+            (uncommitted, yielded) = (true, true);
             match run.next.get(&partition).copied() {
                 // Delivered by a re-read already.
                 Some(expected) if offset < expected => continue,
@@ -423,7 +429,14 @@ pub async fn consume(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        // A stream also ends (or waits) when something blocks the partition: check where each one stands.
+        // A stream also ends (or waits) when something blocks the partition: check where each one stands. An
+        // idle connector checks at most every POSITIONS_POLL; a draining one always checks before it exits.
+        let idle = !progressed && !yielded;
+        if idle && !settings.drain && checked.elapsed() < POSITIONS_POLL {
+            sleep(IDLE_POLL).await;
+            continue;
+        }
+        checked = Instant::now();
         let positions = run.cluster(source.positions(false)).await??;
         for (&partition, position) in &positions {
             let Some(next) = run.next.get(&partition).copied() else { continue };
