@@ -239,7 +239,6 @@ pub struct RejectedImage {
     /// Encoded image size, when the payload was decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
-<<<<<<< HEAD
     /// Where the record was read: `topic/partition@offset` for consumed records, a path for files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<String>,
@@ -253,19 +252,6 @@ pub struct RejectedImage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_sha256: Option<String>,
     /// The record value exactly as it arrived, or its first bytes when `payload_truncated`.
-=======
-    /// Where the record was read: `topic/partition@offset` for consumed records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<String>,
-    /// True when `payload` does not hold the whole record value (a dead letter by reference carries none of
-    /// it: `record` says where it is).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub payload_truncated: bool,
-    /// Size of the whole record value in bytes, when truncated and known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload_size: Option<u64>,
-    /// The record value exactly as it arrived; empty when `payload_truncated` by reference.
->>>>>>> core-consume
     pub payload: OriginalPayload,
 }
 
@@ -316,7 +302,6 @@ impl RejectedImage {
             height: None,
             size_bytes: None,
             record: None,
-<<<<<<< HEAD
             payload_truncated: capped.payload_truncated,
             payload_size: capped.payload_size,
             payload_sha256: capped.payload_sha256,
@@ -327,32 +312,6 @@ impl RejectedImage {
     /// Adds the envelope fields of an event that could be parsed, cut down when they serialise above
     /// [`EVENT_META_CAP`] (attributes dropped, strings cut to 1 KiB), so a huge envelope cannot make a huge
     /// dead letter.
-=======
-            payload_truncated: false,
-            payload_size: None,
-            payload: OriginalPayload::from_bytes(original),
-        }
-    }
-
-    /// A rejection of a record that is not carried, only referenced: where it is (`topic/partition@offset`)
-    /// and its size when known. For records too large for the consumer's `max-bytes`.
-    pub fn by_reference(
-        reason: RejectReason,
-        detail: impl Into<String>,
-        stage: Stage,
-        record: impl Into<String>,
-        size: Option<u64>,
-    ) -> Self {
-        Self {
-            payload_truncated: true,
-            payload_size: size,
-            record: Some(record.into()),
-            ..Self::new(reason, detail, stage, &[])
-        }
-    }
-
-    /// Adds the envelope fields of an event that could be parsed.
->>>>>>> core-consume
     pub fn with_event(mut self, event: EventMeta) -> Self {
         self.event = bounded_meta(event);
         self
@@ -415,8 +374,6 @@ mod tests {
     }
 
     #[test]
-<<<<<<< HEAD
-=======
     fn a_rejection_by_reference_carries_the_position_and_size_but_no_payload() {
         let rejected =
             RejectedImage::by_reference(RejectReason::TooLarge, "over max-bytes", Stage::Ingest, "images/0@7", Some(9));
@@ -436,7 +393,6 @@ mod tests {
     }
 
     #[test]
->>>>>>> core-consume
     fn validation_record_is_tagged_by_status() {
         let rejected = RejectedImage::new(RejectReason::Truncated, "ends early", Stage::Validate, b"x");
         let json = serde_json::to_value(ValidationRecord::Rejected(rejected.clone())).unwrap();
