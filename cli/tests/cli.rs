@@ -228,7 +228,10 @@ fn models_list_and_show_describe_every_preset() {
 
 #[test]
 fn run_reads_the_sink_connector_yaml() {
-    let out = fvision(&["run", "--config", "fluvio-config/connectors/inference-sink.yaml", "data/demo-images"], None);
+    // The shipped YAML serves metrics on 9464; on a shared machine that port may be taken, so use a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let yaml = "fluvio-config/connectors/inference-sink.yaml";
+    let out = fvision(&["run", "--config", yaml, "--metrics-port", &port, "data/demo-images"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The shipped config sets confidence-threshold 0.3: the dimmer demo predictions are flagged, not dropped.
