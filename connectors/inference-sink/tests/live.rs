@@ -803,6 +803,16 @@ fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
         records.extend(hostile_values(len));
         records.push(valid(&format!("valid-after-{}", len >> 20)));
     }
+    // Records that pass validation and fail decoding: their dead letters come from the sink's decode stage.
+    let bad_zlib = data_files("bad-inputs").into_iter().find(|(n, _)| n.contains("bad-zlib-good-crc")).unwrap().1;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bad_zlib);
+    let decode_failures = [
+        ("decode-envelope".to_string(), format!(r#"{{"id":"bad-zlib","source":"gcs","data":"{b64}"}}"#).into_bytes()),
+        ("decode-raw".to_string(), bad_zlib.clone()),
+        ("decode-padded".to_string(), format!(" {{\"data\":\"{b64}\"}}\n").into_bytes()),
+    ];
+    records.extend(decode_failures.iter().cloned());
+    let mut decode_dead_letters: Vec<Vec<Vec<u8>>> = Vec::new();
     // One record per request: the client would put two of these records in one request, over its limit.
     for record in &records {
         cluster.produce(&images, std::slice::from_ref(record));
@@ -833,13 +843,20 @@ fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
         ids.sort();
         assert_eq!(ids, ["valid-after-12", "valid-after-20", "valid-after-3"], "{validate_at}");
         let raw = cluster.read_all(&topics.dlq);
-        assert_eq!(raw.len(), 9, "{validate_at}: one dead letter per hostile record");
+        assert_eq!(raw.len(), 12, "{validate_at}: one dead letter per hostile record and per decode failure");
+        let mut decode = Vec::new();
         for ((_, value), (_, dead)) in raw.iter().zip(&seen.dead) {
             assert!(value.len() < cap + 70 * 1024, "{validate_at}: a dead letter of {} bytes", value.len());
             let ValidationRecord::Rejected(r) = dead else { panic!("{dead:?}") };
             let offset: usize = r.record.as_deref().and_then(|p| p.rsplit('@').next()).unwrap().parse().unwrap();
             let original = &records[offset].1;
             assert_eq!(r.record.as_deref(), Some(format!("{images}/0@{offset}").as_str()));
+            if records[offset].0.starts_with("decode-") {
+                assert_eq!(r.stage, fvision_records::Stage::Decode, "{validate_at}: {}", records[offset].0);
+                assert_eq!(&r.payload.to_bytes().unwrap(), original, "{validate_at}: the record as produced");
+                decode.push(value.clone());
+                continue;
+            }
             assert!(r.payload_truncated, "{validate_at}: {}", records[offset].0);
             assert_eq!(r.payload_size, Some(original.len() as u64));
             assert!(original.starts_with(&r.payload.to_bytes().unwrap()));
@@ -849,6 +866,10 @@ fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
             };
             assert_eq!(r.payload_sha256.as_deref(), Some(digest.as_str()));
         }
+        decode_dead_letters.push(decode);
         eprintln!("{validate_at}: 9 hostile records dead-lettered under {cap} bytes of payload, 3 classified");
     }
+    // A decode-stage dead letter is the same record, byte for byte, whichever side validated.
+    assert_eq!(decode_dead_letters[0].len(), decode_failures.len());
+    assert_eq!(decode_dead_letters[0], decode_dead_letters[1], "in the connector vs on the SPU");
 }
