@@ -316,6 +316,9 @@ impl Runner {
             let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
             (stats, consumed)
         });
+        if let Some(line) = summary.finish(Instant::now()) {
+            tracing::info!("{line}");
+        }
         // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
         let pipeline = stats?;
         let consume = consumed?;
