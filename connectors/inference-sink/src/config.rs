@@ -9,6 +9,9 @@ use fvision_connector_common::validator::check_params;
 use fvision_connector_common::{ConfigError, ConnectorConfig};
 use serde::Deserialize;
 
+use crate::outputs::bigquery::BigQueryConfig;
+use crate::outputs::gcs::GcsConfig;
+use crate::outputs::kafka::KafkaConfig;
 use crate::pipeline::PipelineConfig;
 
 /// The name of this connector's own section in the YAML.
@@ -87,6 +90,15 @@ pub struct InferenceSettings {
     /// How often the connector logs its one-line summary (images/s, success rate, latency).
     #[serde(default = "default_summary_interval", with = "humantime_serde")]
     pub summary_interval: Duration,
+    /// Also stream predictions into a BigQuery table (`outputs/bigquery.rs`).
+    #[serde(default)]
+    pub bigquery: Option<BigQueryConfig>,
+    /// Also produce predictions to a Kafka topic (`outputs/kafka.rs`).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// Also write predictions to GCS as NDJSON objects (`outputs/gcs.rs`).
+    #[serde(default)]
+    pub gcs: Option<GcsConfig>,
 }
 
 fn default_model() -> String {
@@ -207,6 +219,15 @@ impl InferenceSettings {
         }
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));
+        }
+        if let Some(bigquery) = &self.bigquery {
+            bigquery.settings(path, "")?;
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.settings(path)?;
+        }
+        if let Some(gcs) = &self.gcs {
+            gcs.settings(path)?;
         }
         Ok(())
     }

@@ -9,6 +9,11 @@
 //! store a single row (BigQuery refusing it, say) does not fail the batch: it returns that row as a
 //! [`SinkRejection`], which the connector routes to the dead-letter topic before it commits.
 
+pub mod bigquery;
+pub mod gcs;
+pub mod kafka;
+pub mod sink;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Range;
