@@ -145,6 +145,19 @@ fn run_with_no_arguments_processes_the_demo_images() {
     }
     assert!(stdout.contains("6 images") && stdout.contains("6 classified (100% success)"), "{stdout}");
     assert!(stdout.contains("espresso"), "the coffee photo is recognised:\n{stdout}");
+    // Paths relative to the current directory, whole (they used to be cut mid-name).
+    assert!(stdout.lines().any(|l| l.starts_with("data/demo-images/hubble_deep_field.jpg ")), "{stdout}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fvision"));
+    command.args(["classify", "data/demo-images/coffee.jpg"]).current_dir(repo()).env("RUST_LOG", "info");
+    let out = command.output().expect("fvision runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO") && stderr.contains("model loaded"), "the run logged something to check:\n{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The `inference` section of the sink's connector YAML, and its checks.
+//! The sink's connector YAML: what serde reads (`*Config`: the `inference` section, [`SinkConfig`]) and
+//! what it is checked into once, before anything connects ([`SinkSettings`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -6,13 +7,14 @@ use std::time::Duration;
 
 use fvision_connector_common::config::OffsetStrategy;
 use fvision_connector_common::validator::check_params;
-use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_connector_common::{ConfigError, ConnectorConfig, MetaConfig};
 use serde::Deserialize;
 
+use crate::connector::ConsumeSettings;
 use crate::outputs::bigquery::BigQueryConfig;
 use crate::outputs::gcs::GcsConfig;
 use crate::outputs::kafka::KafkaConfig;
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::PipelineSettings;
 
 /// The name of this connector's own section in the YAML.
 pub const SECTION: &str = "inference";
@@ -47,7 +49,7 @@ pub enum ValidateAt {
 /// `inference:`: the model, the threshold, batching and outputs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct InferenceSettings {
+pub struct InferenceConfig {
     /// A preset name or a manifest path.
     #[serde(default = "default_model")]
     pub model: String,
@@ -78,7 +80,8 @@ pub struct InferenceSettings {
     /// Also print predictions on the console.
     #[serde(default)]
     pub console: bool,
-    /// Also append predictions to this JSONL file.
+    /// Also append every outcome to this file, one JSON line each (the shape of docs/records.md, the same as
+    /// `fvision run --output`).
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
     /// Port of the Prometheus `/metrics` endpoint.
@@ -120,16 +123,56 @@ fn default_dlq_topic() -> String {
     "images-dlq".into()
 }
 
-/// The sink's whole config.
-pub type SinkConfig = ConnectorConfig<InferenceSettings>;
+/// The sink's whole config, as serde reads it.
+pub type SinkConfig = ConnectorConfig<InferenceConfig>;
+
+/// The sink's config once checked: everything the connector and `fvision run` need, with the defaults
+/// filled in. Only [`SinkSettings::new`] makes one, so holding one means the YAML was valid.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// The file it was read from (named in errors).
+    pub path: PathBuf,
+    /// `meta`: the connector's name, topic, consumer and producer options.
+    pub meta: MetaConfig,
+    /// `inference`, range-checked.
+    pub inference: InferenceConfig,
+    /// The `image-validate` step.
+    pub validation: ValidationSettings,
+    /// How to consume, resolved from `meta`.
+    pub consume: ConsumeSettings,
+}
+
+/// The `image-validate` transform: which SmartModule, its params, and where it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationSettings {
+    /// The SmartModule's name on the cluster (`transforms[0].uses`, default `image-validate`).
+    pub smartmodule: String,
+    /// Its params, checked by the SmartModule's own rules.
+    pub params: BTreeMap<String, String>,
+    /// On the SPU, in the connector, or wherever possible.
+    pub at: ValidateAt,
+}
+
+impl SinkSettings {
+    /// Checks a config read from `path`: ranges, the delivery strategy, the transform and its params.
+    pub fn new(config: SinkConfig, path: &Path) -> Result<Self, ConfigError> {
+        config.custom.check(path)?;
+        check_delivery(&config, path)?;
+        let params = validation_params(&config, path)?;
+        let smartmodule = config
+            .transforms
+            .first()
+            .map(|s| s.uses.clone())
+            .unwrap_or_else(|| image_validate::SMARTMODULE_NAME.into());
+        let validation = ValidationSettings { smartmodule, params, at: config.custom.validate_at };
+        let consume = ConsumeSettings::from_meta(&config.meta);
+        Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation, consume })
+    }
+}
 
 /// Reads and checks a sink config (`--config FILE [--secrets FILE]`).
-pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SinkConfig, ConfigError> {
-    let config = SinkConfig::load(path, secrets, SECTION)?;
-    config.custom.check(path)?;
-    check_delivery(&config, path)?;
-    validation_params(&config, path)?;
-    Ok(config)
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SinkSettings, ConfigError> {
+    SinkSettings::new(SinkConfig::load(path, secrets, SECTION)?, path)
 }
 
 /// The params of the `image-validate` step in `transforms` (none: its defaults). The sink runs exactly that
@@ -194,7 +237,7 @@ fn check_delivery(config: &SinkConfig, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl InferenceSettings {
+impl InferenceConfig {
     /// Range and consistency checks that serde cannot express.
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
@@ -232,8 +275,8 @@ impl InferenceSettings {
         Ok(())
     }
 
-    /// The pipeline these settings describe.
-    pub fn pipeline(&self) -> PipelineConfig {
-        PipelineConfig::new(self.max_batch, self.max_wait, self.confidence_threshold, self.workers)
+    /// The pipeline this section describes.
+    pub fn pipeline(&self) -> PipelineSettings {
+        PipelineSettings::new(self.max_batch, self.max_wait, self.confidence_threshold, self.workers)
     }
 }

@@ -23,13 +23,13 @@ fn the_shipped_config_reads_as_documented() {
     let offset = consumer.offset.as_ref().unwrap();
     assert_eq!((offset.start.clone(), offset.strategy), (Some(OffsetStart::Beginning), Some(OffsetStrategy::Manual)));
     assert_eq!(config.meta.producer.as_ref().unwrap().linger, Some(Duration::from_millis(10)));
-    let inference = &config.custom;
+    let inference = &config.inference;
     assert_eq!(inference.model, "efficientnet-lite0");
     assert_eq!((inference.confidence_threshold, inference.below_threshold), (0.3, BelowThreshold::Flag));
     assert_eq!((inference.max_batch, inference.max_wait), (4, Duration::from_millis(5)));
     assert_eq!((inference.predictions_topic.as_str(), inference.dlq_topic.as_str()), ("predictions", "images-dlq"));
-    assert_eq!(config.transforms[0].uses, "image-validate");
-    let params = config.transforms[0].params();
+    assert_eq!(config.validation.smartmodule, "image-validate");
+    let params = config.validation.params.clone();
     assert_eq!(params["max_pixels"], "50000000");
     assert_eq!(params["full_decode"], "false");
     // The SmartModule itself accepts exactly these params.
@@ -74,7 +74,7 @@ fn secrets_are_substituted_from_the_secrets_file() {
     std::fs::write(&secrets, "# comment\nTOPIC=camera-7\nMODEL=resnet50\n").unwrap();
     let loaded = load(&config, Some(&secrets)).unwrap();
     assert_eq!(loaded.meta.topic.name(), "camera-7");
-    assert_eq!(loaded.custom.model, "resnet50");
+    assert_eq!(loaded.inference.model, "resnet50");
     std::fs::write(&secrets, "not a pair\n").unwrap();
     let err = load(&config, Some(&secrets)).unwrap_err().to_string();
     assert!(err.contains("secrets.env") && err.contains("line 1") && err.contains("NAME=value"), "{err}");
@@ -107,7 +107,7 @@ fn the_shipped_external_sink_configs_read_as_documented() {
         let path = config_dir().join(name);
         load(&path, Some(&secrets)).unwrap_or_else(|e| panic!("{e}"))
     };
-    let all = load_one("inference-sink-all.yaml").custom;
+    let all = load_one("inference-sink-all.yaml").inference;
     let path = Path::new("x.yaml");
     let bigquery = all.bigquery.as_ref().unwrap().settings(path, "images").unwrap();
     assert_eq!(bigquery.table_ref(), "`my-project.ml_streaming.image_predictions`");
@@ -118,10 +118,24 @@ fn the_shipped_external_sink_configs_read_as_documented() {
     let gcs = all.gcs.as_ref().unwrap().settings(path).unwrap();
     assert_eq!((gcs.bucket.as_str(), gcs.prefix.as_str()), ("my-bucket", "outputs/predictions/"));
     let only = |name: &str| {
-        let c = load_one(name).custom;
+        let c = load_one(name).inference;
         (c.bigquery.is_some(), c.kafka.is_some(), c.gcs.is_some())
     };
     assert_eq!(only("inference-sink-bigquery.yaml"), (true, false, false));
     assert_eq!(only("inference-sink-kafka.yaml"), (false, true, false));
     assert_eq!(only("inference-sink-gcs.yaml"), (false, false, true));
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let bad = config_dir().join("test-data/error-threshold.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+        .args(["--config", bad.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("inference-sink runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR") && stderr.contains("inference.confidence-threshold"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
 }

@@ -12,10 +12,10 @@ use fluvio_future::task::run_block_on;
 use fvision_records::{prediction_id, ClassScore, Prediction, RejectReason, Source};
 use fvision_tests::emulators::{self, Emulator, PROJECT};
 use inference_sink::config::BelowThreshold;
-use inference_sink::connector::route;
 use inference_sink::outputs::bigquery::{self, BigQueryConfig, BigQueryOutput, BigQuerySettings};
 use inference_sink::outputs::gcs::{self, GcsConfig, GcsOutput};
 use inference_sink::outputs::kafka::{KafkaConfig, KafkaOutput};
+use inference_sink::outputs::route;
 use inference_sink::outputs::{Delivery, Output, OutputHealth, ReplayWindow, SourcePosition};
 use inference_sink::Outcome;
 
@@ -52,8 +52,11 @@ fn send(output: &dyn Output, partition: u32, range: std::ops::Range<usize>) {
 }
 
 fn send_one(output: &dyn Output, prediction: Prediction, position: Option<SourcePosition>) {
-    let outcome =
-        Outcome::Classified { name: format!("{TOPIC}/0@{}", prediction.image_id), prediction: Box::new(prediction) };
+    let outcome = Outcome::Classified {
+        name: format!("{TOPIC}/0@{}", prediction.image_id),
+        position,
+        prediction: Box::new(prediction),
+    };
     let routed = route(&outcome, BelowThreshold::Flag).unwrap();
     output.send(&Delivery { outcome: &outcome, routed: &routed, position }).unwrap();
 }

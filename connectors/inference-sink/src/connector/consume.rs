@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use fvision_connector_common::config::{OffsetStart, PartitionSelection};
 use fvision_connector_common::MetaConfig;
 
-use super::deliver::{DeliveryError, Outputs};
 use crate::events;
+use crate::outputs::{DeliveryError, OutputSet, SourcePosition};
 use crate::pipeline::Item;
 
 /// Records carry whole images; the client's 1 MiB default fetch silently stalls on a bigger one.
@@ -129,6 +129,7 @@ impl ConsumeSettings {
 
 /// Why consuming stopped early.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConsumeError {
     /// The stream reported an error.
     #[error("consuming `{topic}`: {detail}")]
@@ -211,7 +212,7 @@ pub enum StreamStart {
 pub async fn consume<F, Fut>(
     mut open: F,
     items: async_channel::Sender<Item>,
-    outputs: &Outputs,
+    outputs: &OutputSet,
     settings: &ConsumeSettings,
     stop: &AtomicBool,
 ) -> Result<ConsumeReport, ConsumeError>
@@ -321,7 +322,8 @@ async fn forward(
     let name = format!("{}/{partition}@{offset}", settings.topic);
     report.consumed += 1;
     events::record_consumed();
-    items.send(Item { name, value: value.to_vec() }).await.map_err(|_| ConsumeError::PipelineStopped)
+    let position = Some(SourcePosition { partition, offset });
+    items.send(Item { name, value: value.to_vec(), position }).await.map_err(|_| ConsumeError::PipelineStopped)
 }
 
 /// Reads `range` of `partition` with fresh streams that start exactly at the first missing offset, so the
@@ -379,11 +381,25 @@ fn stream_error(settings: &ConsumeSettings, code: ErrorCode) -> ConsumeError {
     ConsumeError::Stream { topic: settings.topic.clone(), detail: code.to_string() }
 }
 
+/// Environment variable of the crash test hook: with `FVISION_CRASH_BEFORE_COMMIT=N`, the connector aborts
+/// (no clean-up, like SIGKILL) at its N-th commit barrier, after every output acknowledged and before the
+/// offset is committed: the point where a crash replays rows the outputs already hold. Tests only.
+pub const CRASH_BEFORE_COMMIT: &str = "FVISION_CRASH_BEFORE_COMMIT";
+
+fn crash_before_commit_if_asked() {
+    static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(at) = std::env::var(CRASH_BEFORE_COMMIT).ok().and_then(|v| v.parse::<u64>().ok()) else { return };
+    if BARRIERS.fetch_add(1, Ordering::SeqCst) + 1 >= at {
+        eprintln!("{CRASH_BEFORE_COMMIT}={at}: aborting after the outputs acknowledged, before the commit");
+        std::process::abort();
+    }
+}
+
 /// The barrier: every record read has been delivered and confirmed; then the offset is committed. A
 /// stopping connector gives up after [`STOP_GRACE`] without committing (the next start replays).
 async fn commit(
     stream: &mut BoxedStream,
-    outputs: &Outputs,
+    outputs: &OutputSet,
     settings: &ConsumeSettings,
     consumed: u64,
     items: &async_channel::Sender<Item>,
@@ -397,6 +413,7 @@ async fn commit(
             sleep(Duration::from_millis(2)).await;
         }
         outputs.acknowledge().await?;
+        crash_before_commit_if_asked();
         let failed =
             |e: ErrorCode| ConsumeError::Commit { consumer_id: settings.consumer_id.clone(), detail: e.to_string() };
         stream.offset_commit().await.map_err(failed)?;

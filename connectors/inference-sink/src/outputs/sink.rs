@@ -12,8 +12,8 @@ use fvision_connector_common::ConfigError;
 use reqwest::Url;
 use serde::Deserialize;
 
+use super::Destination;
 use super::{Acknowledged, Delivery, OutputError, OutputHealth};
-use crate::connector::Destination;
 use crate::events;
 use crate::pipeline::Outcome;
 
@@ -290,7 +290,7 @@ pub fn check_common(origin: &Origin, max_retry_time: Duration, queue: usize) -> 
 /// The external sinks the `inference` section configures, connected and checked, in the order BigQuery,
 /// Kafka, GCS (any combination). `path` names the config file in errors; `topic` is the consumed topic.
 pub fn connect_external(
-    settings: &crate::config::InferenceSettings,
+    settings: &crate::config::InferenceConfig,
     path: &std::path::Path,
     topic: &str,
 ) -> Result<Vec<Box<dyn super::Output>>, ConfigError> {
@@ -307,9 +307,38 @@ pub fn connect_external(
     Ok(outputs)
 }
 
+/// The end of the summary line for the outputs that are retrying: `; bigquery retrying for 12 s (7
+/// attempts): HTTP 503: ...`; empty when all are healthy. Pure.
+pub fn retrying_note(health: &[(String, OutputHealth)], now: Instant) -> String {
+    let mut note = String::new();
+    for (name, health) in health {
+        if let OutputHealth::Retrying { since, attempts, last_error } = health {
+            let error: String = last_error.chars().take(160).collect();
+            let secs = now.saturating_duration_since(*since).as_secs();
+            note.push_str(&format!("; {name} retrying for {secs} s ({attempts} attempts): {error}"));
+        }
+    }
+    note
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_names_the_sinks_that_retry() {
+        let now = Instant::now();
+        let since = now - Duration::from_secs(12);
+        let health = vec![
+            ("fluvio".to_string(), OutputHealth::Healthy),
+            (
+                "bigquery".to_string(),
+                OutputHealth::Retrying { since, attempts: 7, last_error: "HTTP 503: down".into() },
+            ),
+        ];
+        assert_eq!(retrying_note(&health, now), "; bigquery retrying for 12 s (7 attempts): HTTP 503: down");
+        assert_eq!(retrying_note(&health[..1], now), "");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {

@@ -14,6 +14,8 @@ use fvision_models::{Classifier, PreparedBatch};
 use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
 
 use crate::events;
+use crate::outputs::SourcePosition;
+use crate::tally::Tally;
 
 pub use batcher::next_batch;
 
@@ -24,6 +26,15 @@ pub struct Item {
     pub name: String,
     /// The record value as it arrived.
     pub value: Vec<u8>,
+    /// Where it was read from, when it came from a Fluvio topic (outputs name objects or de-duplicate by it).
+    pub position: Option<SourcePosition>,
+}
+
+impl Item {
+    /// A record without a source position (a file, a line of stdin).
+    pub fn new(name: impl Into<String>, value: Vec<u8>) -> Self {
+        Self { name: name.into(), value, position: None }
+    }
 }
 
 /// What became of one input.
@@ -33,6 +44,8 @@ pub enum Outcome {
     Classified {
         /// The input's name.
         name: String,
+        /// Where the input was read from, when it came from a Fluvio topic.
+        position: Option<SourcePosition>,
         /// The prediction.
         prediction: Box<Prediction>,
     },
@@ -40,9 +53,27 @@ pub enum Outcome {
     Rejected {
         /// The input's name.
         name: String,
+        /// Where the input was read from, when it came from a Fluvio topic.
+        position: Option<SourcePosition>,
         /// The rejection, with the original record value.
         rejected: Box<RejectedImage>,
     },
+}
+
+impl Outcome {
+    /// The input's name (file path, `topic/partition@offset`).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Classified { name, .. } | Self::Rejected { name, .. } => name,
+        }
+    }
+
+    /// Where the input was read from, when it came from a Fluvio topic.
+    pub fn position(&self) -> Option<SourcePosition> {
+        match self {
+            Self::Classified { position, .. } | Self::Rejected { position, .. } => *position,
+        }
+    }
 }
 
 /// The validation stage: one verdict per value (`None` where the validator dropped it).
@@ -59,7 +90,7 @@ impl<F: FnMut(&[&[u8]]) -> Vec<Option<ValidationRecord>> + Send> Validate for F 
 
 /// Sizes and timings of the pipeline.
 #[derive(Debug, Clone)]
-pub struct PipelineConfig {
+pub struct PipelineSettings {
     /// Decode/preprocess worker threads.
     pub workers: usize,
     /// Largest inference batch (capped by the model's `max_batch`).
@@ -76,7 +107,7 @@ pub struct PipelineConfig {
     pub threshold: f32,
 }
 
-impl Default for PipelineConfig {
+impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
@@ -90,7 +121,7 @@ impl Default for PipelineConfig {
     }
 }
 
-impl PipelineConfig {
+impl PipelineSettings {
     /// The settings users choose (flags or the connector YAML); the rest keeps its defaults, and
     /// `workers: None` means one per core.
     pub fn new(max_batch: usize, max_wait: Duration, threshold: f32, workers: Option<usize>) -> Self {
@@ -104,20 +135,14 @@ impl PipelineConfig {
 pub struct PipelineStats {
     /// Inputs read.
     pub inputs: u64,
-    /// Predictions made.
-    pub classified: u64,
-    /// Inputs rejected (all stages).
-    pub rejected: u64,
     /// Inputs the validator dropped (`on_invalid=drop`).
     pub dropped: u64,
-    /// Predictions below the confidence threshold.
-    pub below_threshold: u64,
     /// Inference batches run.
     pub batches: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// End-to-end latency of every prediction, in ms, sorted.
-    pub latencies_ms: Vec<f64>,
+    /// Outcomes: counts and latency quantiles, in fixed memory.
+    pub tally: Tally,
 }
 
 impl PipelineStats {
@@ -126,24 +151,25 @@ impl PipelineStats {
         self.inputs as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// A latency percentile (`q` in 0..=1), in ms.
+    /// A latency quantile of the predictions (`q` in 0..=1), in ms.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ms.len();
-        if n == 0 {
-            return 0.0;
-        }
-        self.latencies_ms[((n as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize]
+        self.tally.latency_ms(q)
     }
 }
 
-/// The sink refused an outcome; the pipeline stops.
+/// Why the pipeline stopped before every input had its outcome.
 #[derive(Debug, thiserror::Error)]
-#[error("the output failed: {0}")]
-pub struct PipelineError(pub String);
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The sink refused an outcome.
+    #[error("the output failed")]
+    Output(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// An accepted image on its way to a worker.
 struct Task {
     name: String,
+    position: Option<SourcePosition>,
     value: Vec<u8>,
     meta: EventMeta,
     data: String,
@@ -160,16 +186,17 @@ enum Message {
 /// A preprocessed image on its way to the batcher.
 struct Ready {
     name: String,
+    position: Option<SourcePosition>,
     value: Vec<u8>,
     batch: PreparedBatch,
 }
 
 /// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread.
-pub fn run_pipeline<E: std::fmt::Display>(
+pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     inputs: impl Iterator<Item = Item> + Send,
     mut validator: impl Validate,
     classifier: &Classifier,
-    config: &PipelineConfig,
+    config: &PipelineSettings,
     mut sink: impl FnMut(Outcome) -> Result<(), E>,
 ) -> Result<PipelineStats, PipelineError> {
     let started = Instant::now();
@@ -211,19 +238,12 @@ pub fn run_pipeline<E: std::fmt::Display>(
                 }
                 Message::Outcome(outcome) => outcome,
             };
+            stats.tally.record(&outcome);
             match &outcome {
-                Outcome::Classified { prediction, .. } => {
-                    stats.classified += 1;
-                    stats.below_threshold += u64::from(!prediction.above_threshold);
-                    stats.latencies_ms.push(prediction.processing_time_ms);
-                    events::image_classified(prediction);
-                }
-                Outcome::Rejected { rejected, .. } => {
-                    stats.rejected += 1;
-                    events::image_rejected(rejected);
-                }
+                Outcome::Classified { prediction, .. } => events::image_classified(prediction),
+                Outcome::Rejected { rejected, .. } => events::image_rejected(rejected),
             }
-            sink(outcome).map_err(|e| PipelineError(e.to_string()))?;
+            sink(outcome).map_err(|e| PipelineError::Output(e.into()))?;
         }
         Ok(())
     });
@@ -232,7 +252,6 @@ pub fn run_pipeline<E: std::fmt::Display>(
     stats.inputs = inputs;
     stats.dropped = dropped;
     stats.elapsed = started.elapsed();
-    stats.latencies_ms.sort_by(f64::total_cmp);
     Ok(stats)
 }
 
@@ -258,12 +277,22 @@ fn validate_stage(
                 Some(ValidationRecord::Ok(ok)) => send_counted(
                     &tasks,
                     "decode",
-                    Task { name: item.name, value: item.value, meta: ok.event.meta, data: ok.event.data },
+                    Task {
+                        name: item.name,
+                        position: item.position,
+                        value: item.value,
+                        meta: ok.event.meta,
+                        data: ok.event.data,
+                    },
                 ),
                 Some(ValidationRecord::Rejected(rejected)) => send_counted(
                     &out,
                     "output",
-                    Message::Outcome(Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }),
+                    Message::Outcome(Outcome::Rejected {
+                        name: item.name,
+                        position: item.position,
+                        rejected: Box::new(rejected),
+                    }),
                 ),
                 None => true,
             };
@@ -289,7 +318,11 @@ fn decode_stage(
         events::queue_moved("decode", -1.0);
         let reject = |reason, detail: String, stage| {
             let rejected = RejectedImage::new(reason, detail, stage, &task.value).with_event(task.meta.clone());
-            Message::Outcome(Outcome::Rejected { name: task.name.clone(), rejected: Box::new(rejected) })
+            Message::Outcome(Outcome::Rejected {
+                name: task.name.clone(),
+                position: task.position,
+                rejected: Box::new(rejected),
+            })
         };
         let image = match base64::engine::general_purpose::STANDARD.decode(&task.data) {
             Ok(image) => image,
@@ -307,7 +340,11 @@ fn decode_stage(
         };
         let mut batch = PreparedBatch::with_capacity(pre, 1);
         let sent = match batch.push(pre, &image, task.meta.clone()) {
-            Ok(()) => send_counted(&ready, "batch", Ready { name: task.name, value: task.value, batch }),
+            Ok(()) => send_counted(
+                &ready,
+                "batch",
+                Ready { name: task.name, position: task.position, value: task.value, batch },
+            ),
             Err(e) => {
                 let stage = if e.reason == RejectReason::PreprocessError { Stage::Preprocess } else { Stage::Decode };
                 send_counted(&out, "output", reject(e.reason, e.detail, stage))
@@ -321,7 +358,7 @@ fn decode_stage(
 
 fn inference_stage(
     classifier: &Classifier,
-    config: &PipelineConfig,
+    config: &PipelineSettings,
     max_batch: usize,
     ready: &Receiver<Ready>,
     out: SyncSender<Message>,
@@ -339,16 +376,24 @@ fn inference_stage(
             Ok(predictions) => items
                 .into_iter()
                 .zip(predictions)
-                .map(|(item, p)| Outcome::Classified { name: item.name, prediction: Box::new(p) })
+                .map(|(item, p)| Outcome::Classified {
+                    name: item.name,
+                    position: item.position,
+                    prediction: Box::new(p),
+                })
                 .collect(),
             Err(e) => items
                 .into_iter()
                 .map(|item| {
                     let meta = item.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
-                    let rejected =
-                        RejectedImage::new(RejectReason::InferenceError, e.to_string(), Stage::Inference, &item.value)
-                            .with_event(meta);
-                    Outcome::Rejected { name: item.name, rejected: Box::new(rejected) }
+                    let rejected = RejectedImage::new(
+                        RejectReason::InferenceError,
+                        with_causes(&e),
+                        Stage::Inference,
+                        &item.value,
+                    )
+                    .with_event(meta);
+                    Outcome::Rejected { name: item.name, position: item.position, rejected: Box::new(rejected) }
                 })
                 .collect(),
         };
@@ -358,6 +403,18 @@ fn inference_stage(
             }
         }
     }
+}
+
+/// An error's message followed by its causes, for the detail of a rejected record.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Sends into a stage's queue, keeping its depth gauge; `false` when the receiving side has stopped.

@@ -2,10 +2,12 @@
 //! pipeline, on the same records with the same model and batching, in one run. The ratio is what the
 //! cluster path costs: consuming, SPU or in-process validation, producing, and the commit barriers.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::{Fluvio, RecordKey};
 use fluvio_future::task::run_block_on;
@@ -13,12 +15,39 @@ use fvision_connector_common::config::ProducerConfig;
 use fvision_connector_common::{locate_smartmodule, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use inference_sink::connector::{image_producer_config, Connector};
-use inference_sink::{run_pipeline, Item, PipelineConfig};
+use inference_sink::{run_pipeline, Item, PipelineSettings};
 use serde::Serialize;
 
-use crate::cmd::bench::{record_values, BenchConnectorArgs};
-use crate::data::imagenet_sample;
+use super::shared::{record_values, sample_or};
 use crate::output::progress;
+
+/// Options of `fvision bench connector`.
+#[derive(Debug, Args)]
+pub struct BenchConnectorArgs {
+    /// Images to use [default: the shipped ImageNet sample]
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// How many times the images are produced.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+
+    /// A preset or a manifest path.
+    #[arg(long, short = 'm', default_value = fvision_models::DEFAULT_MODEL)]
+    model: String,
+
+    /// Where the connector validates: auto, cluster (the SPU) or connector.
+    #[arg(long, default_value = "connector", value_parser = ["auto", "cluster", "connector"])]
+    validate_at: String,
+
+    /// Seconds between the connector's offset commits (`meta.consumer.offset.flush-period`).
+    #[arg(long, default_value_t = 2)]
+    flush_period: u64,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Batching shared by both sides (the shipped YAML's values).
 const MAX_BATCH: usize = 4;
@@ -60,7 +89,7 @@ impl Drop for Topics<'_> {
 pub fn run(args: BenchConnectorArgs) -> Result<ExitCode> {
     let BenchConnectorArgs { paths, repeat, model, validate_at, flush_period, json } = args;
     let model = model.as_str();
-    let paths = if paths.is_empty() { vec![imagenet_sample()] } else { paths };
+    let paths = sample_or(&paths);
     let values = record_values(&paths, false)?;
     let records: Vec<Vec<u8>> = (0..repeat.max(1)).flat_map(|_| values.iter().map(|(v, _)| v.clone())).collect();
 
@@ -68,8 +97,8 @@ pub fn run(args: BenchConnectorArgs) -> Result<ExitCode> {
     let spec = Registry::open_default()?.resolve(model)?;
     let classifier = Classifier::load(spec, &ClassifierOptions::default())?;
     let mut validator = WasmValidator::load(&locate_smartmodule()?, Default::default())?;
-    let items = records.iter().enumerate().map(|(i, value)| Item { name: i.to_string(), value: value.clone() });
-    let config = PipelineConfig::new(MAX_BATCH, MAX_WAIT, 0.0, None);
+    let items = records.iter().enumerate().map(|(i, value)| Item::new(i.to_string(), value.clone()));
+    let config = PipelineSettings::new(MAX_BATCH, MAX_WAIT, 0.0, None);
     let embedded =
         run_pipeline(items, |v: &[&[u8]]| validator.validate_batch(v), &classifier, &config, |_| Ok::<_, String>(()))?;
     drop(classifier);
@@ -116,7 +145,8 @@ inference:
     let loaded = inference_sink::config::load(&path, None);
     let _ = std::fs::remove_file(&path);
     eprintln!("running the connector over {} records ...", records.len());
-    let report = Connector::builder(loaded?, &path).drain(true).build()?.run()?;
+    let (runner, _health) = Connector::builder(loaded?).drain(true).build().connect()?;
+    let report = runner.run()?;
 
     let stats = &report.pipeline;
     anyhow::ensure!(
