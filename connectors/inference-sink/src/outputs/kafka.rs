@@ -171,12 +171,10 @@ impl KafkaOutput {
         let producer: FutureProducer<HealthContext> = config
             .create_with_context(HealthContext { health: health.clone() })
             .map_err(|e| settings.origin.error("properties", format!("properties librdkafka accepts: {e}")))?;
-        let metadata =
-            producer.client().fetch_metadata(Some(&settings.topic), settings.connect_timeout).map_err(|e| {
-                settings
-                    .origin
-                    .error("brokers", format!("brokers that answer within {:?}: {e}", settings.connect_timeout))
-            })?;
+        // All topics, not just ours: asking for one topic may make a broker create it (auto-create).
+        let metadata = producer.client().fetch_metadata(None, settings.connect_timeout).map_err(|e| {
+            settings.origin.error("brokers", format!("brokers that answer within {:?}: {e}", settings.connect_timeout))
+        })?;
         let found = metadata.topics().iter().find(|t| t.name() == settings.topic);
         if found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty()) {
             return Err(settings
