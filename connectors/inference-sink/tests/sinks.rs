@@ -21,6 +21,19 @@ use inference_sink::Outcome;
 
 const TOPIC: &str = "images";
 
+/// The process-wide Prometheus recorder (tests run in parallel, so values are at least what one test did).
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| inference_sink::events::prometheus().install_recorder().unwrap())
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn metric(prefix: &str) -> f64 {
+    let text = metrics().render();
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// A prediction for image `i`; every third one is below the threshold.
 fn prediction(i: usize) -> Prediction {
     let image_id = format!("img-{i:04}");
@@ -241,6 +254,7 @@ fn bigquery_refuses_one_bad_row_without_holding_up_the_others() {
 
 #[test]
 fn bigquery_down_for_30s_applies_back_pressure_then_drains() {
+    metrics();
     let mut emulator = emulators::bigquery_persistent();
     let settings = bigquery_settings(&emulator, "outage", "include: predictions\nqueue: 20\nmax-retry-time: 2m");
     let output = Arc::new(BigQueryOutput::connect(settings.clone()).unwrap());
@@ -268,6 +282,12 @@ fn bigquery_down_for_30s_applies_back_pressure_then_drains() {
     assert!(run_block_on(output.acknowledge()).unwrap().is_empty());
     assert_eq!(output.health(), OutputHealth::Healthy);
     assert_eq!(counts(&output, &settings), (200, 200), "no loss, no duplicate after {:?} down", down.elapsed());
+    // The outage shows in the sink's metrics.
+    assert!(metric("fvision_sink_rows_total{sink=\"bigquery\"}") >= 200.0);
+    assert!(metric("fvision_sink_retries_total{sink=\"bigquery\"}") >= 3.0);
+    assert!(metric("fvision_sink_errors_total{sink=\"bigquery\",kind=\"transient\"}") >= 3.0);
+    assert!(metric("fvision_sink_backpressure_seconds_sum{sink=\"bigquery\"}") >= 20.0, "held back most of the 30 s");
+    assert!(metric("fvision_sink_write_seconds_count{sink=\"bigquery\"}") >= 2.0);
 }
 
 // --------------------------------------------------------------------------------------------------- GCS
@@ -399,6 +419,7 @@ fn gcs_start_up_errors_name_the_file_and_the_field() {
 
 #[test]
 fn gcs_down_for_30s_applies_back_pressure_then_drains() {
+    metrics();
     let mut emulator = emulators::gcs_on_disk();
     create_bucket(&emulator);
     let output = Arc::new(gcs_output(&emulator, "queue: 20\nmax-retry-time: 2m\nmax-object-bytes: 4 KiB"));
@@ -425,6 +446,9 @@ fn gcs_down_for_30s_applies_back_pressure_then_drains() {
     run_block_on(output.acknowledge()).unwrap();
     assert_eq!(output.health(), OutputHealth::Healthy);
     assert_each_once(&objects(&output), 200);
+    assert!(metric("fvision_sink_retries_total{sink=\"gcs\"}") >= 3.0);
+    assert!(metric("fvision_sink_backpressure_seconds_sum{sink=\"gcs\"}") >= 20.0, "held back most of the 30 s");
+    assert!(metric("fvision_sink_rows_total{sink=\"gcs\"}") >= 200.0);
 }
 
 // ------------------------------------------------------------------------------------------------- Kafka
