@@ -18,6 +18,20 @@ ensure_wasm_target() {
   fi
 }
 
+# Debian packages the native build needs: cmake and nasm build the libjpeg-turbo that decodes JPEGs exactly
+# as the reference (Pillow) does.
+ensure_build_tools() {
+  local missing=()
+  for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} with apt-get (to build libjpeg-turbo)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # ONNX Runtime's shared library, taken from the onnxruntime wheel on PyPI (ort loads it at run time).
 ensure_onnxruntime() {
   local dir=$FLUVIO_VISION_CACHE/onnxruntime-$ORT_VERSION
@@ -71,6 +85,6 @@ install_venv() {
 build() {
   say "building the SmartModules (WASM), fvision and the connectors (release; first build takes several minutes)"
   (cd "$REPO" && cargo build --profile release-wasm --target wasm32-unknown-unknown \
-     -p image-validate -p identity-smartmodule)
+     -p image-validate -p identity-smartmodule -p trap-smartmodule)
   (cd "$REPO" && cargo build --release -p fvision -p inference-sink -p kafka-source -p gcs-source)
 }

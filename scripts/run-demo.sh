@@ -3,6 +3,7 @@
 # process, no cluster. Sets up what it needs first. Extra arguments go to `fvision run`.
 source "$(dirname "$0")/lib.sh"
 ensure_wasm_target
+ensure_build_tools
 ensure_onnxruntime
 build
 exec "$CARGO_TARGET_DIR/release/fvision" run "$@"

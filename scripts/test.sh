@@ -3,6 +3,7 @@
 # components. Sets up what it needs first.
 source "$(dirname "$0")/lib.sh"
 ensure_wasm_target
+ensure_build_tools
 ensure_onnxruntime
 ensure_emulators
 cd "$REPO"
@@ -11,7 +12,7 @@ cargo fmt --all -- --check
 build
 say "linting (clippy, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -p trap-smartmodule -- -D warnings
 say "running the tests"
 log=$(mktemp)
 FVISION_SKIP_LOG=$(mktemp)   # tests that cannot get their server list themselves here

@@ -29,6 +29,7 @@ pub struct Input {
 
 /// An input that could not be turned into a record value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputError {
     /// Larger than [`MAX_READ_BYTES`].
     #[error("{size} bytes is above the {MAX_READ_BYTES}-byte read limit")]

@@ -1,11 +1,15 @@
 //! `fvision`: the fluvio-vision command line. Each subcommand lives in `cmd/<name>.rs` and turns its
 //! arguments into options for a library call; this file only dispatches and maps errors to exit codes.
 
+mod args;
 mod cmd;
 mod data;
+mod feed;
 mod inputs;
 mod output;
+mod report;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(fvision_connector_common::secret::redacting_stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let result = match cli.command {

@@ -145,6 +145,19 @@ fn run_with_no_arguments_processes_the_demo_images() {
     }
     assert!(stdout.contains("6 images") && stdout.contains("6 classified (100% success)"), "{stdout}");
     assert!(stdout.contains("espresso"), "the coffee photo is recognised:\n{stdout}");
+    // Paths relative to the current directory, whole (they used to be cut mid-name).
+    assert!(stdout.lines().any(|l| l.starts_with("data/demo-images/hubble_deep_field.jpg ")), "{stdout}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fvision"));
+    command.args(["classify", "data/demo-images/coffee.jpg"]).current_dir(repo()).env("RUST_LOG", "info");
+    let out = command.output().expect("fvision runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO") && stderr.contains("model loaded"), "the run logged something to check:\n{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
 }
 
 #[test]
@@ -215,7 +228,10 @@ fn models_list_and_show_describe_every_preset() {
 
 #[test]
 fn run_reads_the_sink_connector_yaml() {
-    let out = fvision(&["run", "--config", "fluvio-config/connectors/inference-sink.yaml", "data/demo-images"], None);
+    // The shipped YAML serves metrics on 9464; on a shared machine that port may be taken, so use a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let yaml = "fluvio-config/connectors/inference-sink.yaml";
+    let out = fvision(&["run", "--config", yaml, "--metrics-port", &port, "data/demo-images"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The shipped config sets confidence-threshold 0.3: the dimmer demo predictions are flagged, not dropped.

@@ -76,7 +76,7 @@ impl Classifier {
         let environment = init_runtime()?;
         let name = spec.name().to_string();
         let load_err =
-            |message: String| ModelError::Load { model: name.clone(), path: spec.onnx_path.clone(), message };
+            |source: ort::Error| ModelError::Load { model: name.clone(), path: spec.onnx_path.clone(), source };
         let labels_text = std::fs::read_to_string(&spec.labels_path).map_err(|e| {
             ModelError::Manifest(crate::error::ManifestError::Read { path: spec.labels_path.clone(), source: e })
         })?;
@@ -91,7 +91,7 @@ impl Classifier {
             .and_then(|b| b.with_intra_threads(options.intra_threads.max(1)).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(&spec.onnx_path))
-            .map_err(|e| load_err(e.to_string()))?;
+            .map_err(load_err)?;
         let load_time = started.elapsed();
         let describe = |outlet: &ort::value::Outlet| TensorInfo {
             name: outlet.name().to_string(),
@@ -160,7 +160,11 @@ impl Classifier {
     /// per image (softmax applied when the model outputs logits).
     pub fn probabilities(&self, batch: &[f32], n: usize) -> Result<Vec<Vec<f32>>, ModelError> {
         let model = self.spec.name().to_string();
-        let fail = |message: String| ModelError::Inference { model: model.clone(), message };
+        let fail = |action: String| ModelError::Inference { model: model.clone(), action, source: None };
+        let ort_fail = |action: &'static str| {
+            let model = model.clone();
+            move |e: ort::Error| ModelError::Inference { model, action: action.into(), source: Some(e) }
+        };
         let s = self.preprocessor.size() as usize;
         if n == 0 || batch.len() != n * self.preprocessor.tensor_len() {
             return Err(fail(format!("batch of {n} images needs {} floats, got {}", n * 3 * s * s, batch.len())));
@@ -169,13 +173,13 @@ impl Classifier {
             Layout::Nchw => [n, 3, s, s],
             Layout::Nhwc => [n, s, s, 3],
         };
-        let input = TensorRef::from_array_view((shape, batch)).map_err(|e| fail(e.to_string()))?;
+        let input = TensorRef::from_array_view((shape, batch)).map_err(ort_fail("building the input tensor"))?;
         let input_name = self.spec.manifest.input.name.as_str();
         let output_name = self.spec.manifest.output.name.as_str();
         let mut session = self.session.lock().map_err(|_| fail("the session lock is poisoned".into()))?;
-        let outputs = session.run(ort::inputs![input_name => input]).map_err(|e| fail(e.to_string()))?;
+        let outputs = session.run(ort::inputs![input_name => input]).map_err(ort_fail("running the session"))?;
         let value = outputs.get(output_name).ok_or_else(|| fail(format!("no output `{output_name}`")))?;
-        let (_, data) = value.try_extract_tensor::<f32>().map_err(|e| fail(e.to_string()))?;
+        let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_fail("reading the output tensor"))?;
         let classes = self.labels.len();
         if data.len() != n * classes {
             return Err(fail(format!("expected {n} x {classes} outputs, got {}", data.len())));

@@ -17,12 +17,13 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// TOML syntax, an unknown field, or a value of the wrong type (the message names the key and line).
-    #[error("{path}: {message}")]
+    #[error("{path}")]
     Parse {
         /// The manifest file.
         path: PathBuf,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
     },
     /// A field whose value is out of range or inconsistent with another.
     #[error("{path}: field `{field}`: expected {expected}")]
@@ -55,14 +56,15 @@ pub enum ModelError {
     #[error("cannot load the ONNX Runtime library: {0}")]
     Runtime(String),
     /// ONNX Runtime refused the model file.
-    #[error("cannot load model `{model}` from {path}: {message}")]
+    #[error("cannot load model `{model}` from {path}")]
     Load {
         /// The model name.
         model: String,
         /// The ONNX file.
         path: PathBuf,
-        /// ONNX Runtime's message.
-        message: String,
+        /// ONNX Runtime's error.
+        #[source]
+        source: ort::Error,
     },
     /// The ONNX graph does not match its manifest (names, shapes, class count).
     #[error("model `{model}` does not match its manifest: {detail}")]
@@ -73,12 +75,15 @@ pub enum ModelError {
         detail: String,
     },
     /// Inference failed for a whole batch.
-    #[error("inference failed in model `{model}`: {message}")]
+    #[error("inference failed in model `{model}`: {action}")]
     Inference {
         /// The model name.
         model: String,
-        /// ONNX Runtime's message.
-        message: String,
+        /// What failed.
+        action: String,
+        /// ONNX Runtime's error, when it was ONNX Runtime that failed.
+        #[source]
+        source: Option<ort::Error>,
     },
 }
 

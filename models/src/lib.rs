@@ -7,6 +7,7 @@
 
 mod classifier;
 mod error;
+pub mod jpeg;
 mod manifest;
 mod preprocess;
 mod registry;

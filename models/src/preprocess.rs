@@ -14,6 +14,7 @@ use fvision_records::{EventMeta, RejectReason};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::error::PreprocessError;
+use crate::jpeg::{self, JpegError};
 use crate::manifest::{ChannelOrder, Layout, ModelSpec, ResizeFilter, ResizePolicy};
 
 /// Where the model input comes from in the resized image, per torchvision `Resize(n)` + `CenterCrop(size)`.
@@ -154,7 +155,7 @@ impl Preprocessor {
 
     /// Decodes to 8-bit RGB: format from the bytes, allocation bounded by `max_pixels`, EXIF orientation
     /// applied, grey replicated, alpha dropped (as Pillow's `convert("RGB")` does), 16-bit reduced by
-    /// taking the high byte, CMYK converted by the JPEG decoder (Adobe inversion included).
+    /// taking the high byte; JPEGs by libjpeg-turbo, pixel for pixel as Pillow decodes them ([`jpeg`]).
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         let decode_err = |e: image::ImageError| {
             let reason = match &e {
@@ -185,14 +186,10 @@ impl Preprocessor {
             ));
         }
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-        let is_jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
-        let jpeg = match decoder.color_type() {
-            image::ColorType::Rgb8 | image::ColorType::L8 if is_jpeg => decode_jpeg(bytes, self.max_pixels)?,
-            _ => None,
-        };
-        let mut image = match jpeg {
-            Some(image) => image,
-            None => DynamicImage::from_decoder(decoder).map_err(decode_err)?,
+        let mut image = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            DynamicImage::ImageRgb8(jpeg::decode_rgb8(bytes, self.max_pixels).map_err(jpeg_error)?)
+        } else {
+            DynamicImage::from_decoder(decoder).map_err(decode_err)?
         };
         image.apply_orientation(orientation);
         Ok(to_rgb8(image))
@@ -311,25 +308,14 @@ impl PreparedBatch {
     }
 }
 
-/// Grey and YCbCr JPEGs are decoded with `jpeg-decoder`, whose chroma upsampling and IDCT come closer to
-/// libjpeg (what the reference used): on the ImageNet sample its worst top-1 probability difference to the
-/// reference is 0.027, against 0.032 with the `image` crate's decoder (docs/decisions.md). `None` for CMYK,
-/// which the `image` crate converts (Adobe inversion included) and this decoder does not.
-fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, PreprocessError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        PreprocessError::new(RejectReason::DecodeError, format!("cannot decode the JPEG: {e}"))
+/// The rejection for a JPEG libjpeg-turbo could not decode.
+fn jpeg_error(e: JpegError) -> PreprocessError {
+    let reason = match e {
+        JpegError::Truncated(_) => RejectReason::Truncated,
+        JpegError::TooManyPixels { .. } => RejectReason::TooManyPixels,
+        _ => RejectReason::DecodeError,
     };
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.set_max_decoding_buffer_size(usize::try_from(max_pixels.saturating_mul(3)).unwrap_or(usize::MAX));
-    let pixels = decoder.decode().map_err(|e| fail(&e))?;
-    let info = decoder.info().ok_or_else(|| fail(&"no frame header"))?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    let image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
-        jpeg_decoder::PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-        _ => return Ok(None),
-    };
-    image.map(Some).ok_or_else(|| fail(&"the decoded buffer does not match the frame size"))
+    PreprocessError::new(reason, e.to_string())
 }
 
 /// 8-bit RGB from any decoded colour type, the way the reference (Pillow) and the bad-input README ask.

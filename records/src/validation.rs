@@ -262,6 +262,23 @@ impl RejectedImage {
         Self::capped(reason, detail, stage, original, PayloadCap::default())
     }
 
+    /// A rejection of a record that is not carried, only referenced: where it is (`topic/partition@offset`)
+    /// and its size when known. For records too large for the consumer's fetch or the dead-letter topic.
+    pub fn by_reference(
+        reason: RejectReason,
+        detail: impl Into<String>,
+        stage: Stage,
+        record: impl Into<String>,
+        size: Option<u64>,
+    ) -> Self {
+        Self {
+            record: Some(record.into()),
+            payload_truncated: true,
+            payload_size: size,
+            ..Self::new(reason, detail, stage, &[])
+        }
+    }
+
     /// [`RejectedImage::new`] with the payload capped at `cap`: what every stage calls.
     pub fn capped(
         reason: RejectReason,
@@ -354,6 +371,25 @@ mod tests {
         }
         assert!(matches!(OriginalPayload::from_bytes(b"abc"), OriginalPayload::Utf8(_)));
         assert!(matches!(OriginalPayload::from_bytes(&[0xff]), OriginalPayload::Base64(_)));
+    }
+
+    #[test]
+    fn a_rejection_by_reference_carries_the_position_and_size_but_no_payload() {
+        let rejected =
+            RejectedImage::by_reference(RejectReason::TooLarge, "over max-bytes", Stage::Ingest, "images/0@7", Some(9));
+        let json = serde_json::to_value(ValidationRecord::Rejected(rejected.clone())).unwrap();
+        assert_eq!(
+            (&json["reason"], &json["stage"], &json["record"]),
+            (&"too_large".into(), &"ingest".into(), &"images/0@7".into())
+        );
+        assert_eq!(
+            (&json["payload_size"], &json["payload_truncated"], &json["payload"]["data"]),
+            (&9.into(), &true.into(), &"".into())
+        );
+        assert_eq!(serde_json::from_value::<ValidationRecord>(json).unwrap(), ValidationRecord::Rejected(rejected));
+        // A rejection that carries its payload says nothing of these fields.
+        let whole = serde_json::to_value(RejectedImage::new(RejectReason::Empty, "", Stage::Validate, b"")).unwrap();
+        assert!(whole.get("payload_truncated").is_none() && whole.get("record").is_none(), "{whole}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub struct HeaderInfo {
 
 /// Why a header could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// No known signature at the start of the data.
     #[error("no known image signature in the first bytes")]

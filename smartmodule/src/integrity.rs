@@ -10,6 +10,7 @@ use crate::header::{jpeg_layout, HeaderError, Reader};
 
 /// What a structural check found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StructureError {
     /// The data stops before the format's end marker or declared size.
     #[error("{0}")]

@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod bench_connector;
 pub mod classify;
 pub mod models;
 pub mod run;

@@ -1,19 +1,20 @@
 //! `fvision run`: the pipeline embedded in one process, no cluster.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use inference_sink::PipelineConfig;
+use fluvio_future::task::run_block_on;
+use inference_sink::outputs::{Destination, JsonlOutput, OutputSet};
+use inference_sink::BelowThreshold;
 
-use crate::cmd::classify::{run_inputs, ModelArgs, Outcome, Table};
-use crate::cmd::validate::ValidatorArgs;
+use crate::args::{ModelArgs, PipelineArgs, ValidatorArgs};
 use crate::data::demo_images;
+use crate::feed::run_inputs;
 use crate::inputs::InputSource;
+use crate::report::Table;
 
 /// Run the pipeline embedded in this process: validation through the same WASM SmartModule a cluster
 /// runs, parallel decode workers, a micro-batcher and one shared model, predictions and rejections to
@@ -62,65 +63,31 @@ pub struct RunArgs {
     secrets: Option<PathBuf>,
 }
 
-/// Pipeline sizes, shared by `run` and `bench pipeline`.
-#[derive(Debug, Args)]
-pub struct PipelineArgs {
-    /// Predictions below this confidence are flagged (`above_threshold: false`), not dropped.
-    #[arg(long, default_value_t = 0.0, value_parser = threshold)]
-    pub confidence_threshold: f32,
-
-    /// Largest inference batch (the micro-batcher closes a batch when it is full...).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub max_batch: u16,
-
-    /// ...or when its first image has waited this long.
-    #[arg(long, default_value_t = 5)]
-    pub max_wait_ms: u64,
-
-    /// Decode/preprocess worker threads [default: every core].
-    #[arg(long)]
-    pub workers: Option<usize>,
-}
-
-impl PipelineArgs {
-    /// The pipeline configuration these arguments describe.
-    pub fn config(&self) -> PipelineConfig {
-        let wait = Duration::from_millis(self.max_wait_ms);
-        PipelineConfig::new(usize::from(self.max_batch), wait, self.confidence_threshold, self.workers)
-    }
-}
-
-fn threshold(raw: &str) -> Result<f32, String> {
-    raw.parse::<f32>()
-        .ok()
-        .filter(|t| (0.0..=1.0).contains(t))
-        .ok_or_else(|| format!("`{raw}` is not a number from 0 to 1"))
-}
-
 /// Entry point of `fvision run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let paths = if args.paths.is_empty() { vec![demo_images()] } else { args.paths };
     let source = InputSource::from_args(&paths)?;
-    let mut below = inference_sink::BelowThreshold::Flag;
+    let mut below = BelowThreshold::Flag;
     let mut metrics_port = args.metrics_port;
     let mut metrics_address = args.metrics_address;
     let (mut validator, classifier, pipeline, output) = match &args.config {
         Some(path) => {
-            let config = inference_sink::config::load(path, args.secrets.as_deref())?;
-            let params = inference_sink::config::validation_params(&config, path)?;
-            let model = ModelArgs { model: config.custom.model.clone(), threads: args.model.threads };
-            let output = args.output.clone().or_else(|| config.custom.jsonl.clone());
-            below = config.custom.below_threshold;
-            metrics_port = metrics_port.or(config.custom.metrics_port);
-            metrics_address = metrics_address.or(Some(config.custom.metrics_address));
-            if below == inference_sink::BelowThreshold::Review {
+            let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
+            let config = &settings.inference;
+            let model = ModelArgs { model: config.model.clone(), threads: args.model.threads };
+            let output = args.output.clone().or_else(|| config.jsonl.clone());
+            below = config.below_threshold;
+            metrics_port = metrics_port.or(config.metrics_port);
+            metrics_address = metrics_address.or(Some(config.metrics_address));
+            if below == BelowThreshold::Review {
                 eprintln!(
                     "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
                 );
+                below = BelowThreshold::Flag;
             }
-            let mut pipeline = config.custom.pipeline();
-            pipeline.dead_letter_payload_cap = inference_sink::config::dead_letter_payload_cap(&config);
-            (args.validator.load_with(params)?, model.load()?, pipeline, output)
+            let mut pipeline = config.pipeline();
+            pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
+            (args.validator.load_with(settings.validation.params.clone())?, model.load()?, pipeline, output)
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
@@ -131,45 +98,38 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("metrics on http://{address}/metrics");
     }
     inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
-    let mut jsonl = match &output {
-        Some(path) => Some(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)),
-        None => None,
-    };
+    // The file outputs are the connector's own (same JSONL shape); the table is this command's console.
+    let mut outputs = OutputSet::new(below);
+    if let Some(path) = &output {
+        outputs = outputs.with(Box::new(JsonlOutput::create(path)?));
+    }
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);
     let wasm = |values: &[&[u8]]| validator.validate_batch(values);
     let mut dropped = 0u64;
     let (unreadable, stats) = run_inputs(source, wasm, &classifier, &pipeline, |outcome| {
-        if below == inference_sink::BelowThreshold::Drop
-            && matches!(&outcome, Outcome::Classified { prediction, .. } if !prediction.above_threshold)
-        {
+        if outputs.deliver(&outcome, None)? == Destination::Dropped {
             dropped += 1;
             return Ok(());
         }
-        table.write(&mut out, &outcome)?;
-        if let Some(file) = jsonl.as_mut() {
-            serde_json::to_writer(&mut *file, &outcome)?;
-            file.write_all(b"\n")?;
-        }
-        Ok(())
+        table.write(&mut out, &outcome)
     })?;
-    if let Some(mut file) = jsonl {
-        file.flush()?;
-    }
-    let total = stats.classified + stats.rejected;
+    run_block_on(outputs.acknowledge())?;
+    let tally = &stats.tally;
     writeln!(
         out,
-        "\n{total} images in {:.2} s ({:.1} images/s): {} classified ({:.0}% success), {} rejected, {} below the \
+        "\n{} images in {:.2} s ({:.1} images/s): {} classified ({:.0}% success), {} rejected, {} below the \
          confidence threshold ({dropped} of them dropped as configured); latency p50 {:.1} ms, p99 {:.1} ms; {} \
          inference batches",
+        tally.total(),
         stats.elapsed.as_secs_f64(),
-        total as f64 / stats.elapsed.as_secs_f64().max(1e-9),
-        stats.classified,
-        if total == 0 { 0.0 } else { 100.0 * stats.classified as f64 / total as f64 },
-        stats.rejected,
-        stats.below_threshold,
-        stats.latency_ms(0.5),
-        stats.latency_ms(0.99),
+        tally.images_per_sec(stats.elapsed),
+        tally.classified,
+        tally.success_percent(),
+        tally.rejected,
+        tally.below_threshold,
+        tally.latency_ms(0.5),
+        tally.latency_ms(0.99),
         stats.batches,
     )?;
     Ok(if unreadable == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

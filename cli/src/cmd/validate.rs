@@ -1,16 +1,16 @@
 //! `fvision validate`: run inputs through the compiled `image-validate` WASM, one JSON verdict each.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use fvision_connector_common::{locate_smartmodule, WasmValidator, SMARTMODULE_ENV};
+use fvision_connector_common::WasmValidator;
 use fvision_records::{ImageFormat, RejectReason, ValidationRecord};
 use serde::Serialize;
 
+use crate::args::ValidatorArgs;
 use crate::inputs::{batches, readable, InputError, InputSource};
 use crate::output::progress;
 
@@ -39,55 +39,6 @@ pub struct ValidateArgs {
     /// Records passed into WASM per call (the SPU also hands the SmartModule batches).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     batch_size: u16,
-}
-
-/// How to load the validator; shared by every subcommand that validates.
-#[derive(Debug, Args)]
-pub struct ValidatorArgs {
-    /// Also decode every pixel inside WASM, catching corrupt compressed data that checksums miss.
-    #[arg(long)]
-    pub full_decode: bool,
-
-    /// A SmartModule param as NAME=VALUE (repeatable): max_encoded_bytes, max_pixels, max_side,
-    /// max_aspect_ratio, allowed_formats, full_decode, on_invalid.
-    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
-    pub params: Vec<(String, String)>,
-
-    /// The SmartModule .wasm to run [default: the one built next to this binary]
-    #[arg(long, env = SMARTMODULE_ENV, value_name = "FILE")]
-    pub smartmodule: Option<PathBuf>,
-}
-
-impl ValidatorArgs {
-    /// The params as the SmartModule receives them.
-    pub fn param_map(&self) -> BTreeMap<String, String> {
-        let mut map: BTreeMap<String, String> = self.params.iter().cloned().collect();
-        if self.full_decode {
-            map.insert("full_decode".into(), "true".into());
-        }
-        map
-    }
-
-    /// Finds, loads and initialises the SmartModule.
-    pub fn load(&self) -> Result<WasmValidator> {
-        self.load_with(self.param_map())
-    }
-
-    /// Like [`Self::load`], with params given by the caller.
-    pub fn load_with(&self, params: BTreeMap<String, String>) -> Result<WasmValidator> {
-        let path = match &self.smartmodule {
-            Some(path) => path.clone(),
-            None => locate_smartmodule()?,
-        };
-        WasmValidator::load(&path, params).with_context(|| format!("loading {}", path.display()))
-    }
-}
-
-fn parse_param(raw: &str) -> Result<(String, String), String> {
-    match raw.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.to_string())),
-        _ => Err(format!("`{raw}` is not NAME=VALUE")),
-    }
 }
 
 /// One line of `fvision validate` output.

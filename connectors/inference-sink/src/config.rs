@@ -1,4 +1,5 @@
-//! The `inference` section of the sink's connector YAML, and its checks.
+//! The sink's connector YAML: what serde reads (`*Config`: the `inference` section, [`SinkConfig`]) and
+//! what it is checked into once, before anything connects ([`SinkSettings`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,11 +8,15 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use fvision_connector_common::config::OffsetStrategy;
 use fvision_connector_common::validator::check_params;
-use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_connector_common::{ConfigError, ConnectorConfig, MetaConfig};
 use fvision_records::{PayloadCap, MIN_PAYLOAD_CAP};
 use serde::Deserialize;
 
-use crate::pipeline::PipelineConfig;
+use crate::connector::ConsumeSettings;
+use crate::outputs::bigquery::BigQueryConfig;
+use crate::outputs::gcs::GcsConfig;
+use crate::outputs::kafka::KafkaConfig;
+use crate::pipeline::PipelineSettings;
 
 /// The name of this connector's own section in the YAML.
 pub const SECTION: &str = "inference";
@@ -46,7 +51,7 @@ pub enum ValidateAt {
 /// `inference:`: the model, the threshold, batching and outputs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct InferenceSettings {
+pub struct InferenceConfig {
     /// A preset name or a manifest path.
     #[serde(default = "default_model")]
     pub model: String,
@@ -77,7 +82,8 @@ pub struct InferenceSettings {
     /// Also print predictions on the console.
     #[serde(default)]
     pub console: bool,
-    /// Also append predictions to this JSONL file.
+    /// Also append every outcome to this file, one JSON line each (the shape of docs/records.md, the same as
+    /// `fvision run --output`).
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
     /// Port of the Prometheus `/metrics` endpoint.
@@ -93,11 +99,30 @@ pub struct InferenceSettings {
     /// How often the connector logs its one-line summary (images/s, success rate, latency).
     #[serde(default = "default_summary_interval", with = "humantime_serde")]
     pub summary_interval: Duration,
+    /// On SIGTERM, how long the images already read may take to be delivered and committed before the
+    /// connector gives up (exit 1, they are processed again at the next start). Separate from the 5 s a
+    /// stopping connector waits for a cluster that does not answer.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// How long a fetch may bring nothing while the partition's end offset is ahead (a record larger than
+    /// `max-bytes`, a SmartModule or SPU failure) before the connector re-reads the partition to find out
+    /// which offset blocks it. Re-reads are under the same timeout.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
     /// Largest serialised payload a dead letter carries [default: 1 MiB]; above it the dead letter keeps the
     /// record's first bytes, its size and SHA-256. Also passed to `image-validate` as its
     /// `dead_letter_payload_cap` param, so both validation paths cap alike.
     #[serde(default)]
     pub dead_letter_payload_cap: Option<ByteSize>,
+    /// Also stream predictions into a BigQuery table (`outputs/bigquery.rs`).
+    #[serde(default)]
+    pub bigquery: Option<BigQueryConfig>,
+    /// Also produce predictions to a Kafka topic (`outputs/kafka.rs`).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// Also write predictions to GCS as NDJSON objects (`outputs/gcs.rs`).
+    #[serde(default)]
+    pub gcs: Option<GcsConfig>,
 }
 
 fn default_model() -> String {
@@ -112,6 +137,12 @@ fn default_max_wait() -> Duration {
 fn default_summary_interval() -> Duration {
     Duration::from_secs(10)
 }
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_metrics_address() -> std::net::IpAddr {
     std::net::Ipv4Addr::LOCALHOST.into()
 }
@@ -122,16 +153,67 @@ fn default_dlq_topic() -> String {
     "images-dlq".into()
 }
 
-/// The sink's whole config.
-pub type SinkConfig = ConnectorConfig<InferenceSettings>;
+/// The sink's whole config, as serde reads it.
+pub type SinkConfig = ConnectorConfig<InferenceConfig>;
+
+/// The sink's config once checked: everything the connector and `fvision run` need, with the defaults
+/// filled in. Only [`SinkSettings::new`] makes one, so holding one means the YAML was valid.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// The file it was read from (named in errors).
+    pub path: PathBuf,
+    /// `meta`: the connector's name, topic, consumer and producer options.
+    pub meta: MetaConfig,
+    /// `inference`, range-checked.
+    pub inference: InferenceConfig,
+    /// The `image-validate` step.
+    pub validation: ValidationSettings,
+    /// How to consume, resolved from `meta`.
+    pub consume: ConsumeSettings,
+}
+
+/// The `image-validate` transform: which SmartModule, its params, and where it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationSettings {
+    /// The SmartModule's name on the cluster (`transforms[0].uses`, default `image-validate`).
+    pub smartmodule: String,
+    /// Its params, checked by the SmartModule's own rules.
+    pub params: BTreeMap<String, String>,
+    /// On the SPU, in the connector, or wherever possible.
+    pub at: ValidateAt,
+    /// The largest payload a dead letter carries, the same in the SmartModule's params and in the sink.
+    pub dead_letter_payload_cap: PayloadCap,
+}
+
+impl SinkSettings {
+    /// Checks a config read from `path`: ranges, the delivery strategy, the transform and its params.
+    pub fn new(config: SinkConfig, path: &Path) -> Result<Self, ConfigError> {
+        config.custom.check(path)?;
+        check_delivery(&config, path)?;
+        let params = validation_params(&config, path)?;
+        let smartmodule = config
+            .transforms
+            .first()
+            .map(|s| s.uses.clone())
+            .unwrap_or_else(|| image_validate::SMARTMODULE_NAME.into());
+        let validation = ValidationSettings {
+            smartmodule,
+            params,
+            at: config.custom.validate_at,
+            dead_letter_payload_cap: dead_letter_payload_cap(&config),
+        };
+        let consume = ConsumeSettings {
+            stop_timeout: config.custom.stop_timeout,
+            read_timeout: config.custom.read_timeout,
+            ..ConsumeSettings::from_meta(&config.meta)
+        };
+        Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation, consume })
+    }
+}
 
 /// Reads and checks a sink config (`--config FILE [--secrets FILE]`).
-pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SinkConfig, ConfigError> {
-    let config = SinkConfig::load(path, secrets, SECTION)?;
-    config.custom.check(path)?;
-    check_delivery(&config, path)?;
-    validation_params(&config, path)?;
-    Ok(config)
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SinkSettings, ConfigError> {
+    SinkSettings::new(SinkConfig::load(path, secrets, SECTION)?, path)
 }
 
 /// The params of the `image-validate` step in `transforms` (none: its defaults). The sink runs exactly that
@@ -228,7 +310,7 @@ fn check_delivery(config: &SinkConfig, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-impl InferenceSettings {
+impl InferenceConfig {
     /// Range and consistency checks that serde cannot express.
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
@@ -254,14 +336,29 @@ impl InferenceSettings {
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));
         }
+        if self.stop_timeout.is_zero() || self.stop_timeout > Duration::from_secs(3600) {
+            return Err(field("stop-timeout", "a duration from 1ms to 1h (e.g. `30s`)"));
+        }
+        if self.read_timeout < Duration::from_millis(100) || self.read_timeout > Duration::from_secs(3600) {
+            return Err(field("read-timeout", "a duration from 100ms to 1h (e.g. `10s`)"));
+        }
         if self.dead_letter_payload_cap.is_some_and(|c| c.as_u64() < MIN_PAYLOAD_CAP as u64) {
             return Err(field("dead-letter-payload-cap", "at least 16 KiB (the kept head of a truncated payload)"));
+        }
+        if let Some(bigquery) = &self.bigquery {
+            bigquery.settings(path, "")?;
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.settings(path)?;
+        }
+        if let Some(gcs) = &self.gcs {
+            gcs.settings(path)?;
         }
         Ok(())
     }
 
-    /// The pipeline these settings describe.
-    pub fn pipeline(&self) -> PipelineConfig {
-        PipelineConfig::new(self.max_batch, self.max_wait, self.confidence_threshold, self.workers)
+    /// The pipeline this section describes.
+    pub fn pipeline(&self) -> PipelineSettings {
+        PipelineSettings::new(self.max_batch, self.max_wait, self.confidence_threshold, self.workers)
     }
 }

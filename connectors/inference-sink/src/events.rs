@@ -119,3 +119,46 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusBuilder {
 pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
     prometheus().with_http_listener(address).install()
 }
+
+/// Rows (messages, lines) an external sink stored, by sink (`bigquery`, `kafka`, `gcs`).
+pub const SINK_ROWS_TOTAL: &str = "fvision_sink_rows_total";
+/// Bytes an external sink sent (the encoded rows), by sink.
+pub const SINK_BYTES_TOTAL: &str = "fvision_sink_bytes_total";
+/// Failed writes by sink and kind (`transient`, `too_large`, `rejected_row`, `fatal`, `gave_up`).
+pub const SINK_ERRORS_TOTAL: &str = "fvision_sink_errors_total";
+/// Time of one successful write request (a BigQuery insert, a GCS upload, a Kafka delivery), by sink.
+pub const SINK_WRITE_SECONDS: &str = "fvision_sink_write_seconds";
+/// Attempts repeated after a transient error, by sink.
+pub const SINK_RETRIES_TOTAL: &str = "fvision_sink_retries_total";
+/// Each wait of the pipeline for room in a sink's full queue (back-pressure), by sink; `_sum` is the total
+/// time blocked.
+pub const SINK_BACKPRESSURE_SECONDS: &str = "fvision_sink_backpressure_seconds";
+/// Rows of the replay window not written again because the destination already held them, by sink.
+pub const SINK_REPLAY_SKIPPED_TOTAL: &str = "fvision_sink_replay_skipped_total";
+
+/// A sink stored `rows` rows of `bytes` bytes in one request that took `seconds`.
+pub fn sink_written(sink: &str, rows: u64, bytes: u64, seconds: f64) {
+    metrics::counter!(SINK_ROWS_TOTAL, "sink" => sink.to_string()).increment(rows);
+    metrics::counter!(SINK_BYTES_TOTAL, "sink" => sink.to_string()).increment(bytes);
+    metrics::histogram!(SINK_WRITE_SECONDS, "sink" => sink.to_string()).record(seconds);
+}
+
+/// A sink's write failed; `kind` is one of a fixed set (see [`SINK_ERRORS_TOTAL`]).
+pub fn sink_error(sink: &str, kind: &'static str) {
+    metrics::counter!(SINK_ERRORS_TOTAL, "sink" => sink.to_string(), "kind" => kind).increment(1);
+}
+
+/// A sink retries after a transient error.
+pub fn sink_retry(sink: &str) {
+    metrics::counter!(SINK_RETRIES_TOTAL, "sink" => sink.to_string()).increment(1);
+}
+
+/// The pipeline waited `seconds` for room in a sink's queue.
+pub fn sink_backpressure(sink: &str, seconds: f64) {
+    metrics::histogram!(SINK_BACKPRESSURE_SECONDS, "sink" => sink.to_string()).record(seconds);
+}
+
+/// Rows of the replay window a sink did not write again.
+pub fn sink_replay_skipped(sink: &str, rows: u64) {
+    metrics::counter!(SINK_REPLAY_SKIPPED_TOTAL, "sink" => sink.to_string()).increment(rows);
+}

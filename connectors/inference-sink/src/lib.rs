@@ -10,6 +10,8 @@ pub mod events;
 pub mod outputs;
 pub mod pipeline;
 pub mod summary;
+pub mod tally;
 
-pub use config::{BelowThreshold, InferenceSettings, SinkConfig, ValidateAt};
-pub use pipeline::{run_pipeline, Item, Outcome, PipelineConfig, PipelineError, PipelineStats, Validate};
+pub use config::{BelowThreshold, InferenceConfig, SinkConfig, SinkSettings, ValidateAt};
+pub use pipeline::{run_pipeline, Item, Outcome, PipelineError, PipelineSettings, PipelineStats, Validate};
+pub use tally::Tally;

@@ -1,5 +1,6 @@
 //! `inference-sink`: the Fluvio sink connector, started the way `cdk deploy start` starts connectors.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
         )
         .with_writer(fvision_connector_common::secret::redacting_stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,14 +65,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.config.display(), "starting");
-    let report = Connector::builder(config, &args.config).stop_flag(stop).drain(args.drain).build()?.run()?;
+    let (runner, health) = Connector::builder(config).stop_flag(stop).drain(args.drain).build().connect()?;
+    tracing::info!(outputs = ?health.outputs(), "connected");
+    let report = runner.run()?;
     let stats = &report.pipeline;
     tracing::info!(
         connector = %name,
         consumed = report.consume.consumed,
-        classified = stats.classified,
-        rejected = stats.rejected,
-        below_threshold = stats.below_threshold,
+        classified = stats.tally.classified,
+        rejected = stats.tally.rejected,
+        below_threshold = stats.tally.below_threshold,
         commits = report.consume.commits,
         validation = report.validated,
         "stopped: everything read was delivered and committed"

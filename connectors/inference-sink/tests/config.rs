@@ -23,27 +23,25 @@ fn the_shipped_config_reads_as_documented() {
     let offset = consumer.offset.as_ref().unwrap();
     assert_eq!((offset.start.clone(), offset.strategy), (Some(OffsetStart::Beginning), Some(OffsetStrategy::Manual)));
     assert_eq!(config.meta.producer.as_ref().unwrap().linger, Some(Duration::from_millis(10)));
-    let inference = &config.custom;
+    let inference = &config.inference;
     assert_eq!(inference.model, "efficientnet-lite0");
     assert_eq!((inference.confidence_threshold, inference.below_threshold), (0.3, BelowThreshold::Flag));
     assert_eq!((inference.max_batch, inference.max_wait), (4, Duration::from_millis(5)));
     assert_eq!((inference.predictions_topic.as_str(), inference.dlq_topic.as_str()), ("predictions", "images-dlq"));
-    assert_eq!(config.transforms[0].uses, "image-validate");
-    let params = config.transforms[0].params();
+    assert_eq!(config.validation.smartmodule, "image-validate");
+    let params = config.validation.params.clone();
     assert_eq!(params["max_pixels"], "50000000");
     assert_eq!(params["full_decode"], "false");
     // The SmartModule itself accepts exactly these params.
     image_validate_params_are_valid(&params);
     assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
+    assert_eq!((inference.stop_timeout, inference.read_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
     assert_eq!(inference.metrics_address, std::net::Ipv4Addr::LOCALHOST, "metrics on this host only");
-    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 1 << 20);
-    assert_eq!(
-        inference_sink::config::validation_params(&config, Path::new("x")).unwrap()["dead_letter_payload_cap"],
-        "1048576"
-    );
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 1 << 20);
+    assert_eq!(config.validation.params["dead_letter_payload_cap"], "1048576");
 }
 
 #[test]
@@ -63,15 +61,14 @@ fn the_dead_letter_cap_reaches_the_smartmodule_and_must_agree_with_its_param() {
     };
     // Without any setting: the default, and the metrics endpoint on loopback.
     let config = load(&write("", ""), None).unwrap();
-    assert_eq!(config.custom.metrics_address, std::net::Ipv4Addr::LOCALHOST);
-    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 1 << 20);
+    assert_eq!(config.inference.metrics_address, std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 1 << 20);
     // The setting is passed to the SmartModule.
     let config = load(&write("dead-letter-payload-cap: 64 KiB", ""), None).unwrap();
-    let params = inference_sink::config::validation_params(&config, Path::new("x")).unwrap();
-    assert_eq!(params["dead_letter_payload_cap"], "65536");
+    assert_eq!(config.validation.params["dead_letter_payload_cap"], "65536");
     // The param alone sets the sink's cap too.
     let config = load(&write("", "dead_letter_payload_cap: 32768"), None).unwrap();
-    assert_eq!(inference_sink::config::dead_letter_payload_cap(&config).bytes(), 32768);
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 32768);
     // Two different values, or one too small for the kept head, are errors naming the field.
     let err = load(&write("dead-letter-payload-cap: 64 KiB", "dead_letter_payload_cap: 32768"), None).unwrap_err();
     assert!(err.to_string().contains("inference.dead-letter-payload-cap"), "{err}");
@@ -117,7 +114,7 @@ fn secrets_are_substituted_from_the_secrets_file() {
     std::fs::write(&secrets, "# comment\nTOPIC=camera-7\nMODEL=resnet50\n").unwrap();
     let loaded = load(&config, Some(&secrets)).unwrap();
     assert_eq!(loaded.meta.topic.name(), "camera-7");
-    assert_eq!(loaded.custom.model, "resnet50");
+    assert_eq!(loaded.inference.model, "resnet50");
     std::fs::write(&secrets, "not a pair\n").unwrap();
     let err = load(&config, Some(&secrets)).unwrap_err().to_string();
     assert!(err.contains("secrets.env") && err.contains("line 1") && err.contains("NAME=value"), "{err}");
@@ -135,6 +132,53 @@ fn transforms_name_image_validate_or_a_copy_of_it() {
     }
 }
 
+#[test]
+fn the_shipped_external_sink_configs_read_as_documented() {
+    let dir = std::env::temp_dir().join(format!("fvision-sink-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = dir.join("secrets.env");
+    std::fs::write(
+        &secrets,
+        "GCP_PROJECT=my-project\nBIGQUERY_KEY_FILE=/etc/bq.json\nKAFKA_BROKERS=k1:9092,k2:9092\nKAFKA_USERNAME=u\n\
+         KAFKA_PASSWORD=p\nGCS_BUCKET=my-bucket\nGCS_KEY_FILE=/etc/gcs.json\n",
+    )
+    .unwrap();
+    let load_one = |name: &str| {
+        let path = config_dir().join(name);
+        load(&path, Some(&secrets)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let all = load_one("inference-sink-all.yaml").inference;
+    let path = Path::new("x.yaml");
+    let bigquery = all.bigquery.as_ref().unwrap().settings(path, "images").unwrap();
+    assert_eq!(bigquery.table_ref(), "`my-project.ml_streaming.image_predictions`");
+    assert_eq!(bigquery.credentials_file.as_deref(), Some(Path::new("/etc/bq.json")));
+    let kafka = all.kafka.as_ref().unwrap().settings(path).unwrap();
+    assert_eq!((kafka.topic.as_str(), kafka.properties["sasl.password"].as_str()), ("image-stream-results", "p"));
+    assert_eq!(kafka.properties["enable.idempotence"], "true");
+    let gcs = all.gcs.as_ref().unwrap().settings(path).unwrap();
+    assert_eq!((gcs.bucket.as_str(), gcs.prefix.as_str()), ("my-bucket", "outputs/predictions/"));
+    let only = |name: &str| {
+        let c = load_one(name).inference;
+        (c.bigquery.is_some(), c.kafka.is_some(), c.gcs.is_some())
+    };
+    assert_eq!(only("inference-sink-bigquery.yaml"), (true, false, false));
+    assert_eq!(only("inference-sink-kafka.yaml"), (false, true, false));
+    assert_eq!(only("inference-sink-gcs.yaml"), (false, false, true));
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let bad = config_dir().join("test-data/error-threshold.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+        .args(["--config", bad.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("inference-sink runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR") && stderr.contains("inference.confidence-threshold"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
+}
 /// A secret whose value looks like YAML structure: a colon, a comment, a line break and a key.
 const HOSTILE_SECRET: &str = "hunter2: #not-a-comment\nmodel: resnet50";
 
@@ -160,12 +204,12 @@ fn secrets_are_values_never_structure() {
     let dir = tempfile::tempdir().unwrap();
     let (config, secrets) = secret_files(dir.path(), "  predictions-topic: \"${{ secrets.PASS }}\"");
     let loaded = load(&config, Some(&secrets)).unwrap();
-    assert_eq!(loaded.custom.predictions_topic, HOSTILE_SECRET.replace('\n', "\\n"));
-    assert_eq!(loaded.custom.model, "efficientnet-lite0", "the secret's `model:` did not become a setting");
+    assert_eq!(loaded.inference.predictions_topic, HOSTILE_SECRET.replace('\n', "\\n"));
+    assert_eq!(loaded.inference.model, "efficientnet-lite0", "the secret's `model:` did not become a setting");
     // A reference that is the whole value of a numeric setting becomes a number.
     let (config, _) = secret_files(dir.path(), "  metrics-port: ${{ secrets.PASS }}");
     std::fs::write(&secrets, "PASS=9464\n").unwrap();
-    assert_eq!(load(&config, Some(&secrets)).unwrap().custom.metrics_port, Some(9464));
+    assert_eq!(load(&config, Some(&secrets)).unwrap().inference.metrics_port, Some(9464));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_records::RejectReason;
 use fvision_tests::{data_files, wasm_validator};
-use inference_sink::{run_pipeline, Item, Outcome, PipelineConfig};
+use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings};
 
 fn model() -> Classifier {
     let spec = Registry::open_default().unwrap().resolve("efficientnet-lite0").unwrap();
@@ -16,9 +16,7 @@ fn model() -> Classifier {
 fn items() -> Vec<Item> {
     ["imagenet-sample", "bad-inputs"]
         .iter()
-        .flat_map(|dir| {
-            data_files(dir).into_iter().map(move |(name, value)| Item { name: format!("{dir}/{name}"), value })
-        })
+        .flat_map(|dir| data_files(dir).into_iter().map(move |(name, value)| Item::new(format!("{dir}/{name}"), value)))
         .collect()
 }
 
@@ -29,12 +27,12 @@ fn every_input_yields_exactly_one_outcome_even_with_tiny_queues() {
     let originals: BTreeMap<String, Vec<u8>> = inputs.iter().map(|i| (i.name.clone(), i.value.clone())).collect();
     let mut validator = wasm_validator(&[]);
     // Queues of 1 and batches of 3 force every stage to wait on the next: back-pressure, not buffering.
-    let config = PipelineConfig {
+    let config = PipelineSettings {
         workers: 2,
         max_batch: 3,
         queue: 1,
         max_wait: Duration::from_millis(2),
-        ..PipelineConfig::default()
+        ..PipelineSettings::default()
     };
     let mut seen = BTreeMap::new();
     let stats = run_pipeline(
@@ -44,11 +42,11 @@ fn every_input_yields_exactly_one_outcome_even_with_tiny_queues() {
         &config,
         |outcome| {
             let (name, kind) = match outcome {
-                Outcome::Classified { name, prediction } => {
+                Outcome::Classified { name, prediction, .. } => {
                     assert!(prediction.top_k.len() == 5 && prediction.confidence > 0.0);
                     (name, "classified".to_string())
                 }
-                Outcome::Rejected { name, rejected } => {
+                Outcome::Rejected { name, rejected, .. } => {
                     assert_eq!(rejected.payload.to_bytes().unwrap(), originals[&name], "{name}: original payload kept");
                     (name, format!("{}@{}", rejected.reason, rejected.stage.as_str()))
                 }
@@ -60,8 +58,8 @@ fn every_input_yields_exactly_one_outcome_even_with_tiny_queues() {
     .unwrap();
     assert_eq!(seen.len(), originals.len(), "nothing lost");
     assert_eq!(stats.inputs, 120);
-    assert_eq!(stats.classified + stats.rejected, 120);
-    assert_eq!(stats.rejected, 10);
+    assert_eq!(stats.tally.classified + stats.tally.rejected, 120);
+    assert_eq!(stats.tally.rejected, 10);
     assert_eq!(seen["bad-inputs/truncated-40pct.jpg"], "truncated@validate");
     assert_eq!(
         seen["bad-inputs/png-corrupt-idat-bad-zlib-good-crc.png"],
@@ -76,7 +74,7 @@ fn every_input_yields_exactly_one_outcome_even_with_tiny_queues() {
 fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
     let model = model();
     let mut validator = wasm_validator(&[]);
-    let config = PipelineConfig { queue: 1, ..PipelineConfig::default() };
+    let config = PipelineSettings { queue: 1, ..PipelineSettings::default() };
     let mut taken = 0;
     let err = run_pipeline(
         items().into_iter(),
@@ -93,7 +91,8 @@ fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("disk full"));
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("disk full"), "the sink's error is kept as the source: {err}");
     assert_eq!(taken, 5);
 }
 
@@ -103,7 +102,7 @@ fn metrics_count_every_outcome_by_status_reason_and_stage() {
     let mut validator = wasm_validator(&[]);
     let recorder = inference_sink::events::prometheus().build_recorder();
     let handle = recorder.handle();
-    let config = PipelineConfig { max_batch: 4, ..PipelineConfig::default() };
+    let config = PipelineSettings { max_batch: 4, ..PipelineSettings::default() };
     let stats = metrics::with_local_recorder(&recorder, || {
         run_pipeline(
             items().into_iter(),

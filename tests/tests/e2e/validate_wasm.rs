@@ -234,7 +234,8 @@ fn bad_params_fail_at_start_up_naming_the_param() {
     // Inside the SPU there is no host-side check: the module's own `init` must refuse the value.
     let err = wasm_runner(&[("max_pixels", "lots")]).err().expect("init must fail");
     assert!(matches!(err, EngineError::Init(_)));
-    assert!(err.to_string().contains("max_pixels"), "{err}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(cause.contains("max_pixels"), "{err}: {cause}");
 }
 
 #[test]

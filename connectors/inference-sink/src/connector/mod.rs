@@ -1,16 +1,19 @@
 //! The Fluvio sink connector: consume `images` (validated by the SPU, or here with the same `.wasm`), run
-//! the pipeline, produce predictions, reviews and dead letters, and commit the consumer offset only after
-//! every output confirmed. SIGTERM/SIGINT stop the reading; what was read is delivered and committed before
-//! [`Connector::run`] returns.
+//! the pipeline, deliver every outcome to the outputs, and commit the consumer offset only after every
+//! output confirmed. SIGTERM/SIGINT stop the reading; what was read is delivered and committed before
+//! [`Runner::run`] returns.
+//!
+//! Two steps: [`Connector::connect`] does all the I/O that can fail at start-up (cluster, topics, the
+//! SmartModule, the model, the outputs, the metrics endpoint) and returns a wired [`Runner`] with a
+//! [`HealthCheck`]; [`Runner::run`] only starts the threads and waits for them.
 
 mod consume;
-mod deliver;
+mod replay;
 mod validation;
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fluvio::metadata::smartmodule::SmartModuleSpec;
 use fluvio::metadata::topic::TopicSpec;
@@ -19,35 +22,45 @@ use fluvio_future::task::run_block_on;
 pub use fvision_connector_common::image_producer_config;
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_records::RejectedImage;
 
-use crate::config::{dead_letter_payload_cap, validation_params, BelowThreshold, SinkConfig, ValidateAt};
-use crate::pipeline::{run_pipeline, PipelineStats};
+use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
+use crate::outputs::{
+    ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, SourcePosition, TopicProducer,
+};
+use crate::pipeline::{run_pipeline, PipelineSettings, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
 
 pub use consume::{
-    BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, StreamStart, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES,
+    Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
+    CRASH_BEFORE_COMMIT, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
-pub use deliver::{route, DeliveryError, Destination, Outputs, Routed, TopicOutput};
+pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
 
 /// Queue between the consumer and the validation stage, and between the pipeline's stages. Records are
 /// whole images, so these bound the connector's memory: at most about 4 x 16 records are in flight.
 const QUEUE: usize = 16;
 
+/// A boxed error with its causes, for the client errors the connector wraps.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the connector stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectorError {
     /// The YAML is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A Fluvio call failed.
-    #[error("{action}: {detail}")]
+    #[error("{action}")]
     Fluvio {
         /// What was being done.
         action: String,
         /// The client's error, with its causes.
-        detail: String,
+        #[source]
+        source: Cause,
     },
     /// A topic the connector needs does not exist.
     #[error(
@@ -61,13 +74,14 @@ pub enum ConnectorError {
          `fluvio smartmodule create {0} --wasm-file image_validate.wasm`"
     )]
     MissingSmartModule(String),
-    /// The SmartModule or the model could not be loaded, or the metrics endpoint not started.
-    #[error("{action}: {detail}")]
+    /// The SmartModule, the model or an output could not be loaded, or the metrics endpoint not started.
+    #[error("{action}")]
     Setup {
         /// What was being done.
         action: String,
         /// Why it failed.
-        detail: String,
+        #[source]
+        source: Cause,
     },
     /// The pipeline stopped: an output failed.
     #[error(transparent)]
@@ -77,14 +91,14 @@ pub enum ConnectorError {
     Consume(#[from] ConsumeError),
 }
 
-fn fluvio_error(action: impl Into<String>) -> impl FnOnce(anyhow::Error) -> ConnectorError {
+fn fluvio_error<E: Into<Cause>>(action: impl Into<String>) -> impl FnOnce(E) -> ConnectorError {
     let action = action.into();
-    move |e| ConnectorError::Fluvio { action, detail: format!("{e:#}") }
+    move |e| ConnectorError::Fluvio { action, source: e.into() }
 }
 
-fn setup_error(action: impl Into<String>) -> impl FnOnce(String) -> ConnectorError {
+fn setup_error<E: Into<Cause>>(action: impl Into<String>) -> impl FnOnce(E) -> ConnectorError {
     let action = action.into();
-    move |detail| ConnectorError::Setup { action, detail }
+    move |e| ConnectorError::Setup { action, source: e.into() }
 }
 
 /// What a run did, for the exit log.
@@ -98,18 +112,16 @@ pub struct RunReport {
     pub validated: &'static str,
 }
 
-/// A configured connector, ready to run.
+/// A configured connector, not yet connected.
 pub struct Connector {
-    config: SinkConfig,
-    path: PathBuf,
+    settings: SinkSettings,
     stop: Arc<AtomicBool>,
     drain: bool,
 }
 
 /// Builds a [`Connector`].
 pub struct ConnectorBuilder {
-    config: SinkConfig,
-    path: PathBuf,
+    settings: SinkSettings,
     stop: Option<Arc<AtomicBool>>,
     drain: bool,
 }
@@ -128,181 +140,303 @@ impl ConnectorBuilder {
         self
     }
 
-    /// The connector; checks what the YAML alone can tell.
-    pub fn build(self) -> Result<Connector, ConnectorError> {
-        validation_params(&self.config, &self.path)?;
-        self.config.custom.check(&self.path)?;
-        Ok(Connector { config: self.config, path: self.path, stop: self.stop.unwrap_or_default(), drain: self.drain })
+    /// The connector; no I/O (the settings were checked when they were made).
+    pub fn build(self) -> Connector {
+        Connector { settings: self.settings, stop: self.stop.unwrap_or_default(), drain: self.drain }
+    }
+}
+
+/// A connected connector: everything opened, loaded and checked; [`Runner::run`] starts the threads.
+pub struct Runner {
+    fluvio: Fluvio,
+    consume: ConsumeSettings,
+    partitions: Vec<u32>,
+    smartmodule: Option<SmartModuleInvocation>,
+    validation: Validation,
+    classifier: Classifier,
+    outputs: Arc<OutputSet>,
+    pipeline: PipelineSettings,
+    summary_interval: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+/// How the outputs of a connected connector are doing, for the summary and a status endpoint.
+#[derive(Clone)]
+pub struct HealthCheck {
+    outputs: Arc<OutputSet>,
+}
+
+impl HealthCheck {
+    /// Each output's name and health.
+    pub fn outputs(&self) -> Vec<(String, OutputHealth)> {
+        self.outputs.health()
+    }
+
+    /// Whether every output is writing normally.
+    pub fn is_healthy(&self) -> bool {
+        self.outputs().iter().all(|(_, health)| *health == OutputHealth::Healthy)
     }
 }
 
 impl Connector {
-    /// A builder for the config read from `path` (the path names the file in errors).
-    pub fn builder(config: SinkConfig, path: impl Into<PathBuf>) -> ConnectorBuilder {
-        ConnectorBuilder { config, path: path.into(), stop: None, drain: false }
+    /// A builder for checked settings (see [`crate::config::load`]).
+    pub fn builder(settings: SinkSettings) -> ConnectorBuilder {
+        ConnectorBuilder { settings, stop: None, drain: false }
     }
 
-    /// Connects, loads the model and the validator, and runs until stopped (or an error).
-    pub fn run(self) -> Result<RunReport, ConnectorError> {
-        let settings = &self.config.custom;
-        let consume = ConsumeSettings { drain: self.drain, ..ConsumeSettings::from_meta(&self.config.meta) };
+    /// Connects to the cluster, checks the topics, resolves where validation runs, loads the model, opens
+    /// the outputs (and prepares them with the replay window), starts the metrics endpoint.
+    pub fn connect(self) -> Result<(Runner, HealthCheck), ConnectorError> {
+        let Self { settings, stop, drain } = self;
+        let inference = &settings.inference;
+        let consume = ConsumeSettings { drain, ..settings.consume.clone() };
         let fluvio = run_block_on(Fluvio::connect()).map_err(fluvio_error("connecting to the Fluvio cluster"))?;
         let admin = run_block_on(fluvio.admin());
-        let partitions = self.prepare_topics(&admin, &consume)?;
-        let (validation, smartmodule) = self.validation(&admin)?;
+        let partitions = prepare_topics(&settings, &admin, &consume)?;
+        let (validation, smartmodule) = validation(&settings, &admin)?;
         tracing::info!(
             topic = %consume.topic, ?partitions, consumer_id = %consume.consumer_id,
             validation = validation.describe(), "consuming"
         );
 
         let spec = Registry::open_default()
-            .and_then(|registry| registry.resolve(&settings.model))
-            .map_err(|e| setup_error(format!("resolving model `{}`", settings.model))(e.to_string()))?;
+            .and_then(|registry| registry.resolve(&inference.model))
+            .map_err(setup_error(format!("resolving model `{}`", inference.model)))?;
         let classifier = Classifier::load(spec, &ClassifierOptions::default())
-            .map_err(|e| setup_error(format!("loading model `{}`", settings.model))(e.to_string()))?;
+            .map_err(setup_error(format!("loading model `{}`", inference.model)))?;
         events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
         tracing::info!(
             model = classifier.spec().name(), version = %classifier.spec().manifest.version,
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"
         );
-        if let Some(port) = settings.metrics_port {
-            let address = std::net::SocketAddr::new(settings.metrics_address, port);
-            events::serve(address)
-                .map_err(|e| setup_error(format!("starting the metrics endpoint on {address}"))(e.to_string()))?;
+
+        let outputs = outputs(&settings, &fluvio)?;
+        let window = run_block_on(replay_window(&fluvio, &admin, &consume.topic, &partitions, &consume.consumer_id))
+            .map_err(fluvio_error(format!("reading the committed and end offsets of `{}`", consume.topic)))?;
+        outputs.prepare(&window).map_err(setup_error("preparing the outputs"))?;
+        tracing::info!(outputs = ?outputs.names(), replay = ?window.partitions, "outputs ready");
+
+        if let Some(port) = inference.metrics_port {
+            let address = std::net::SocketAddr::new(inference.metrics_address, port);
+            events::serve(address).map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
             tracing::info!(%address, "metrics on /metrics");
         }
 
-        let outputs = self.outputs(&fluvio)?;
-        let consumer_config = consume
+        // Fails early on a consumer config the client refuses.
+        consume
             .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
-        let (items_tx, items_rx) = async_channel::bounded(QUEUE);
-        let mut pipeline = settings.pipeline();
-        pipeline.dead_letter_payload_cap = dead_letter_payload_cap(&self.config);
+        let mut pipeline = inference.pipeline();
+        pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
         pipeline.queue = QUEUE.max(2 * pipeline.max_batch);
-        let mut summary = SummaryWindow::new(settings.summary_interval, Instant::now());
-        let stop = &*self.stop;
+        let outputs = Arc::new(outputs);
+        let health = HealthCheck { outputs: Arc::clone(&outputs) };
+        let runner = Runner {
+            fluvio,
+            consume,
+            partitions,
+            smartmodule,
+            validation,
+            classifier,
+            outputs,
+            pipeline,
+            summary_interval: inference.summary_interval,
+            stop,
+        };
+        Ok((runner, health))
+    }
+}
+
+impl Runner {
+    /// Runs the consumer and the pipeline until stopped (or an error); returns once what was read is
+    /// delivered and committed.
+    pub fn run(self) -> Result<RunReport, ConnectorError> {
+        let Self {
+            fluvio,
+            consume,
+            partitions,
+            smartmodule,
+            validation,
+            classifier,
+            outputs,
+            pipeline,
+            summary_interval,
+            stop,
+        } = self;
+        let mut summary = SummaryWindow::new(summary_interval, Instant::now());
         let validated = validation.describe();
+        let (items_tx, items_rx) = async_channel::bounded(QUEUE);
+        let stop = &*stop;
 
         let (stats, consumed) = std::thread::scope(|scope| {
-            let outputs = &outputs;
+            let outputs = &*outputs;
+            let consume = &consume;
             let consumer = scope.spawn(move || {
-                let open = |start: StreamStart| {
-                    let config = match start {
-                        StreamStart::Committed => Ok(consumer_config.clone()),
-                        StreamStart::At { partition, offset } => {
-                            consume.reread_config(partition, offset, smartmodule.clone())
-                        }
-                    };
-                    let (fluvio, topic) = (&fluvio, consume.topic.clone());
-                    async move {
-                        let failed = |e: anyhow::Error| ConsumeError::Stream {
-                            topic: topic.clone(),
-                            detail: format!("opening a consumer: {e:#}"),
-                        };
-                        let stream = fluvio.consumer_with_config(config.map_err(&failed)?).await.map_err(&failed)?;
-                        Ok::<BoxedStream, ConsumeError>(Box::pin(stream))
-                    }
-                };
-                run_block_on(consume::consume(open, items_tx, outputs, &consume, stop))
+                let mut source = FluvioSource::new(&fluvio, consume, partitions, smartmodule);
+                run_block_on(consume::consume(&mut source, items_tx, outputs, consume, stop))
             });
             let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
             let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
                 summary.record(&outcome);
                 if let Some(line) = summary.close_if_due(Instant::now()) {
-                    tracing::info!("{line}");
+                    let retrying = crate::outputs::sink::retrying_note(&outputs.health(), Instant::now());
+                    tracing::info!("{line}{retrying}");
                 }
-                events::delivered(outputs.deliver(&outcome)?.as_str());
+                events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
                 Ok::<_, DeliveryError>(())
             });
-            let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
+            let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
             (stats, consumed)
         });
+        if let Some(line) = summary.finish(Instant::now()) {
+            tracing::info!("{line}");
+        }
         // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
         let pipeline = stats?;
         let consume = consumed?;
         Ok(RunReport { pipeline, consume, validated })
     }
+}
 
-    /// Checks the output topics exist, creates the input topic if allowed, and resolves the partitions.
-    fn prepare_topics(&self, admin: &FluvioAdmin, consume: &ConsumeSettings) -> Result<Vec<u32>, ConnectorError> {
-        let settings = &self.config.custom;
-        let list = |names: Vec<String>| {
-            run_block_on(admin.list::<TopicSpec, _>(names)).map_err(fluvio_error("listing topics"))
+/// Checks the output topics exist, creates the input topic if allowed, and resolves the partitions.
+fn prepare_topics(
+    sink: &SinkSettings,
+    admin: &FluvioAdmin,
+    consume: &ConsumeSettings,
+) -> Result<Vec<u32>, ConnectorError> {
+    let settings = &sink.inference;
+    let list =
+        |names: Vec<String>| run_block_on(admin.list::<TopicSpec, _>(names)).map_err(fluvio_error("listing topics"));
+    let mut outputs = vec![settings.predictions_topic.clone(), settings.dlq_topic.clone()];
+    if settings.below_threshold == BelowThreshold::Review {
+        outputs.extend(settings.review_topic.clone());
+    }
+    for topic in outputs {
+        if list(vec![topic.clone()])?.is_empty() {
+            return Err(ConnectorError::MissingTopic(topic));
+        }
+    }
+    let mut found = list(vec![consume.topic.clone()])?;
+    if found.is_empty() {
+        if !sink.meta.create_topic {
+            return Err(ConnectorError::MissingTopic(consume.topic.clone()));
+        }
+        run_block_on(admin.create(consume.topic.clone(), false, TopicSpec::new_computed(1, 1, None)))
+            .map_err(fluvio_error(format!("creating topic `{}`", consume.topic)))?;
+        tracing::info!(topic = %consume.topic, "created the input topic (meta.create-topic)");
+        found = list(vec![consume.topic.clone()])?;
+    }
+    let count = found.first().map(|t| t.spec.partitions()).unwrap_or(1);
+    Ok(consume.partitions.clone().unwrap_or_else(|| (0..count).collect()))
+}
+
+/// Where `image-validate` runs, and the invocation the consumer sends to the SPU for that.
+fn validation(
+    sink: &SinkSettings,
+    admin: &FluvioAdmin,
+) -> Result<(Validation, Option<SmartModuleInvocation>), ConnectorError> {
+    let params = sink.validation.params.clone();
+    let name = sink.validation.smartmodule.clone();
+    let at = sink.validation.at;
+    let loaded = if at == ValidateAt::Connector {
+        false
+    } else {
+        let found = run_block_on(admin.list::<SmartModuleSpec, _>(Vec::<String>::new()))
+            .map_err(fluvio_error("listing SmartModules"))?;
+        found.iter().any(|sm| sm.name == name)
+    };
+    if at == ValidateAt::Cluster && !loaded {
+        return Err(ConnectorError::MissingSmartModule(name));
+    }
+    if loaded {
+        let invocation = SmartModuleInvocation {
+            wasm: SmartModuleInvocationWasm::Predefined(name.clone()),
+            kind: SmartModuleKind::FilterMap,
+            params: params.into(),
+            name: Some(name),
         };
-        let mut outputs = vec![settings.predictions_topic.clone(), settings.dlq_topic.clone()];
-        if settings.below_threshold == BelowThreshold::Review {
-            outputs.extend(settings.review_topic.clone());
-        }
-        for topic in outputs {
-            if list(vec![topic.clone()])?.is_empty() {
-                return Err(ConnectorError::MissingTopic(topic));
-            }
-        }
-        let mut found = list(vec![consume.topic.clone()])?;
-        if found.is_empty() {
-            if !self.config.meta.create_topic {
-                return Err(ConnectorError::MissingTopic(consume.topic.clone()));
-            }
-            run_block_on(admin.create(consume.topic.clone(), false, TopicSpec::new_computed(1, 1, None)))
-                .map_err(fluvio_error(format!("creating topic `{}`", consume.topic)))?;
-            tracing::info!(topic = %consume.topic, "created the input topic (meta.create-topic)");
-            found = list(vec![consume.topic.clone()])?;
-        }
-        let count = found.first().map(|t| t.spec.partitions()).unwrap_or(1);
-        Ok(consume.partitions.clone().unwrap_or_else(|| (0..count).collect()))
+        return Ok((Validation::AtSpu(sink.validation.dead_letter_payload_cap), Some(invocation)));
+    }
+    let wasm = locate_smartmodule().map_err(setup_error("finding image-validate"))?;
+    let validator = WasmValidator::load(&wasm, params).map_err(setup_error(format!("loading {}", wasm.display())))?;
+    Ok((Validation::InConnector(Box::new(validator)), None))
+}
+
+/// Every output of the connector: the Fluvio topics (which also take the dead letters of the other
+/// outputs), then the console and the JSONL file when configured. More outputs are added here with
+/// [`OutputSet::with`], one per section of the YAML.
+fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorError> {
+    let settings = &sink.inference;
+    let producer = sink.meta.producer.clone().unwrap_or_default();
+    let config = image_producer_config(&producer).map_err(fluvio_error("configuring the producers"))?;
+    let open = |topic: &String| -> Result<TopicProducer, ConnectorError> {
+        let producer = run_block_on(fluvio.topic_producer_with_config(topic.clone(), config.clone()))
+            .map_err(fluvio_error(format!("opening a producer for `{topic}`")))?;
+        Ok(TopicProducer { topic: topic.clone(), producer })
+    };
+    let review = match (settings.below_threshold, &settings.review_topic) {
+        (BelowThreshold::Review, Some(topic)) => Some(open(topic)?),
+        _ => None,
+    };
+    let topics = FluvioOutput::new(open(&settings.predictions_topic)?, open(&settings.dlq_topic)?, review);
+    let mut outputs = OutputSet::new(settings.below_threshold).with_dead_letters(Box::new(topics));
+    if settings.console {
+        outputs = outputs.with(Box::new(ConsoleOutput));
+    }
+    if let Some(path) = &settings.jsonl {
+        let jsonl = JsonlOutput::append(path).map_err(setup_error("opening the JSONL output"))?;
+        outputs = outputs.with(Box::new(jsonl));
+    }
+    // BigQuery, Kafka, GCS: each connected and checked now, so a missing table or bucket stops the start.
+    for external in crate::outputs::sink::connect_external(settings, &sink.path, &sink.consume.topic)? {
+        outputs = outputs.with(external);
+    }
+    Ok(outputs)
+}
+
+/// The message of a panic payload (`panic!` with a string or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The outputs as the consumer's commit barrier.
+impl Barrier for OutputSet {
+    fn delivered(&self) -> u64 {
+        OutputSet::delivered(self)
     }
 
-    /// Where `image-validate` runs, and the invocation the consumer sends to the SPU for that.
-    fn validation(&self, admin: &FluvioAdmin) -> Result<(Validation, Option<SmartModuleInvocation>), ConnectorError> {
-        let params = validation_params(&self.config, &self.path)?;
-        let name = self.config.transforms.first().map(|s| s.uses.clone()).unwrap_or_else(|| "image-validate".into());
-        let at = self.config.custom.validate_at;
-        let loaded = if at == ValidateAt::Connector {
-            false
-        } else {
-            let found = run_block_on(admin.list::<SmartModuleSpec, _>(Vec::<String>::new()))
-                .map_err(fluvio_error("listing SmartModules"))?;
-            found.iter().any(|sm| sm.name == name)
-        };
-        if at == ValidateAt::Cluster && !loaded {
-            return Err(ConnectorError::MissingSmartModule(name));
-        }
-        if loaded {
-            let invocation = SmartModuleInvocation {
-                wasm: SmartModuleInvocationWasm::Predefined(name.clone()),
-                kind: SmartModuleKind::FilterMap,
-                params: params.into(),
-                name: Some(name),
-            };
-            return Ok((Validation::AtSpu(dead_letter_payload_cap(&self.config)), Some(invocation)));
-        }
-        let wasm = locate_smartmodule().map_err(|e| setup_error("finding image-validate")(e.to_string()))?;
-        let validator = WasmValidator::load(&wasm, params)
-            .map_err(|e| setup_error(format!("loading {}", wasm.display()))(e.to_string()))?;
-        Ok((Validation::InConnector(Box::new(validator)), None))
+    fn acknowledge(&self) -> impl std::future::Future<Output = Result<(), DeliveryError>> {
+        OutputSet::acknowledge(self)
     }
 
-    /// Producers for every output topic, sized for whole images.
-    fn outputs(&self, fluvio: &Fluvio) -> Result<Outputs, ConnectorError> {
-        let settings = &self.config.custom;
-        let producer = self.config.meta.producer.clone().unwrap_or_default();
-        let config = image_producer_config(&producer).map_err(fluvio_error("configuring the producers"))?;
-        let open = |topic: &String| -> Result<TopicOutput, ConnectorError> {
-            let producer = run_block_on(fluvio.topic_producer_with_config(topic.clone(), config.clone()))
-                .map_err(fluvio_error(format!("opening a producer for `{topic}`")))?;
-            Ok(TopicOutput { topic: topic.clone(), producer })
-        };
-        let review = match (settings.below_threshold, &settings.review_topic) {
-            (BelowThreshold::Review, Some(topic)) => Some(open(topic)?),
-            _ => None,
-        };
-        Outputs::new(open(&settings.predictions_topic)?, open(&settings.dlq_topic)?, review, settings.below_threshold)
-            .with_console(settings.console)
-            .with_jsonl(settings.jsonl.as_deref())
-            .map_err(|e| setup_error("opening the JSONL output")(e.to_string()))
+    fn dead_letter(&self, name: &str, position: SourcePosition, rejected: RejectedImage) -> Result<(), DeliveryError> {
+        let position = Some(position);
+        let outcome = Outcome::Rejected { name: name.to_string(), position, rejected: Box::new(rejected) };
+        events::delivered(self.deliver(&outcome, position)?.as_str());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_thread_panic_is_reported_with_its_message() {
+        let joined =
+            std::thread::spawn(|| -> Result<ConsumeReport, ConsumeError> { panic!("offset {} is odd", 7) }).join();
+        let error = joined.unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic)))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the consumer thread panicked: offset 7 is odd; offsets were not committed past the last commit"
+        );
+        assert_eq!(panic_message(&"static"), "static");
     }
 }

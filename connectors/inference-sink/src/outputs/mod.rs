@@ -8,6 +8,21 @@
 //! [`Output::acknowledge`] resolves once what was queued is durable downstream. An output that cannot
 //! store a single row (BigQuery refusing it, say) does not fail the batch: it returns that row as a
 //! [`SinkRejection`], which the connector routes to the dead-letter topic before it commits.
+//!
+//! [`OutputSet`] holds a run's outputs and is what the connector and `fvision run` deliver to; the
+//! implementations are one file each: [`fluvio`] (the predictions, review and dead-letter topics),
+//! [`console`], [`jsonl`], and the external sinks [`bigquery`], [`kafka`], [`gcs`] (what they share:
+//! [`sink`]).
+
+pub mod bigquery;
+pub mod console;
+pub mod fluvio;
+pub mod gcs;
+pub mod jsonl;
+pub mod kafka;
+mod route;
+mod set;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,6 +33,12 @@ use std::time::Instant;
 use fvision_records::RejectedImage;
 
 use crate::pipeline::Outcome;
+
+pub use console::ConsoleOutput;
+pub use fluvio::{FluvioOutput, TopicProducer};
+pub use jsonl::{JsonlLine, JsonlOutput};
+pub use route::{route, Destination, Routed};
+pub use set::{DeliveryError, OutputSet};
 
 /// Where an outcome's record sat in the consumed topic. Outputs that name objects after offsets or
 /// de-duplicate a replay use it; outcomes of the embedded pipeline (files, stdin) have none.
@@ -36,7 +57,7 @@ pub struct Delivery<'a> {
     /// What became of the input.
     pub outcome: &'a Outcome,
     /// Where the routing rules send it, with its key and JSON value.
-    pub routed: &'a crate::connector::Routed,
+    pub routed: &'a Routed,
     /// Where it was read from, when it came from a Fluvio topic.
     pub position: Option<SourcePosition>,
 }

@@ -17,6 +17,8 @@ use fvision_records::{
 };
 
 use crate::events;
+use crate::outputs::SourcePosition;
+use crate::tally::Tally;
 
 pub use batcher::next_batch;
 
@@ -27,6 +29,15 @@ pub struct Item {
     pub name: String,
     /// The record value as it arrived.
     pub value: Vec<u8>,
+    /// Where it was read from, when it came from a Fluvio topic (outputs name objects or de-duplicate by it).
+    pub position: Option<SourcePosition>,
+}
+
+impl Item {
+    /// A record without a source position (a file, a line of stdin).
+    pub fn new(name: impl Into<String>, value: Vec<u8>) -> Self {
+        Self { name: name.into(), value, position: None }
+    }
 }
 
 /// What became of one input.
@@ -36,6 +47,8 @@ pub enum Outcome {
     Classified {
         /// The input's name.
         name: String,
+        /// Where the input was read from, when it came from a Fluvio topic.
+        position: Option<SourcePosition>,
         /// The prediction.
         prediction: Box<Prediction>,
     },
@@ -43,9 +56,27 @@ pub enum Outcome {
     Rejected {
         /// The input's name.
         name: String,
+        /// Where the input was read from, when it came from a Fluvio topic.
+        position: Option<SourcePosition>,
         /// The rejection, with the original record value.
         rejected: Box<RejectedImage>,
     },
+}
+
+impl Outcome {
+    /// The input's name (file path, `topic/partition@offset`).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Classified { name, .. } | Self::Rejected { name, .. } => name,
+        }
+    }
+
+    /// Where the input was read from, when it came from a Fluvio topic.
+    pub fn position(&self) -> Option<SourcePosition> {
+        match self {
+            Self::Classified { position, .. } | Self::Rejected { position, .. } => *position,
+        }
+    }
 }
 
 /// The validation stage: one verdict per value (`None` where the validator dropped it).
@@ -69,7 +100,7 @@ impl<F: FnMut(&[&[u8]]) -> Vec<Option<ValidationRecord>> + Send> Validate for F 
 
 /// Sizes and timings of the pipeline.
 #[derive(Debug, Clone)]
-pub struct PipelineConfig {
+pub struct PipelineSettings {
     /// Decode/preprocess worker threads.
     pub workers: usize,
     /// Largest inference batch (capped by the model's `max_batch`).
@@ -88,7 +119,7 @@ pub struct PipelineConfig {
     pub dead_letter_payload_cap: PayloadCap,
 }
 
-impl Default for PipelineConfig {
+impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
@@ -103,7 +134,7 @@ impl Default for PipelineConfig {
     }
 }
 
-impl PipelineConfig {
+impl PipelineSettings {
     /// The settings users choose (flags or the connector YAML); the rest keeps its defaults, and
     /// `workers: None` means one per core.
     pub fn new(max_batch: usize, max_wait: Duration, threshold: f32, workers: Option<usize>) -> Self {
@@ -117,20 +148,14 @@ impl PipelineConfig {
 pub struct PipelineStats {
     /// Inputs read.
     pub inputs: u64,
-    /// Predictions made.
-    pub classified: u64,
-    /// Inputs rejected (all stages).
-    pub rejected: u64,
     /// Inputs the validator dropped (`on_invalid=drop`).
     pub dropped: u64,
-    /// Predictions below the confidence threshold.
-    pub below_threshold: u64,
     /// Inference batches run.
     pub batches: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// End-to-end latency of every prediction, in ms, sorted.
-    pub latencies_ms: Vec<f64>,
+    /// Outcomes: counts and latency quantiles, in fixed memory.
+    pub tally: Tally,
 }
 
 impl PipelineStats {
@@ -139,24 +164,25 @@ impl PipelineStats {
         self.inputs as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// A latency percentile (`q` in 0..=1), in ms.
+    /// A latency quantile of the predictions (`q` in 0..=1), in ms.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ms.len();
-        if n == 0 {
-            return 0.0;
-        }
-        self.latencies_ms[((n as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize]
+        self.tally.latency_ms(q)
     }
 }
 
-/// The sink refused an outcome; the pipeline stops.
+/// Why the pipeline stopped before every input had its outcome.
 #[derive(Debug, thiserror::Error)]
-#[error("the output failed: {0}")]
-pub struct PipelineError(pub String);
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The sink refused an outcome.
+    #[error("the output failed")]
+    Output(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// An accepted image on its way to a worker.
 struct Task {
     name: String,
+    position: Option<SourcePosition>,
     original: Original,
     meta: EventMeta,
     data: String,
@@ -211,6 +237,7 @@ enum Message {
 /// A preprocessed image on its way to the batcher.
 struct Ready {
     name: String,
+    position: Option<SourcePosition>,
     original: Original,
     batch: PreparedBatch,
 }
@@ -219,16 +246,20 @@ impl Ready {
     fn rejected(self, failure: &Failure, cap: PayloadCap) -> Outcome {
         let meta = self.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
         let rejected = self.original.rejected(failure.reason, failure.detail.clone(), Stage::Inference, cap);
-        Outcome::Rejected { rejected: Box::new(rejected.with_event(meta).at_record(&self.name)), name: self.name }
+        Outcome::Rejected {
+            rejected: Box::new(rejected.with_event(meta).at_record(&self.name)),
+            name: self.name,
+            position: self.position,
+        }
     }
 }
 
 /// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread.
-pub fn run_pipeline<E: std::fmt::Display>(
+pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     inputs: impl Iterator<Item = Item> + Send,
     mut validator: impl Validate,
     classifier: &Classifier,
-    config: &PipelineConfig,
+    config: &PipelineSettings,
     mut sink: impl FnMut(Outcome) -> Result<(), E>,
 ) -> Result<PipelineStats, PipelineError> {
     let started = Instant::now();
@@ -268,19 +299,12 @@ pub fn run_pipeline<E: std::fmt::Display>(
                 }
                 Message::Outcome(outcome) => outcome,
             };
+            stats.tally.record(&outcome);
             match &outcome {
-                Outcome::Classified { prediction, .. } => {
-                    stats.classified += 1;
-                    stats.below_threshold += u64::from(!prediction.above_threshold);
-                    stats.latencies_ms.push(prediction.processing_time_ms);
-                    events::image_classified(prediction);
-                }
-                Outcome::Rejected { rejected, .. } => {
-                    stats.rejected += 1;
-                    events::image_rejected(rejected);
-                }
+                Outcome::Classified { prediction, .. } => events::image_classified(prediction),
+                Outcome::Rejected { rejected, .. } => events::image_rejected(rejected),
             }
-            sink(outcome).map_err(|e| PipelineError(e.to_string()))?;
+            sink(outcome).map_err(|e| PipelineError::Output(e.into()))?;
         }
         Ok(())
     });
@@ -289,14 +313,13 @@ pub fn run_pipeline<E: std::fmt::Display>(
     stats.inputs = inputs;
     stats.dropped = dropped;
     stats.elapsed = started.elapsed();
-    stats.latencies_ms.sort_by(f64::total_cmp);
     Ok(stats)
 }
 
 fn validate_stage(
     inputs: impl Iterator<Item = Item>,
     validator: &mut impl Validate,
-    config: &PipelineConfig,
+    config: &PipelineSettings,
     tasks: SyncSender<Task>,
     out: SyncSender<Message>,
     counts: &Mutex<(u64, u64)>,
@@ -320,12 +343,19 @@ fn validate_stage(
                         _ => None,
                     };
                     let original = rebuilt.map_or(Original::Value(item.value), Original::Capped);
-                    let task = Task { name: item.name, original, meta: ok.event.meta, data: ok.event.data };
+                    let task = Task {
+                        name: item.name,
+                        position: item.position,
+                        original,
+                        meta: ok.event.meta,
+                        data: ok.event.data,
+                    };
                     send_counted(&tasks, "decode", task)
                 }
                 Some(ValidationRecord::Rejected(rejected)) => {
                     let rejected = Box::new(rejected.at_record(&item.name));
-                    send_counted(&out, "output", Message::Outcome(Outcome::Rejected { name: item.name, rejected }))
+                    let outcome = Outcome::Rejected { name: item.name, position: item.position, rejected };
+                    send_counted(&out, "output", Message::Outcome(outcome))
                 }
                 None => true,
             };
@@ -362,7 +392,10 @@ fn decode_stage(
             Ok(batch)
         });
         let sent = match prepared {
-            Ok(batch) => send_counted(&ready, "batch", Ready { name: task.name, original: task.original, batch }),
+            Ok(batch) => {
+                let ready_item = Ready { name: task.name, position: task.position, original: task.original, batch };
+                send_counted(&ready, "batch", ready_item)
+            }
             Err(failure) => {
                 let stage = match failure.reason {
                     RejectReason::PreprocessError => Stage::Preprocess,
@@ -370,7 +403,8 @@ fn decode_stage(
                 };
                 let rejected = task.original.rejected(failure.reason, failure.detail, stage, cap);
                 let rejected = Box::new(rejected.with_event(task.meta).at_record(&task.name));
-                send_counted(&out, "output", Message::Outcome(Outcome::Rejected { name: task.name, rejected }))
+                let outcome = Outcome::Rejected { name: task.name, position: task.position, rejected };
+                send_counted(&out, "output", Message::Outcome(outcome))
             }
         };
         if !sent {
@@ -381,7 +415,7 @@ fn decode_stage(
 
 fn inference_stage(
     classifier: &Classifier,
-    config: &PipelineConfig,
+    config: &PipelineSettings,
     max_batch: usize,
     ready: &Receiver<Ready>,
     out: SyncSender<Message>,
@@ -396,7 +430,11 @@ fn inference_stage(
             Ok(predictions) => items
                 .into_iter()
                 .zip(predictions)
-                .map(|(item, p)| Outcome::Classified { name: item.name, prediction: Box::new(p) })
+                .map(|(item, p)| Outcome::Classified {
+                    name: item.name,
+                    position: item.position,
+                    prediction: Box::new(p),
+                })
                 .collect(),
             // One bad image must not take the good ones with it: run them one by one before dead-lettering any.
             Err(failure) if items.len() > 1 => {
@@ -408,7 +446,11 @@ fn inference_stage(
                     .into_iter()
                     .map(|item| match classify(classifier, &[&item.batch], config) {
                         Ok(mut predictions) => match predictions.pop() {
-                            Some(p) => Outcome::Classified { name: item.name, prediction: Box::new(p) },
+                            Some(p) => Outcome::Classified {
+                                name: item.name,
+                                position: item.position,
+                                prediction: Box::new(p),
+                            },
                             None => item.rejected(&no_prediction(), config.dead_letter_payload_cap),
                         },
                         Err(failure) => item.rejected(&failure, config.dead_letter_payload_cap),
@@ -432,7 +474,7 @@ fn inference_stage(
 fn classify(
     classifier: &Classifier,
     parts: &[&PreparedBatch],
-    config: &PipelineConfig,
+    config: &PipelineSettings,
 ) -> Result<Vec<Prediction>, Failure> {
     guarded(Stage::Inference, || {
         let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), parts.len());
@@ -531,7 +573,7 @@ mod tests {
             .map(|(i, (_, bytes))| {
                 let data = base64::engine::general_purpose::STANDARD.encode(bytes);
                 let value = serde_json::json!({"id": format!("{prefix}-{i}"), "data": data}).to_string();
-                Item { name: format!("t/0@{i}"), value: value.into_bytes() }
+                Item { name: format!("t/0@{i}"), value: value.into_bytes(), position: None }
             })
             .collect()
     }
@@ -542,14 +584,14 @@ mod tests {
         values.iter().map(|v| Some(image_validate::validate_value(v, &params))).collect()
     }
 
-    fn run(items: Vec<Item>, config: &PipelineConfig) -> Vec<Outcome> {
+    fn run(items: Vec<Item>, config: &PipelineSettings) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let stats = run_pipeline(items.into_iter(), native, classifier(), config, |o| {
             outcomes.push(o);
             Ok::<_, String>(())
         })
         .unwrap();
-        assert_eq!(stats.classified + stats.rejected, outcomes.len() as u64);
+        assert_eq!(stats.tally.classified + stats.tally.rejected, outcomes.len() as u64);
         outcomes
     }
 
@@ -573,7 +615,7 @@ mod tests {
     fn a_panic_in_decode_is_one_dead_letter_and_the_workers_go_on() {
         arm("decode", "panic-decode-1");
         // One worker: if the panic killed it, nothing after the faulty image would be classified.
-        let config = PipelineConfig { workers: 1, max_batch: 2, ..PipelineConfig::default() };
+        let config = PipelineSettings { workers: 1, max_batch: 2, ..PipelineSettings::default() };
         let items = photos("panic-decode", 5);
         let values: Vec<Vec<u8>> = items.iter().map(|i| i.value.clone()).collect();
         let outcomes = run(items, &config);
@@ -595,7 +637,7 @@ mod tests {
     fn a_panic_in_inference_costs_only_its_image() {
         arm("inference-panic", "panic-infer-2");
         let config =
-            PipelineConfig { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
+            PipelineSettings { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
         let got = by_id(&run(photos("panic-infer", 6), &config));
         assert_eq!(got.len(), 6, "{got:?}");
         assert_eq!(got["panic-infer-2"], Err((RejectReason::InternalError, Stage::Inference)));
@@ -606,7 +648,7 @@ mod tests {
     fn an_inference_error_on_a_batch_retries_its_images_one_by_one() {
         arm("inference-error", "retry-3");
         let config =
-            PipelineConfig { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
+            PipelineSettings { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
         let items = photos("retry", 8);
         // The same photos without the fault give the labels the retried images must get.
         let expected = by_id(&run(photos("retry-ref", 8), &config));
@@ -641,8 +683,14 @@ mod tests {
             b64.clone().into_bytes(),
             format!("data:image/png;base64,{b64}").into_bytes(),
         ];
-        let config = PipelineConfig { workers: 1, ..PipelineConfig::default() };
-        let items = || values.iter().enumerate().map(|(i, v)| Item { name: format!("images/0@{i}"), value: v.clone() });
+        let config = PipelineSettings { workers: 1, ..PipelineSettings::default() };
+        let items = || {
+            values.iter().enumerate().map(|(i, v)| Item {
+                name: format!("images/0@{i}"),
+                value: v.clone(),
+                position: None,
+            })
+        };
         // In the connector: the record as produced goes through the validator here.
         let here = run(items().collect(), &config);
         // On the SPU: the pipeline sees the validator's output records (what the SPU sends), not the originals.
@@ -669,7 +717,7 @@ mod tests {
             outcomes
                 .iter()
                 .map(|o| match o {
-                    Outcome::Rejected { name, rejected } => (name.clone(), serde_json::to_vec(rejected).unwrap()),
+                    Outcome::Rejected { name, rejected, .. } => (name.clone(), serde_json::to_vec(rejected).unwrap()),
                     Outcome::Classified { name, .. } => panic!("{name} was classified"),
                 })
                 .collect()

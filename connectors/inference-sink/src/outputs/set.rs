@@ -1,0 +1,274 @@
+//! The set of outputs the connector (and `fvision run`) delivers to: every outcome is routed once and
+//! handed to every output; [`OutputSet::acknowledge`] waits for all of them, then dead-letters the rows
+//! they refused one by one, so the offset commit that follows covers only what is stored somewhere.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::join_all;
+
+use super::{route, Delivery, Destination, Output, OutputError, Routed, SinkRejection, SourcePosition};
+use crate::config::BelowThreshold;
+use crate::pipeline::Outcome;
+
+/// An outcome could not be delivered or confirmed: offsets must not be committed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The outcome could not be serialised into its record.
+    #[error("serialising an outcome")]
+    Serialize(#[from] serde_json::Error),
+    /// An output failed as a whole.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// An output refused rows and no output takes dead letters.
+    #[error("{output} refused {count} records and no dead-letter output is configured")]
+    NoDeadLetterOutput {
+        /// The output that refused them.
+        output: String,
+        /// How many.
+        count: usize,
+    },
+    /// The dead-letter output refused a dead letter itself: there is nowhere left to put it.
+    #[error("the dead-letter output `{output}` refused the dead letter of `{key}`")]
+    DeadLetterRefused {
+        /// The dead-letter output.
+        output: String,
+        /// The refused record's key.
+        key: String,
+    },
+}
+
+/// Every output of a run, one of which may take dead letters (the rows other outputs refuse).
+pub struct OutputSet {
+    outputs: Vec<Box<dyn Output>>,
+    /// Index in `outputs` of the one that takes dead letters.
+    dead_letters: Option<usize>,
+    below: BelowThreshold,
+    delivered: AtomicU64,
+}
+
+impl OutputSet {
+    /// No outputs yet; predictions below the threshold are routed by `below`.
+    pub fn new(below: BelowThreshold) -> Self {
+        Self { outputs: Vec::new(), dead_letters: None, below, delivered: AtomicU64::new(0) }
+    }
+
+    /// Adds an output.
+    pub fn with(mut self, output: Box<dyn Output>) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
+    /// Adds the output that also takes the rows other outputs refuse (the Fluvio topics output, whose
+    /// dead-letter topic is where every rejected record goes).
+    pub fn with_dead_letters(mut self, output: Box<dyn Output>) -> Self {
+        self.dead_letters = Some(self.outputs.len());
+        self.with(output)
+    }
+
+    /// The outputs' names, for logs.
+    pub fn names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|o| o.name()).collect()
+    }
+
+    /// Each output's name and health.
+    pub fn health(&self) -> Vec<(String, super::OutputHealth)> {
+        self.outputs.iter().map(|o| (o.name().to_string(), o.health())).collect()
+    }
+
+    /// Calls [`Output::prepare`] on every output, before the first delivery.
+    pub fn prepare(&self, window: &super::ReplayWindow) -> Result<(), DeliveryError> {
+        for output in &self.outputs {
+            output.prepare(window)?;
+        }
+        Ok(())
+    }
+
+    /// Outcomes handed to every output (or dropped by rule) so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Routes one outcome and hands it to every output. Blocks only while an output's buffer is full.
+    pub fn deliver(&self, outcome: &Outcome, position: Option<SourcePosition>) -> Result<Destination, DeliveryError> {
+        let routed = route(outcome, self.below)?;
+        let delivery = Delivery { outcome, routed: &routed, position };
+        for output in &self.outputs {
+            output.send(&delivery)?;
+        }
+        // Counted only after every send, so an acknowledgement that sees the count also covers this outcome.
+        self.delivered.fetch_add(1, Ordering::AcqRel);
+        Ok(routed.destination)
+    }
+
+    /// Waits until every output acknowledged everything sent before the call, then sends the rows they
+    /// refused to the dead-letter output and waits for that too.
+    pub async fn acknowledge(&self) -> Result<(), DeliveryError> {
+        let mut refused = Vec::new();
+        for (output, acknowledged) in
+            self.outputs.iter().zip(join_all(self.outputs.iter().map(|o| o.acknowledge())).await)
+        {
+            let rejections = acknowledged?;
+            if !rejections.is_empty() {
+                tracing::warn!(output = output.name(), count = rejections.len(), "rows refused; dead-lettering them");
+                refused.push((output.name(), rejections));
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let Some(dead_letters) = self.dead_letters.and_then(|i| self.outputs.get(i)) else {
+            let (output, rejections) = &refused[0];
+            return Err(DeliveryError::NoDeadLetterOutput { output: output.to_string(), count: rejections.len() });
+        };
+        for rejection in refused.into_iter().flat_map(|(_, rejections)| rejections) {
+            let SinkRejection { key, position, rejected } = rejection;
+            let outcome = Outcome::Rejected { name: key.clone(), position, rejected: Box::new(rejected) };
+            let Routed { value, .. } = route(&outcome, self.below)?;
+            let routed = Routed { destination: Destination::DeadLetter, key, value };
+            dead_letters.send(&Delivery { outcome: &outcome, routed: &routed, position })?;
+        }
+        if let Some(refused) = dead_letters.acknowledge().await?.into_iter().next() {
+            return Err(DeliveryError::DeadLetterRefused { output: dead_letters.name().to_string(), key: refused.key });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+
+    use fluvio_future::task::run_block_on;
+    use futures_util::task::noop_waker;
+    use fvision_records::{Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
+
+    use super::*;
+    use crate::outputs::AckFuture;
+
+    /// A test double of our own trait: records what it was sent, acknowledges once its gate opens (when it
+    /// has one), and refuses the rows it was told to.
+    #[derive(Default)]
+    struct Recording {
+        name: &'static str,
+        sent: Mutex<Vec<(Destination, String, Vec<u8>)>>,
+        gate: Option<async_channel::Receiver<()>>,
+        refuse: Mutex<Vec<SinkRejection>>,
+        acknowledged: AtomicUsize,
+    }
+
+    impl Recording {
+        fn named(name: &'static str) -> Self {
+            Self { name, ..Self::default() }
+        }
+    }
+
+    /// Lets a test keep looking at an output the set owns.
+    struct Shared(std::sync::Arc<Recording>);
+
+    impl Output for Shared {
+        fn name(&self) -> &str {
+            self.0.name
+        }
+
+        fn send(&self, delivery: &Delivery<'_>) -> Result<(), OutputError> {
+            let routed = delivery.routed;
+            self.0.sent.lock().unwrap().push((routed.destination, routed.key.clone(), routed.value.clone()));
+            Ok(())
+        }
+
+        fn acknowledge(&self) -> AckFuture<'_> {
+            Box::pin(async move {
+                if let Some(gate) = &self.0.gate {
+                    let _ = gate.recv().await;
+                }
+                self.0.acknowledged.fetch_add(1, Ordering::AcqRel);
+                Ok(std::mem::take(&mut *self.0.refuse.lock().unwrap()))
+            })
+        }
+    }
+
+    fn shared(recording: Recording) -> (std::sync::Arc<Recording>, Box<dyn Output>) {
+        let recording = std::sync::Arc::new(recording);
+        (std::sync::Arc::clone(&recording), Box::new(Shared(recording)))
+    }
+
+    fn classified(id: &str, above_threshold: bool) -> Outcome {
+        let prediction = Prediction { image_id: id.into(), above_threshold, ..Prediction::default() };
+        Outcome::Classified { name: format!("images/0@{id}"), position: None, prediction: Box::new(prediction) }
+    }
+
+    #[test]
+    fn every_output_gets_every_outcome_routed_once() {
+        let (topics, topics_output) = shared(Recording::named("fluvio"));
+        let (file, file_output) = shared(Recording::named("jsonl"));
+        let outputs = OutputSet::new(BelowThreshold::Drop).with_dead_letters(topics_output).with(file_output);
+        assert_eq!(outputs.names(), ["fluvio", "jsonl"]);
+        let at = Some(SourcePosition { partition: 0, offset: 7 });
+        assert_eq!(outputs.deliver(&classified("a", true), at).unwrap(), Destination::Predictions);
+        assert_eq!(outputs.deliver(&classified("b", false), None).unwrap(), Destination::Dropped);
+        assert_eq!(outputs.delivered(), 2, "a dropped outcome counts as delivered");
+        for recording in [&topics, &file] {
+            let sent = recording.sent.lock().unwrap();
+            let keys: Vec<_> = sent.iter().map(|(d, k, _)| (*d, k.as_str())).collect();
+            assert_eq!(keys, [(Destination::Predictions, "a"), (Destination::Dropped, "b")]);
+        }
+    }
+
+    #[test]
+    fn acknowledge_waits_for_every_output() {
+        let (open_first, first_gate) = async_channel::bounded(1);
+        let (open_second, second_gate) = async_channel::bounded(1);
+        let (first, first_output) = shared(Recording { gate: Some(first_gate), ..Recording::named("first") });
+        let (second, second_output) = shared(Recording { gate: Some(second_gate), ..Recording::named("second") });
+        let outputs = OutputSet::new(BelowThreshold::Flag).with(first_output).with(second_output);
+        outputs.deliver(&classified("a", true), None).unwrap();
+
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut acknowledged = pin!(outputs.acknowledge());
+        assert!(acknowledged.as_mut().poll(&mut cx).is_pending());
+        open_second.try_send(()).unwrap();
+        assert!(acknowledged.as_mut().poll(&mut cx).is_pending(), "the first output has not acknowledged yet");
+        assert_eq!(second.acknowledged.load(Ordering::Acquire), 1);
+        open_first.try_send(()).unwrap();
+        assert!(matches!(acknowledged.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(first.acknowledged.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn refused_rows_reach_the_dead_letter_output_before_acknowledge_resolves() {
+        let (topics, topics_output) = shared(Recording::named("fluvio"));
+        let (table, table_output) = shared(Recording::named("bigquery"));
+        let payload = br#"{"prediction_id":"p-1"}"#;
+        let rejected = RejectedImage::new(RejectReason::SinkError, "no such column", Stage::Sink, payload);
+        let position = Some(SourcePosition { partition: 1, offset: 42 });
+        table.refuse.lock().unwrap().push(SinkRejection { key: "img-1".into(), position, rejected });
+        let outputs = OutputSet::new(BelowThreshold::Flag).with_dead_letters(topics_output).with(table_output);
+        outputs.deliver(&classified("img-1", true), position).unwrap();
+
+        run_block_on(outputs.acknowledge()).unwrap();
+        let sent = topics.sent.lock().unwrap();
+        let (destination, key, value) = sent.last().unwrap();
+        assert_eq!((*destination, key.as_str()), (Destination::DeadLetter, "img-1"));
+        let ValidationRecord::Rejected(letter) = serde_json::from_slice(value).unwrap() else {
+            panic!("not a dead letter")
+        };
+        assert_eq!((letter.reason, letter.stage), (RejectReason::SinkError, Stage::Sink));
+        assert_eq!(letter.payload.to_bytes().unwrap(), payload);
+        assert_eq!(topics.acknowledged.load(Ordering::Acquire), 2, "the dead letters were acknowledged too");
+        assert_eq!(table.acknowledged.load(Ordering::Acquire), 1);
+
+        // Without a dead-letter output a refused row is an error, never dropped.
+        let (table, table_output) = shared(Recording::named("bigquery"));
+        let rejected = RejectedImage::new(RejectReason::SinkError, "no", Stage::Sink, b"");
+        table.refuse.lock().unwrap().push(SinkRejection { key: "k".into(), position: None, rejected });
+        let outputs = OutputSet::new(BelowThreshold::Flag).with(table_output);
+        let err = run_block_on(outputs.acknowledge()).unwrap_err();
+        assert!(matches!(err, DeliveryError::NoDeadLetterOutput { count: 1, .. }), "{err}");
+    }
+}
