@@ -105,7 +105,7 @@ fn default_max_record_bytes() -> ByteSize {
 }
 
 fn default_max_batch() -> usize {
-    64
+    4
 }
 
 /// Properties the connector sets itself: offsets must be committed by it, after Fluvio acknowledged.
