@@ -115,7 +115,50 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusBuilder {
     builder.unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
-/// Serves `/metrics` on `address` with [`prometheus`]'s histograms, for the process's lifetime.
-pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    prometheus().with_http_listener(address).install()
+/// Serves `/metrics` on `address` with [`prometheus`]'s histograms, for the process's lifetime; returns the
+/// bound address. [`crate::endpoint::serve`] also serves the status page on the same listener.
+pub fn serve(address: std::net::SocketAddr) -> Result<std::net::SocketAddr, crate::endpoint::EndpointError> {
+    crate::endpoint::serve(address, None)
+}
+
+/// Starts the series without labels at 0, so a dashboard's `rate()` has them from the first scrape (the
+/// labelled ones start with their first label set). Called once the recorder is installed.
+pub fn register() {
+    metrics::counter!(BELOW_THRESHOLD_TOTAL).increment(0);
+}
+
+/// Records after the committed offset, by partition of the input topic (connector).
+pub const CONSUMER_LAG: &str = "fvision_consumer_lag";
+/// Failures of an output as a whole (a send or an acknowledgement that failed), by sink.
+pub const SINK_ERRORS_TOTAL: &str = "fvision_sink_errors_total";
+/// Rows an output refused one by one (dead-lettered with reason `sink_error`), by sink.
+pub const SINK_REFUSED_TOTAL: &str = "fvision_sink_refused_total";
+/// 1 while an output is failing and retrying, else 0, by sink.
+pub const SINK_RETRYING: &str = "fvision_sink_retrying";
+
+/// The records of `partition` after the committed offset.
+pub fn consumer_lag(partition: u32, lag: i64) {
+    metrics::gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
+}
+
+/// An output joined the run: its error series start at 0, so rates and alerts work before the first error.
+pub fn sink_added(sink: &str) {
+    metrics::counter!(SINK_ERRORS_TOTAL, "sink" => sink.to_string()).increment(0);
+    metrics::counter!(SINK_REFUSED_TOTAL, "sink" => sink.to_string()).increment(0);
+    metrics::gauge!(SINK_RETRYING, "sink" => sink.to_string()).set(0.0);
+}
+
+/// An output failed as a whole.
+pub fn sink_failed(sink: &str) {
+    metrics::counter!(SINK_ERRORS_TOTAL, "sink" => sink.to_string()).increment(1);
+}
+
+/// An output refused `count` rows one by one.
+pub fn sink_refused(sink: &str, count: usize) {
+    metrics::counter!(SINK_REFUSED_TOTAL, "sink" => sink.to_string()).increment(count as u64);
+}
+
+/// Whether an output is retrying.
+pub fn sink_retrying(sink: &str, retrying: bool) {
+    metrics::gauge!(SINK_RETRYING, "sink" => sink.to_string()).set(if retrying { 1.0 } else { 0.0 });
 }
