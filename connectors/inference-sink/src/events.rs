@@ -127,6 +127,15 @@ pub fn register() {
     metrics::counter!(BELOW_THRESHOLD_TOTAL).increment(0);
 }
 
+/// The connector's own series without labels start at 0 too (`fvision run` reads no topic, so it does not
+/// export them). Called once the recorder is installed.
+pub fn register_connector() {
+    for counter in [CONSUMED_TOTAL, REREAD_TOTAL, OFFSET_COMMITS_TOTAL] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
 /// Records after the committed offset, by partition of the input topic (connector).
 pub const CONSUMER_LAG: &str = "fvision_consumer_lag";
 /// Failures of an output as a whole (a send or an acknowledgement that failed), by sink.

@@ -36,6 +36,7 @@ fn the_shipped_config_reads_as_documented() {
     image_validate_params_are_valid(&params);
     assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
+    assert!(inference.dashboard && inference.metrics_address.is_loopback());
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
 }

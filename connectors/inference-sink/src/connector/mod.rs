@@ -225,6 +225,7 @@ impl Connector {
             let address = std::net::SocketAddr::new(inference.metrics_address, port);
             let bound = crate::endpoint::serve(address, dashboard.clone())
                 .map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
+            events::register_connector();
             tracing::info!(%bound, "metrics on /metrics");
             if dashboard.is_some() {
                 tracing::info!("status page on http://{bound}/");
