@@ -120,7 +120,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             if !bound.ip().is_loopback() {
                 eprintln!("fvision: warning: the status page shows the images to anyone who can reach {bound}");
             }
-            page_url = Some(format!("http://{bound}/"));
+            // Asked for on the command line: keep showing the finished run. (A config's `dashboard: true`
+            // serves the page while the run lasts, like its metrics.)
+            if args.dashboard.is_some() {
+                page_url = Some(format!("http://{bound}/"));
+            }
         }
     } else if dashboard_on {
         anyhow::bail!("the config's `dashboard: true` needs a port: set `metrics-port` or pass --dashboard PORT");
