@@ -104,6 +104,6 @@ install_venv() {
 build() {
   say "building the SmartModules (WASM) and fvision (release; first build takes several minutes)"
   (cd "$REPO" && cargo build --profile release-wasm --target wasm32-unknown-unknown \
-     -p image-validate -p identity-smartmodule)
+     -p image-validate -p identity-smartmodule -p trap-smartmodule)
   (cd "$REPO" && cargo build --release -p fvision)
 }

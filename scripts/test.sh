@@ -13,7 +13,7 @@ cargo fmt --all -- --check
 build
 say "linting (clippy, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -p trap-smartmodule -- -D warnings
 say "running the tests"
 log=$(mktemp)
 FVISION_SKIP_LOG=$(mktemp)   # tests that cannot get their server list themselves here

@@ -52,7 +52,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(fvision_connector_common::secret::redacting_stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("fvision: error: {err:#}");
+            eprintln!("fvision: error: {}", fvision_connector_common::secret::redact(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

@@ -228,7 +228,10 @@ fn models_list_and_show_describe_every_preset() {
 
 #[test]
 fn run_reads_the_sink_connector_yaml() {
-    let out = fvision(&["run", "--config", "fluvio-config/connectors/inference-sink.yaml", "data/demo-images"], None);
+    // The shipped YAML serves metrics on 9464; on a shared machine that port may be taken, so use a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let yaml = "fluvio-config/connectors/inference-sink.yaml";
+    let out = fvision(&["run", "--config", yaml, "--metrics-port", &port, "data/demo-images"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The shipped config sets confidence-threshold 0.3: the dimmer demo predictions are flagged, not dropped.
@@ -242,4 +245,32 @@ fn run_reads_the_sink_connector_yaml() {
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("error-threshold.yaml") && stderr.contains("inference.confidence-threshold"), "{stderr}");
+}
+
+#[test]
+fn run_serves_metrics_on_loopback_only_unless_told_otherwise() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Reading stdin keeps `fvision run` (and its endpoint) alive until stdin closes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fvision"))
+        .args(["run", "--metrics-port", &port.to_string(), "-"])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the metrics endpoint did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "fvision run exited early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Bound to 127.0.0.1 only, another loopback address is free on the same port; bound to 0.0.0.0 (every
+    // interface, reachable from the network), it would be taken.
+    let other = std::net::TcpListener::bind(("127.0.0.2", port));
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(other.is_ok(), "the endpoint listens on every interface: {other:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("http://127.0.0.1:{port}/metrics")));
 }

@@ -17,12 +17,13 @@ pub enum ManifestError {
         source: std::io::Error,
     },
     /// TOML syntax, an unknown field, or a value of the wrong type (the message names the key and line).
-    #[error("{path}: {message}")]
+    #[error("{path}")]
     Parse {
         /// The manifest file.
         path: PathBuf,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        #[source]
+        source: toml::de::Error,
     },
     /// A field whose value is out of range or inconsistent with another.
     #[error("{path}: field `{field}`: expected {expected}")]

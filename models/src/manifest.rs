@@ -191,7 +191,7 @@ impl ModelSpec {
     /// Validates manifest text; `path` locates relative files and names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ManifestError> {
         let manifest: Manifest =
-            toml::from_str(text).map_err(|e| ManifestError::Parse { path: path.to_owned(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|source| ManifestError::Parse { path: path.to_owned(), source })?;
         let invalid = |field: &'static str, expected: &str| ManifestError::Invalid {
             path: path.to_owned(),
             field,
@@ -313,19 +313,30 @@ kind = "logits"
         assert!(spec.onnx_path.ends_with("m.onnx"));
     }
 
+    /// The error and its causes, as a binary prints them.
+    fn with_causes(err: ManifestError) -> String {
+        let mut text = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(e) = cause {
+            text = format!("{text}: {e}");
+            cause = e.source();
+        }
+        text
+    }
+
     #[test]
     fn errors_name_the_file_the_field_and_what_was_expected() {
-        let err = parse(&manifest("").replace("size = 224", "size = 2")).unwrap_err().to_string();
+        let err = parse(&manifest("").replace("size = 224", "size = 2")).map_err(with_causes).unwrap_err();
         assert!(err.contains("m.toml") && err.contains("`input.size`") && err.contains("from 8 to 4096"), "{err}");
-        let err = parse(&manifest("").replace("\"NCHW\"", "\"NCWH\"")).unwrap_err().to_string();
+        let err = parse(&manifest("").replace("\"NCHW\"", "\"NCWH\"")).map_err(with_causes).unwrap_err();
         assert!(err.contains("m.toml") && err.contains("NCWH"), "{err}");
-        let err = parse(&manifest("").replace("resize_to = 256", "resize_to = 100")).unwrap_err().to_string();
+        let err = parse(&manifest("").replace("resize_to = 256", "resize_to = 100")).map_err(with_causes).unwrap_err();
         assert!(err.contains("`preprocess.resize_to`"), "{err}");
-        let err = parse(&manifest("colour = 1")).unwrap_err().to_string();
+        let err = parse(&manifest("colour = 1")).map_err(with_causes).unwrap_err();
         assert!(err.contains("colour"), "unknown fields are named: {err}");
-        let err = parse(&manifest("").replace("\"tf127\"", "\"custom\"")).unwrap_err().to_string();
+        let err = parse(&manifest("").replace("\"tf127\"", "\"custom\"")).map_err(with_causes).unwrap_err();
         assert!(err.contains("`preprocess.mean`"), "{err}");
-        let err = parse(&manifest("").replace("m.onnx", "missing.onnx")).unwrap_err().to_string();
+        let err = parse(&manifest("").replace("m.onnx", "missing.onnx")).map_err(with_causes).unwrap_err();
         assert!(err.contains("`onnx`") && err.contains("missing.onnx"), "{err}");
     }
 

@@ -15,4 +15,7 @@ pub use event::{EventMeta, ImageEvent, Source};
 pub use format::ImageFormat;
 pub use prediction::{prediction_id, ClassScore, Prediction, StageTimings};
 pub use reason::{RejectReason, Stage};
-pub use validation::{OriginalPayload, RejectedImage, ValidatedImage, ValidationRecord};
+pub use validation::{
+    json_string_len, CappedPayload, OriginalForm, OriginalPayload, PayloadCap, RejectedImage, ValidatedImage,
+    ValidationRecord, DEFAULT_PAYLOAD_CAP, EVENT_META_CAP, MIN_PAYLOAD_CAP, PAYLOAD_HEAD_BYTES,
+};

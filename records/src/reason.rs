@@ -44,11 +44,14 @@ pub enum RejectReason {
     SinkError,
     /// The validator itself failed on this record (a WASM trap or an engine error): a bug, kept as data.
     ValidatorError,
+    /// A stage of the sink failed on this image in a way it does not expect (a decoder or model bug that
+    /// panicked): the image is dead-lettered, the pipeline goes on.
+    InternalError,
 }
 
 impl RejectReason {
     /// Every code, for documentation and metrics pre-registration.
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         Self::Empty,
         Self::MalformedEnvelope,
         Self::InvalidBase64,
@@ -66,6 +69,7 @@ impl RejectReason {
         Self::InferenceError,
         Self::SinkError,
         Self::ValidatorError,
+        Self::InternalError,
     ];
 
     /// The stable snake_case code.
@@ -88,6 +92,7 @@ impl RejectReason {
             Self::InferenceError => "inference_error",
             Self::SinkError => "sink_error",
             Self::ValidatorError => "validator_error",
+            Self::InternalError => "internal_error",
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use core::str::FromStr;
 
-use fvision_records::ImageFormat;
+use fvision_records::{ImageFormat, PayloadCap, MIN_PAYLOAD_CAP};
 
 /// What to emit for an input that fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +32,9 @@ pub struct ValidationParams {
     pub full_decode: bool,
     /// Reject (default) or drop invalid inputs.
     pub on_invalid: OnInvalid,
+    /// Largest serialised payload a rejected record carries; above it only the first bytes, the size and a
+    /// SHA-256 (so a rejected record always fits under the consumer's `max-bytes`).
+    pub dead_letter_payload_cap: PayloadCap,
 }
 
 impl Default for ValidationParams {
@@ -44,12 +47,13 @@ impl Default for ValidationParams {
             allowed_formats: ImageFormat::DECODABLE.to_vec(),
             full_decode: false,
             on_invalid: OnInvalid::Reject,
+            dead_letter_payload_cap: PayloadCap::default(),
         }
     }
 }
 
 /// Every param name the SmartModule understands, with what it expects (for errors and docs).
-pub const PARAMS: [(&str, &str); 7] = [
+pub const PARAMS: [(&str, &str); 8] = [
     ("max_encoded_bytes", "a positive integer number of bytes"),
     ("max_pixels", "a positive integer"),
     ("max_side", "a positive integer number of pixels"),
@@ -57,6 +61,7 @@ pub const PARAMS: [(&str, &str); 7] = [
     ("allowed_formats", "a comma-separated list of jpeg, png, gif, webp, bmp"),
     ("full_decode", "true or false"),
     ("on_invalid", "reject or drop"),
+    ("dead_letter_payload_cap", "an integer number of bytes, at least 16384"),
 ];
 
 /// A param whose value is not what it should be.
@@ -96,6 +101,11 @@ impl ValidationParams {
                         "drop" => OnInvalid::Drop,
                         _ => return Err(err()),
                     }
+                }
+                "dead_letter_payload_cap" => {
+                    let cap = positive(value).and_then(|v| usize::try_from(v).ok());
+                    params.dead_letter_payload_cap =
+                        cap.filter(|c| *c >= MIN_PAYLOAD_CAP).map(PayloadCap::new).ok_or_else(err)?
                 }
                 _ => {}
             }
@@ -144,6 +154,7 @@ mod tests {
         assert_eq!(p.max_pixels, 50_000_000);
         assert_eq!(p.max_side, 16_384);
         assert!(!p.full_decode);
+        assert_eq!(p.dead_letter_payload_cap.bytes(), fvision_records::DEFAULT_PAYLOAD_CAP);
     }
 
     #[test]
@@ -156,6 +167,7 @@ mod tests {
             ("allowed_formats", "jpg, png"),
             ("full_decode", "true"),
             ("on_invalid", "drop"),
+            ("dead_letter_payload_cap", "65_536"),
         ])
         .unwrap();
         assert_eq!(p.max_encoded_bytes, 1000);
@@ -163,6 +175,7 @@ mod tests {
         assert_eq!(p.max_aspect_ratio, 2.5);
         assert!(p.full_decode);
         assert_eq!(p.on_invalid, OnInvalid::Drop);
+        assert_eq!(p.dead_letter_payload_cap.bytes(), 65_536);
     }
 
     #[test]
@@ -176,6 +189,7 @@ mod tests {
         assert!(ValidationParams::from_pairs([("max_aspect_ratio", "0.5")]).is_err());
         assert!(ValidationParams::from_pairs([("max_side", "0")]).is_err());
         assert!(ValidationParams::from_pairs([("on_invalid", "ignore")]).is_err());
+        assert!(ValidationParams::from_pairs([("dead_letter_payload_cap", "1000")]).is_err());
     }
 }
 

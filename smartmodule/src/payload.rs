@@ -45,7 +45,7 @@ pub struct Envelope<'a> {
 #[derive(Debug, Deserialize)]
 pub struct EnvelopeRef<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: IdField<'a>,
     #[serde(default)]
     source: Source,
     #[serde(borrow, default)]
@@ -59,32 +59,93 @@ pub struct EnvelopeRef<'a> {
     #[serde(borrow, default)]
     event_time: Option<Cow<'a, str>>,
     #[serde(default)]
-    status: Option<IgnoredAny>,
+    status: Present,
     #[serde(default)]
-    format: Option<IgnoredAny>,
+    format: Present,
     #[serde(default)]
-    width: Option<IgnoredAny>,
+    width: Present,
     #[serde(default)]
-    height: Option<IgnoredAny>,
+    height: Present,
     #[serde(default)]
-    size_bytes: Option<IgnoredAny>,
+    size_bytes: Present,
+    #[serde(default)]
+    original: Present,
+}
+
+/// Whether a key is in the envelope, whatever its value (`null` included, which `Option` would hide).
+#[derive(Debug, Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| Self(true))
+    }
+}
+
+/// The envelope's `id`: absent, `null`, or a string. `null` is told apart from absent because the validator
+/// must then replace the key rather than add a second `id` (which the sink's parser refuses).
+#[derive(Debug, Default)]
+enum IdField<'a> {
+    #[default]
+    Absent,
+    Null,
+    Text(Cow<'a, str>),
+}
+
+impl IdField<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = IdField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or null")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(IdField::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(IdField::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(IdField::Text(Cow::Owned(v)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(IdField::Null)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(IdField::Null)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl EnvelopeRef<'_> {
     /// The event id as sent (empty when absent).
     pub fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or_default()
+        self.id.as_str().unwrap_or_default()
     }
 
     /// Whether the envelope already has a key that the validated record adds or fills in (an `id`
     /// that is present but empty is filled from the content).
     pub fn has_validator_keys(&self) -> bool {
-        self.id.as_deref() == Some("")
-            || self.status.is_some()
-            || self.format.is_some()
-            || self.width.is_some()
-            || self.height.is_some()
-            || self.size_bytes.is_some()
+        matches!(self.id, IdField::Null)
+            || self.id.as_str() == Some("")
+            || self.status.0
+            || self.format.0
+            || self.width.0
+            || self.height.0
+            || self.size_bytes.0
+            || self.original.0
     }
 
     /// The envelope fields, owned.
@@ -136,6 +197,12 @@ pub fn parse_value(value: &[u8], max_image_bytes: u64) -> Result<Payload<'_>, Pa
                 err.event = Some(Box::new(fields.to_meta()));
                 err
             };
+            if let Err(e) = check_strict_json(trimmed, &fields.data) {
+                return Err(with_event(
+                    PayloadError::new(RejectReason::MalformedEnvelope, format!("not valid JSON: {e}")),
+                    &fields,
+                ));
+            }
             if fields.data.trim().is_empty() {
                 return Err(with_event(PayloadError::new(RejectReason::Empty, "the envelope has no `data`"), &fields));
             }
@@ -161,6 +228,23 @@ pub fn parse_value(value: &[u8], max_image_bytes: u64) -> Result<Payload<'_>, Pa
             bare_text(text, max_image_bytes)
         }
     }
+}
+
+/// The envelope parser skips the values of unknown keys without checking them (escapes, UTF-8, control
+/// characters), but every later reader parses them whole: an envelope whose text outside `data` holds anything
+/// but printable ASCII is parsed strictly once, so the validator never accepts what the sink cannot read.
+fn check_strict_json(raw: &[u8], data: &str) -> Result<(), serde_json::Error> {
+    let plain = |bytes: &[u8]| bytes.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'\\');
+    let start = (data.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+    let outside_data_is_plain = match raw.get(start..start.saturating_add(data.len())) {
+        // `data` borrows from `raw` (no escapes in it): only the text around it needs a look.
+        Some(slice) if slice.as_ptr() == data.as_ptr() => plain(&raw[..start]) && plain(&raw[start + data.len()..]),
+        _ => plain(raw),
+    };
+    if outside_data_is_plain {
+        return Ok(());
+    }
+    serde_json::from_slice::<Value>(raw).map(drop)
 }
 
 /// Bare text must look like base64 to be decoded as such; prose or other text is not an image at all.

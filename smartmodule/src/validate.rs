@@ -4,7 +4,10 @@ use std::io::Write as _;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use fvision_records::{ImageEvent, RejectReason, RejectedImage, Stage, ValidatedImage, ValidationRecord};
+use fvision_records::{
+    CappedPayload, ImageEvent, OriginalForm, PayloadCap, RejectReason, RejectedImage, Stage, ValidatedImage,
+    ValidationRecord,
+};
 
 use crate::decode::full_decode;
 use crate::header::{read_header, sniff, HeaderError, HeaderInfo};
@@ -12,13 +15,40 @@ use crate::integrity::{check_structure, StructureError};
 use crate::params::ValidationParams;
 use crate::payload::{parse_value, Payload, PayloadError};
 
+/// Room for the envelope's other fields on top of the base64 of the largest image: a record value above
+/// `max_encoded_bytes` as base64 plus this is `too_large` before it is parsed at all.
+pub const ENVELOPE_ALLOWANCE: u64 = 1 << 20;
+
 /// An input that passed every check, still borrowing from the record value.
 struct Accepted<'a> {
+    value: &'a [u8],
     payload: Payload<'a>,
     header: HeaderInfo,
 }
 
 impl Accepted<'_> {
+    /// Whether the output can be the envelope's own bytes with the validation fields spliced in front.
+    fn spliceable(&self) -> bool {
+        self.payload.data_is_canonical && self.payload.envelope.as_ref().is_some_and(|e| !e.fields.has_validator_keys())
+    }
+
+    /// How the record value is rebuilt from the validated record (see [`OriginalForm`]): cheaply for the
+    /// common shapes, as a capped copy for the rest.
+    fn original_form(&self, cap: PayloadCap) -> OriginalForm {
+        match &self.payload.envelope {
+            Some(envelope) if self.spliceable() && envelope.raw.len() == self.value.len() => {
+                OriginalForm::Envelope { tail: envelope.raw.len() as u64 - 1 }
+            }
+            None if matches!(self.payload.image, std::borrow::Cow::Borrowed(_)) => OriginalForm::Image,
+            None if self.value.len() == self.payload.image.len().div_ceil(3) * 4
+                && STANDARD.encode(&*self.payload.image).as_bytes() == self.value =>
+            {
+                OriginalForm::Data
+            }
+            _ => OriginalForm::Payload(CappedPayload::new(self.value, cap)),
+        }
+    }
+
     fn id(&self) -> String {
         match self.payload.envelope.as_ref().map(|e| e.fields.id()) {
             Some(id) if !id.is_empty() => id.to_string(),
@@ -26,8 +56,9 @@ impl Accepted<'_> {
         }
     }
 
-    fn into_validated(self) -> ValidatedImage {
+    fn into_validated(self, cap: PayloadCap) -> ValidatedImage {
         let id = self.id();
+        let original = Some(self.original_form(cap));
         let image = &*self.payload.image;
         let mut meta = self.payload.envelope.as_ref().map(|e| e.fields.to_meta()).unwrap_or_default();
         meta.id = id;
@@ -37,6 +68,7 @@ impl Accepted<'_> {
             width: self.header.width,
             height: self.header.height,
             size_bytes: image.len() as u64,
+            original,
         }
     }
 }
@@ -46,7 +78,7 @@ impl Accepted<'_> {
 /// Never panics; every failure is a `Rejected` record carrying the original value.
 pub fn validate_value(value: &[u8], params: &ValidationParams) -> ValidationRecord {
     match check(value, params) {
-        Ok(accepted) => ValidationRecord::Ok(accepted.into_validated()),
+        Ok(accepted) => ValidationRecord::Ok(accepted.into_validated(params.dead_letter_payload_cap)),
         Err(rejected) => ValidationRecord::Rejected(*rejected),
     }
 }
@@ -74,11 +106,11 @@ pub fn validate_to_json(value: &[u8], params: &ValidationParams) -> JsonOutput {
             return JsonOutput { id, json: to_json(&ValidationRecord::Rejected(*rejected)), ok: false };
         }
     };
-    let spliceable = accepted.payload.data_is_canonical
-        && accepted.payload.envelope.as_ref().is_some_and(|e| !e.fields.has_validator_keys());
+    let spliceable = accepted.spliceable();
     let id = accepted.id();
     match (&accepted.payload.envelope, spliceable) {
         (Some(envelope), true) => {
+            let original = accepted.original_form(params.dead_letter_payload_cap);
             let h = accepted.header;
             let mut json = Vec::with_capacity(envelope.raw.len() + 160);
             // Writing into a Vec cannot fail.
@@ -93,10 +125,22 @@ pub fn validate_to_json(value: &[u8], params: &ValidationParams) -> JsonOutput {
             if envelope.fields.id().is_empty() {
                 let _ = write!(json, r#""id":"{id}","#);
             }
+            if let OriginalForm::Envelope { tail } = original {
+                let _ = write!(json, r#""original":{{"form":"envelope","tail":{tail}}},"#);
+            } else {
+                // Surrounding whitespace: the record value is not the envelope's text, so keep a copy.
+                let form = serde_json::to_vec(&original).unwrap_or_default();
+                json.extend_from_slice(br#""original":"#);
+                json.extend_from_slice(&form);
+                json.push(b',');
+            }
             json.extend_from_slice(&envelope.raw[1..]);
             JsonOutput { id, json, ok: true }
         }
-        _ => JsonOutput { id, json: to_json(&ValidationRecord::Ok(accepted.into_validated())), ok: true },
+        _ => {
+            let validated = accepted.into_validated(params.dead_letter_payload_cap);
+            JsonOutput { id, json: to_json(&ValidationRecord::Ok(validated)), ok: true }
+        }
     }
 }
 
@@ -106,7 +150,20 @@ fn to_json(record: &ValidationRecord) -> Vec<u8> {
 }
 
 fn check<'a>(value: &'a [u8], params: &ValidationParams) -> Result<Accepted<'a>, Box<RejectedImage>> {
-    let reject = |reason: RejectReason, detail: String| RejectedImage::new(reason, detail, Stage::Validate, value);
+    let cap = params.dead_letter_payload_cap;
+    let reject =
+        |reason: RejectReason, detail: String| RejectedImage::capped(reason, detail, Stage::Validate, value, cap);
+
+    let max_record = params.max_encoded_bytes.div_ceil(3).saturating_mul(4).saturating_add(ENVELOPE_ALLOWANCE);
+    if value.len() as u64 > max_record {
+        let detail = format!(
+            "the record value is {} bytes, more than an envelope of an image of max_encoded_bytes = {} can be \
+             ({max_record} bytes)",
+            value.len(),
+            params.max_encoded_bytes
+        );
+        return Err(Box::new(reject(RejectReason::TooLarge, detail)));
+    }
 
     let payload = match parse_value(value, params.max_encoded_bytes) {
         Ok(payload) => payload,
@@ -172,7 +229,7 @@ fn check<'a>(value: &'a [u8], params: &ValidationParams) -> Result<Accepted<'a>,
             return Err(fail(RejectReason::DecodeError, format!("full decode failed: {err}"), Some(header)));
         }
     }
-    Ok(Accepted { payload, header })
+    Ok(Accepted { value, payload, header })
 }
 
 /// The dimension limits, all from the header: pixels first (the bomb guard), then sides, then shape.
@@ -281,6 +338,71 @@ mod tests {
         let small = ValidationParams { max_encoded_bytes: 10, ..ValidationParams::default() };
         let ValidationRecord::Rejected(r) = validate_value(PNG_1X1, &small) else { panic!() };
         assert_eq!(r.reason, RejectReason::TooLarge);
+    }
+
+    /// Values of `len` hostile bytes: control bytes (six times larger as JSON), pseudo-random bytes, a huge
+    /// JSON envelope, and a raw JPEG header followed by garbage.
+    fn hostile(len: usize) -> Vec<(&'static str, Vec<u8>)> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let random = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let envelope = format!(
+            r#"{{"id":"huge","attributes":{{"k":"{}"}},"data":"{}"}}"#,
+            "\\u0001".repeat(len / 12),
+            "QUJD".repeat(len / 8)
+        );
+        let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
+        jpeg.resize(len, 0x01);
+        vec![("0x01", vec![0x01; len]), ("random", random), ("envelope", envelope.into_bytes()), ("jpeg", jpeg)]
+    }
+
+    #[test]
+    fn hostile_records_become_rejections_under_the_cap() {
+        let params = ValidationParams::default();
+        let cap = params.dead_letter_payload_cap.bytes();
+        for len in [3 << 20, 12 << 20, 20 << 20] {
+            for (name, value) in hostile(len) {
+                let out = validate_to_json(&value, &params);
+                assert!(!out.ok, "{name} {len}");
+                assert!(out.json.len() < cap + 8192, "{name} {len}: {} bytes", out.json.len());
+                let ValidationRecord::Rejected(r) = parse(&out.json) else { panic!("{name}") };
+                assert!(r.payload_truncated, "{name} {len}");
+                assert_eq!(r.payload_size, Some(value.len() as u64));
+                assert!(value.starts_with(&r.payload.to_bytes().unwrap()), "{name}: the payload keeps the first bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn validated_records_say_how_to_rebuild_the_value() {
+        let params = ValidationParams::default();
+        let cap = params.dead_letter_payload_cap;
+        let b64 = STANDARD.encode(PNG_1X1);
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(PNG_1X1);
+        for value in [
+            envelope("a", &b64, ""),
+            envelope("", &b64, ""),
+            format!(r#"{{"data":"{b64}"}}"#).into_bytes(),
+            format!("  {}\n", String::from_utf8(envelope("w", &b64, "")).unwrap()).into_bytes(),
+            envelope("u", &url_safe, ""),
+            envelope("s", &b64, r#","status":"ok""#),
+            PNG_1X1.to_vec(),
+            b64.clone().into_bytes(),
+            url_safe.clone().into_bytes(),
+            format!("data:image/png;base64,{b64}").into_bytes(),
+        ] {
+            let out = validate_to_json(&value, &params);
+            let ValidationRecord::Ok(ok) = parse(&out.json) else { panic!("{}", String::from_utf8_lossy(&value)) };
+            let form = ok.original.clone().unwrap();
+            let rebuilt = form.rebuild(&out.json, &ok.event, cap).unwrap();
+            assert_eq!(rebuilt, CappedPayload::new(&value, cap), "{form:?}: {}", String::from_utf8_lossy(&value));
+        }
     }
 
     proptest! {

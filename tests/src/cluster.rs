@@ -103,6 +103,25 @@ impl LocalCluster {
         self.topics.borrow_mut().push(name.to_string());
     }
 
+    /// Creates a topic with `partitions` partitions (deleted when the cluster guard drops).
+    pub fn create_topic_with_partitions(&self, name: &str, partitions: u32) {
+        self.cli_ok(&["topic", "create", name, "--partitions", &partitions.to_string()]);
+        self.topics.borrow_mut().push(name.to_string());
+    }
+
+    /// The offsets committed under `consumer_id`, by (topic, partition), read with the Rust client.
+    pub fn committed_offsets(&self, consumer_id: &str) -> std::collections::BTreeMap<(String, u32), i64> {
+        run_block_on(async {
+            let fluvio = Fluvio::connect().await.unwrap_or_else(|e| panic!("connecting: {e:#}"));
+            let offsets = fluvio.consumer_offsets().await.unwrap_or_else(|e| panic!("consumer offsets: {e:#}"));
+            offsets
+                .into_iter()
+                .filter(|o| o.consumer_id == consumer_id)
+                .map(|o| ((o.topic, o.partition), o.offset))
+                .collect()
+        })
+    }
+
     /// Loads a SmartModule from a `.wasm` file (deleted when the cluster guard drops).
     pub fn create_smartmodule(&self, name: &str, wasm: &Path) {
         let wasm = wasm.to_string_lossy();
@@ -135,11 +154,16 @@ impl LocalCluster {
 
     /// Every record of partition 0 of `topic`, from the beginning to its current end: (key, value).
     pub fn read_all(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
+        self.read_partition(topic, 0).into_iter().map(|(_, key, value)| (key, value)).collect()
+    }
+
+    /// Every record of one partition of `topic`, from the beginning to its current end: (offset, key, value).
+    pub fn read_partition(&self, topic: &str, partition: u32) -> Vec<(i64, String, Vec<u8>)> {
         run_block_on(async {
             let fluvio = Fluvio::connect().await.unwrap_or_else(|e| panic!("connecting: {e:#}"));
             let config = ConsumerConfigExt::builder()
                 .topic(topic)
-                .partition(0)
+                .partition(partition)
                 .offset_start(Offset::beginning())
                 .disable_continuous(true)
                 .max_bytes(MAX_RECORD as i32)
@@ -151,7 +175,7 @@ impl LocalCluster {
             while let Some(record) = stream.next().await {
                 let record = record.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
                 let key = record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                records.push((key, record.value().to_vec()));
+                records.push((record.offset(), key, record.value().to_vec()));
             }
             records
         })

@@ -19,7 +19,7 @@ use crate::report::Table;
 #[command(after_help = "\
 Output: with --json one line per image, {\"file\", \"label\", \"class_index\", \"confidence\", \"top_k\",
 \"model_name\", \"model_version\", \"processing_time_ms\"}, or {\"file\", \"status\": \"rejected\", \"reason\",
-\"detail\"} for images that fail validation or decoding; otherwise a table.
+\"detail\", \"stage\"} for images that fail validation or decoding; otherwise a table.
 
 Examples:
   fvision classify data/demo-images                         # the default model, efficientnet-lite0

@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on 127.0.0.1:PORT/metrics while running.
+    /// Serve Prometheus metrics on ADDRESS:PORT/metrics while running.
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
 
@@ -96,7 +96,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 );
                 below = BelowThreshold::Flag;
             }
-            (args.validator.load_with(settings.validation.params.clone())?, model.load()?, config.pipeline(), output)
+            let mut pipeline = config.pipeline();
+            pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
+            (args.validator.load_with(settings.validation.params.clone())?, model.load()?, pipeline, output)
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };

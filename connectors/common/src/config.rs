@@ -4,8 +4,10 @@
 //!
 //! `fluvio-connector-common`, which provides this upstream, is not on crates.io, so the format is modelled
 //! here with serde. Unknown fields are errors; every error names the file, the field path and what was
-//! expected. Secrets are referenced as `${{ secrets.NAME }}` and filled from the secrets file
-//! (`NAME=value` lines) before the YAML is parsed.
+//! expected. Secrets are referenced as `${{ secrets.NAME }}` inside YAML strings and filled from the secrets
+//! file (`NAME=value` lines) after the YAML is parsed, into the string values only: a secret holding `:`, `#`
+//! or a line break is a value, never structure. Config errors show the reference, never the value
+//! ([`crate::secret`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+
+use crate::secret::Secrets;
 
 /// The only connector config version this crate reads.
 pub const API_VERSION: &str = "0.2.0";
@@ -287,31 +291,40 @@ struct Document {
 }
 
 impl<C: DeserializeOwned> ConnectorConfig<C> {
-    /// Reads `path` (and `secrets`, if given), with the connector's own settings under `section`.
+    /// Reads `path` (and `secrets`, if given), with the connector's own settings under `section`. The
+    /// secrets are registered for redaction ([`Secrets::register`]) before anything can fail on them.
     pub fn load(path: &Path, secrets: Option<&Path>, section: &str) -> Result<Self, ConfigError> {
         let read =
             |p: &Path| std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source });
         let text = read(path)?;
         let secrets = match secrets {
             Some(file) => parse_secrets(&read(file)?, file)?,
-            None => BTreeMap::new(),
+            None => Secrets::default(),
         };
+        secrets.register();
         Self::parse(&text, path, &secrets, section)
     }
 
-    /// Parses config text; `path` only names the file in errors.
-    pub fn parse(
-        text: &str,
-        path: &Path,
-        secrets: &BTreeMap<String, String>,
-        section: &str,
-    ) -> Result<Self, ConfigError> {
+    /// Parses config text; `path` only names the file in errors. Secret references are substituted in the
+    /// parsed document; every error message has the secret values redacted.
+    pub fn parse(text: &str, path: &Path, secrets: &Secrets, section: &str) -> Result<Self, ConfigError> {
+        Self::parse_unredacted(text, path, secrets, section).map_err(|e| match e {
+            ConfigError::Field { path, field, expected } => {
+                ConfigError::Field { path, field: secrets.redact(&field), expected: secrets.redact(&expected) }
+            }
+            other => other,
+        })
+    }
+
+    fn parse_unredacted(text: &str, path: &Path, secrets: &Secrets, section: &str) -> Result<Self, ConfigError> {
         let field =
             |field: &str, expected: String| ConfigError::Field { path: path.to_owned(), field: field.into(), expected };
-        let text = substitute_secrets(text, secrets)
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut document: serde_yaml::Value =
+            serde_path_to_error::deserialize(de).map_err(|e| path_error(&e, "", &field))?;
+        substitute_secrets(&mut document, secrets)
             .map_err(|(name, why)| field("meta.secrets", format!("`{name}`: {why}")))?;
-        let de = serde_yaml::Deserializer::from_str(&text);
-        let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| path_error(&e, "", &field))?;
+        let doc: Document = serde_path_to_error::deserialize(document).map_err(|e| path_error(&e, "", &field))?;
         if doc.api_version != API_VERSION {
             return Err(field("apiVersion", format!("expected `{API_VERSION}`, found `{}`", doc.api_version)));
         }
@@ -337,8 +350,8 @@ impl<C: DeserializeOwned> ConnectorConfig<C> {
 }
 
 /// A deserialisation error as "field `a.b`: message", without the parser repeating the path.
-fn path_error(
-    e: &serde_path_to_error::Error<serde_yaml::Error>,
+fn path_error<E: std::fmt::Display>(
+    e: &serde_path_to_error::Error<E>,
     section: &str,
     field: &dyn Fn(&str, String) -> ConfigError,
 ) -> ConfigError {
@@ -359,9 +372,9 @@ fn valid_secret_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// `NAME=value` per line; blank lines and `#` comments skipped.
-fn parse_secrets(text: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut secrets = BTreeMap::new();
+/// `NAME=value` per line; blank lines and `#` comments skipped. Errors name the line, never its text.
+fn parse_secrets(text: &str, path: &Path) -> Result<Secrets, ConfigError> {
+    let mut secrets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -373,15 +386,37 @@ fn parse_secrets(text: &str, path: &Path) -> Result<BTreeMap<String, String>, Co
                 field: format!("line {}", i + 1),
                 expected: "NAME=value".into(),
             })?;
-        secrets.insert(name.trim().to_string(), value.to_string());
+        secrets.push((name.trim().to_string(), value.to_string()));
     }
-    Ok(secrets)
+    Ok(Secrets::new(secrets))
 }
 
-/// Replaces every `${{ secrets.NAME }}` with its value; an unknown name is an error, not an empty string.
-fn substitute_secrets(text: &str, secrets: &BTreeMap<String, String>) -> Result<String, (String, &'static str)> {
+/// Replaces every `${{ secrets.NAME }}` inside the string values of the parsed document (an unknown name is an
+/// error, not an empty string). A string that is exactly one reference to a number or a boolean becomes that
+/// number or boolean, so numeric settings can be secrets too; any other value stays a string.
+fn substitute_secrets(value: &mut serde_yaml::Value, secrets: &Secrets) -> Result<(), (String, &'static str)> {
+    use serde_yaml::Value;
+    match value {
+        Value::String(text) if text.contains("${{") => {
+            let (substituted, whole) = substitute_in(text, secrets)?;
+            *value = match whole.then(|| serde_yaml::from_str::<Value>(&substituted).ok()).flatten() {
+                Some(scalar @ (Value::Number(_) | Value::Bool(_))) => scalar,
+                _ => Value::String(substituted),
+            };
+        }
+        Value::Sequence(items) => items.iter_mut().try_for_each(|item| substitute_secrets(item, secrets))?,
+        Value::Mapping(map) => map.iter_mut().try_for_each(|(_, item)| substitute_secrets(item, secrets))?,
+        Value::Tagged(tagged) => substitute_secrets(&mut tagged.value, secrets)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One string's references substituted; also whether the string was nothing but one reference.
+fn substitute_in(text: &str, secrets: &Secrets) -> Result<(String, bool), (String, &'static str)> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut references = 0;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 3..];
@@ -390,9 +425,11 @@ fn substitute_secrets(text: &str, secrets: &BTreeMap<String, String>) -> Result<
         let name =
             reference.strip_prefix("secrets.").ok_or_else(|| (reference.to_string(), "expected `secrets.NAME`"))?;
         let value = secrets.get(name.trim()).ok_or_else(|| (name.to_string(), "not in the secrets file"))?;
-        out.push_str(value);
+        out.push_str(value.expose());
+        references += 1;
         rest = &after[end + 2..];
     }
     out.push_str(rest);
-    Ok(out)
+    let whole = references == 1 && text.trim().starts_with("${{") && text.trim().ends_with("}}");
+    Ok((out, whole))
 }

@@ -27,8 +27,8 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// wasmtime refused the module, or its `init` failed.
-    #[error("the SmartModule failed to start: {0}")]
-    Init(String),
+    #[error("the SmartModule failed to start")]
+    Init(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How a [`SmartModuleRunner`] is set up; build one with [`SmartModuleRunner::builder`].
@@ -140,11 +140,11 @@ fn instantiate(
     for (key, value) in &config.params {
         sm_config.param(key.as_str(), value.as_str());
     }
-    let sm_config = sm_config.build().map_err(|e| EngineError::Init(e.to_string()))?;
+    let sm_config = sm_config.build().map_err(|e| EngineError::Init(e.into()))?;
     let mut chain = SmartModuleChainBuilder::default();
     chain.set_store_memory_limit(config.memory_limit);
     chain.add_smart_module(sm_config, wasm.to_vec());
-    chain.initialize(engine).map_err(|e| EngineError::Init(format!("{e:#}")))
+    chain.initialize(engine).map_err(|e| EngineError::Init(e.into()))
 }
 
 /// Finds a SmartModule artefact named `file_name` (e.g. `image_validate.wasm`) in the cargo target

@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod engine;
+pub mod secret;
 pub mod validator;
 
 pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
 pub use engine::{find_in_target_dir, EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
+pub use secret::{Secret, Secrets};
 pub use validator::{locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

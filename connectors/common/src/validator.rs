@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fvision_records::{RejectReason, RejectedImage, Stage, ValidationRecord};
+use fvision_records::{PayloadCap, RejectReason, RejectedImage, Stage, ValidationRecord};
 use image_validate::{ParamError, ValidationParams, SMARTMODULE_NAME};
 
 use crate::engine::{find_in_target_dir, EngineError, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
@@ -36,6 +36,7 @@ pub enum ValidatorError {
 /// A loaded, initialised `image-validate` instance. Not `Sync`: give each worker its own.
 pub struct WasmValidator {
     runner: SmartModuleRunner,
+    cap: PayloadCap,
 }
 
 impl WasmValidator {
@@ -52,10 +53,10 @@ impl WasmValidator {
         params: BTreeMap<String, String>,
         memory_limit: usize,
     ) -> Result<Self, ValidatorError> {
-        check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let parsed = ValidationParams::from_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let runner =
             SmartModuleRunner::builder(SMARTMODULE_NAME).params(params).memory_limit(memory_limit).load(path)?;
-        Ok(Self { runner })
+        Ok(Self { runner, cap: parsed.dead_letter_payload_cap })
     }
 
     /// Validates a batch of record values in one call into WASM. Returns exactly one output per input,
@@ -83,11 +84,12 @@ impl WasmValidator {
                 if let Err(reset) = self.runner.reset() {
                     tracing::error!(error = %reset, "cannot re-instantiate the SmartModule");
                 }
-                Some(ValidationRecord::Rejected(RejectedImage::new(
+                Some(ValidationRecord::Rejected(RejectedImage::capped(
                     RejectReason::ValidatorError,
                     format!("the SmartModule failed on this record: {err}"),
                     Stage::Validate,
                     value,
+                    self.cap,
                 )))
             }
         }

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use fvision_connector_common::config::OffsetStrategy;
 use fvision_connector_common::validator::check_params;
 use fvision_connector_common::{ConfigError, ConnectorConfig, MetaConfig};
+use fvision_records::{PayloadCap, MIN_PAYLOAD_CAP};
 use serde::Deserialize;
 
 use crate::connector::ConsumeSettings;
@@ -77,7 +79,8 @@ pub struct InferenceConfig {
     /// Also print predictions on the console.
     #[serde(default)]
     pub console: bool,
-    /// Also append predictions to this JSONL file.
+    /// Also append every outcome to this file, one JSON line each (the shape of docs/records.md, the same as
+    /// `fvision run --output`).
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
     /// Port of the Prometheus `/metrics` endpoint.
@@ -97,6 +100,21 @@ pub struct InferenceConfig {
     /// How often the connector logs its one-line summary (images/s, success rate, latency).
     #[serde(default = "default_summary_interval", with = "humantime_serde")]
     pub summary_interval: Duration,
+    /// On SIGTERM, how long the images already read may take to be delivered and committed before the
+    /// connector gives up (exit 1, they are processed again at the next start). Separate from the 5 s a
+    /// stopping connector waits for a cluster that does not answer.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// How long a fetch may bring nothing while the partition's end offset is ahead (a record larger than
+    /// `max-bytes`, a SmartModule or SPU failure) before the connector re-reads the partition to find out
+    /// which offset blocks it. Re-reads are under the same timeout.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Largest serialised payload a dead letter carries [default: 1 MiB]; above it the dead letter keeps the
+    /// record's first bytes, its size and SHA-256. Also passed to `image-validate` as its
+    /// `dead_letter_payload_cap` param, so both validation paths cap alike.
+    #[serde(default)]
+    pub dead_letter_payload_cap: Option<ByteSize>,
 }
 
 fn default_model() -> String {
@@ -109,6 +127,12 @@ fn default_max_wait() -> Duration {
     Duration::from_millis(5)
 }
 fn default_summary_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_metrics_address() -> std::net::IpAddr {
@@ -149,6 +173,8 @@ pub struct ValidationSettings {
     pub params: BTreeMap<String, String>,
     /// On the SPU, in the connector, or wherever possible.
     pub at: ValidateAt,
+    /// The largest payload a dead letter carries, the same in the SmartModule's params and in the sink.
+    pub dead_letter_payload_cap: PayloadCap,
 }
 
 impl SinkSettings {
@@ -162,8 +188,17 @@ impl SinkSettings {
             .first()
             .map(|s| s.uses.clone())
             .unwrap_or_else(|| image_validate::SMARTMODULE_NAME.into());
-        let validation = ValidationSettings { smartmodule, params, at: config.custom.validate_at };
-        let consume = ConsumeSettings::from_meta(&config.meta);
+        let validation = ValidationSettings {
+            smartmodule,
+            params,
+            at: config.custom.validate_at,
+            dead_letter_payload_cap: dead_letter_payload_cap(&config),
+        };
+        let consume = ConsumeSettings {
+            stop_timeout: config.custom.stop_timeout,
+            read_timeout: config.custom.read_timeout,
+            ..ConsumeSettings::from_meta(&config.meta)
+        };
         Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation, consume })
     }
 }
@@ -182,7 +217,8 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
     if config.transforms.len() > 1 {
         return Err(field("transforms".into(), "at most one step: `uses: image-validate`".into()));
     }
-    let Some(step) = config.transforms.first() else { return Ok(BTreeMap::new()) };
+    let cap = config.custom.dead_letter_payload_cap.map(|c| c.as_u64().to_string());
+    let Some(step) = config.transforms.first() else { return Ok(cap.map(cap_param).into_iter().collect()) };
     if !is_image_validate(&step.uses) {
         return Err(field(
             "transforms[0].uses".into(),
@@ -193,7 +229,7 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
             ),
         ));
     }
-    let params = step.params();
+    let mut params = step.params();
     if let Err(e) = check_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         return Err(field(format!("transforms[0].with.{}", e.name), format!("{} (got `{}`)", e.expected, e.value)));
     }
@@ -205,7 +241,38 @@ pub fn validation_params(config: &SinkConfig, path: &Path) -> Result<BTreeMap<St
                 .into(),
         ));
     }
+    match (cap, params.get(CAP_PARAM)) {
+        (Some(cap), Some(param)) if param.replace('_', "") != cap => {
+            return Err(field(
+                format!("{SECTION}.dead-letter-payload-cap"),
+                format!("the same as transforms[0].with.{CAP_PARAM} (`{param}`), or only one of them (got `{cap}`)"),
+            ))
+        }
+        (Some(cap), None) => {
+            params.insert(CAP_PARAM.into(), cap);
+        }
+        _ => {}
+    }
     Ok(params)
+}
+
+/// The SmartModule param that caps its dead letters' payload.
+const CAP_PARAM: &str = "dead_letter_payload_cap";
+
+fn cap_param(cap: String) -> (String, String) {
+    (CAP_PARAM.to_string(), cap)
+}
+
+/// The dead letters' payload cap: `inference.dead-letter-payload-cap`, else the SmartModule param, else the
+/// default (both are checked to agree by [`validation_params`]).
+pub fn dead_letter_payload_cap(config: &SinkConfig) -> PayloadCap {
+    let from_param = || {
+        let step = config.transforms.first()?;
+        let value = step.params().get(CAP_PARAM)?.replace('_', "");
+        value.parse::<usize>().ok()
+    };
+    let bytes = config.custom.dead_letter_payload_cap.map(|c| c.as_u64() as usize).or_else(from_param);
+    bytes.map(PayloadCap::new).unwrap_or_default()
 }
 
 /// Whether a `uses` names this project's SmartModule: `image-validate`, `image-validate-<suffix>` (a copy
@@ -263,6 +330,15 @@ impl InferenceConfig {
         }
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));
+        }
+        if self.stop_timeout.is_zero() || self.stop_timeout > Duration::from_secs(3600) {
+            return Err(field("stop-timeout", "a duration from 1ms to 1h (e.g. `30s`)"));
+        }
+        if self.read_timeout < Duration::from_millis(100) || self.read_timeout > Duration::from_secs(3600) {
+            return Err(field("read-timeout", "a duration from 100ms to 1h (e.g. `10s`)"));
+        }
+        if self.dead_letter_payload_cap.is_some_and(|c| c.as_u64() < MIN_PAYLOAD_CAP as u64) {
+            return Err(field("dead-letter-payload-cap", "at least 16 KiB (the kept head of a truncated payload)"));
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(fvision_connector_common::secret::redacting_stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Args::parse()) {

@@ -35,10 +35,46 @@ fn the_shipped_config_reads_as_documented() {
     // The SmartModule itself accepts exactly these params.
     image_validate_params_are_valid(&params);
     assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
+    assert_eq!((inference.stop_timeout, inference.read_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
     assert!(inference.dashboard && inference.metrics_address.is_loopback());
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
+    assert_eq!(inference.metrics_address, std::net::Ipv4Addr::LOCALHOST, "metrics on this host only");
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 1 << 20);
+    assert_eq!(config.validation.params["dead_letter_payload_cap"], "1048576");
+}
+
+#[test]
+fn the_dead_letter_cap_reaches_the_smartmodule_and_must_agree_with_its_param() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |inference: &str, with: &str| {
+        let path = dir.path().join("cap.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+                 inference: {{{inference}}}\ntransforms:\n  - uses: image-validate\n    with: {{{with}}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Without any setting: the default, and the metrics endpoint on loopback.
+    let config = load(&write("", ""), None).unwrap();
+    assert_eq!(config.inference.metrics_address, std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 1 << 20);
+    // The setting is passed to the SmartModule.
+    let config = load(&write("dead-letter-payload-cap: 64 KiB", ""), None).unwrap();
+    assert_eq!(config.validation.params["dead_letter_payload_cap"], "65536");
+    // The param alone sets the sink's cap too.
+    let config = load(&write("", "dead_letter_payload_cap: 32768"), None).unwrap();
+    assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 32768);
+    // Two different values, or one too small for the kept head, are errors naming the field.
+    let err = load(&write("dead-letter-payload-cap: 64 KiB", "dead_letter_payload_cap: 32768"), None).unwrap_err();
+    assert!(err.to_string().contains("inference.dead-letter-payload-cap"), "{err}");
+    let err = load(&write("dead-letter-payload-cap: 1 KiB", ""), None).unwrap_err();
+    assert!(err.to_string().contains("at least 16 KiB"), "{err}");
 }
 
 fn image_validate_params_are_valid(params: &std::collections::BTreeMap<String, String>) {
@@ -105,4 +141,69 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ERROR") && stderr.contains("inference.confidence-threshold"), "{stderr}");
     assert!(!stderr.contains("\x1b["), "ANSI colour codes in a piped stderr:\n{stderr}");
+}
+/// A secret whose value looks like YAML structure: a colon, a comment, a line break and a key.
+const HOSTILE_SECRET: &str = "hunter2: #not-a-comment\nmodel: resnet50";
+
+fn secret_files(dir: &Path, inference: &str) -> (PathBuf, PathBuf) {
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: s\n  type: inference-sink\n  topic: images\n  \
+             secrets: [{{name: PASS}}]\ninference:\n{inference}\n"
+        ),
+    )
+    .unwrap();
+    let secrets = dir.join("secrets.env");
+    // A secrets file holds one line per secret: the line break is written as the two characters `\n` and
+    // put back here, the way a deployment templating a value with a line break would.
+    std::fs::write(&secrets, format!("PASS={}\n", HOSTILE_SECRET.replace('\n', "\\n"))).unwrap();
+    (config, secrets)
+}
+
+#[test]
+fn secrets_are_values_never_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, secrets) = secret_files(dir.path(), "  predictions-topic: \"${{ secrets.PASS }}\"");
+    let loaded = load(&config, Some(&secrets)).unwrap();
+    assert_eq!(loaded.inference.predictions_topic, HOSTILE_SECRET.replace('\n', "\\n"));
+    assert_eq!(loaded.inference.model, "efficientnet-lite0", "the secret's `model:` did not become a setting");
+    // A reference that is the whole value of a numeric setting becomes a number.
+    let (config, _) = secret_files(dir.path(), "  metrics-port: ${{ secrets.PASS }}");
+    std::fs::write(&secrets, "PASS=9464\n").unwrap();
+    assert_eq!(load(&config, Some(&secrets)).unwrap().inference.metrics_port, Some(9464));
+}
+
+#[test]
+fn a_secret_never_appears_in_an_error_or_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = HOSTILE_SECRET.replace('\n', "\\n");
+    let leaks = |text: &str| text.contains("hunter2") || text.contains(&secret);
+    // A setting of the wrong type: the parser's message would quote the value.
+    let (config, secrets) = secret_files(dir.path(), "  metrics-port: \"${{ secrets.PASS }}\"");
+    let err = load(&config, Some(&secrets)).unwrap_err().to_string();
+    assert!(!leaks(&err) && err.contains("${{ secrets.PASS }}") && err.contains("inference.metrics-port"), "{err}");
+    // The binary at debug level, with that config and with one that puts the secret in a topic name the
+    // cluster does not have (the error names the topic).
+    let missing_topic = dir.path().join("missing");
+    std::fs::create_dir_all(&missing_topic).unwrap();
+    let (topic_config, topic_secrets) = secret_files(
+        &missing_topic,
+        "  predictions-topic: \"${{ secrets.PASS }}\"\n  dlq-topic: \"dlq-${{ secrets.PASS }}\"",
+    );
+    for (config, secrets) in [(&config, &secrets), (&topic_config, &topic_secrets)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inference-sink"))
+            .args(["--config", config.to_str().unwrap(), "--secrets", secrets.to_str().unwrap()])
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!leaks(&stdout) && !leaks(&stderr), "the secret leaked:\n{stdout}\n{stderr}");
+        // Where the cluster answers, the missing topic is named by its reference.
+        let named = stderr.contains("${{ secrets.PASS }}") || stderr.contains("connecting to the Fluvio cluster");
+        assert!(named, "the error names the reference instead:\n{stderr}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fvision_models::{Classifier, ClassifierOptions, Registry};
-use fvision_records::{prediction_id, Prediction, RejectReason, ValidationRecord};
+use fvision_records::{prediction_id, Prediction, RejectReason, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::{data_files, wasm_validator};
 use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings};
@@ -116,8 +116,21 @@ impl Topics {
 }
 
 /// A connector YAML for `topics`, with `inference` settings added by the test. `max-bytes` is small so
-/// that fetches are cut several times per pass over the inputs (the Fluvio client skips records there).
+/// that fetches are cut several times per pass over the inputs (the Fluvio client skips records there);
+/// offsets are committed every second.
 fn write_config(dir: &Path, name: &str, topics: &Topics, inference: &str, transforms: &str) -> PathBuf {
+    write_config_with(dir, name, topics, inference, transforms, "")
+}
+
+/// [`write_config`] with more `meta.consumer` lines (`partition: 1`).
+fn write_config_with(
+    dir: &Path,
+    name: &str,
+    topics: &Topics,
+    inference: &str,
+    transforms: &str,
+    consumer: &str,
+) -> PathBuf {
     let yaml = format!(
         "apiVersion: 0.2.0
 meta:
@@ -128,7 +141,7 @@ meta:
   consumer:
     id: {name}
     max-bytes: 3 MiB
-    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 30}}}}
+    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1}}}}{consumer}
   producer: {{linger: 5ms, batch-size: 8 MiB}}
 inference:
   predictions-topic: {predictions}
@@ -215,6 +228,7 @@ impl Drop for Connector {
 }
 
 /// What the output topics hold.
+#[derive(Clone)]
 struct Seen {
     predictions: Vec<Prediction>,
     dead: Vec<(String, ValidationRecord)>,
@@ -264,6 +278,53 @@ fn wait_for(cluster: &LocalCluster, topics: &Topics, connector: &mut Connector, 
         }
         assert!(Instant::now() < deadline, "outputs incomplete after 240 s; log:\n{}", connector.log());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where each input record is in the input topic: value -> (partition, offset). Values are unique.
+fn locate(cluster: &LocalCluster, topic: &str, partitions: u32) -> HashMap<Vec<u8>, (u32, i64)> {
+    let mut located = HashMap::new();
+    for partition in 0..partitions {
+        for (offset, _, value) in cluster.read_partition(topic, partition) {
+            assert!(located.insert(value, (partition, offset)).is_none(), "the inputs are distinct");
+        }
+    }
+    located
+}
+
+/// The input position of every output (with repeats): predictions by image id, dead letters by payload.
+fn offsets_of_each(seen: &Seen, inputs: &Inputs, located: &HashMap<Vec<u8>, (u32, i64)>) -> Vec<(u32, i64)> {
+    let by_key: HashMap<&str, &Vec<u8>> = inputs.records.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let predicted = seen.predictions.iter().map(|p| by_key[p.image_id.as_str()].clone());
+    let dead = seen.dead.iter().map(|(_, record)| match record {
+        ValidationRecord::Rejected(r) => r.payload.to_bytes().unwrap(),
+        ValidationRecord::Ok(_) => panic!("a dead letter that is not a rejection"),
+    });
+    predicted.chain(dead).map(|value| located[&value]).collect()
+}
+
+/// [`offsets_of_each`] as a set.
+fn offsets_of(
+    seen: &Seen,
+    inputs: &Inputs,
+    located: &HashMap<Vec<u8>, (u32, i64)>,
+) -> std::collections::HashSet<(u32, i64)> {
+    offsets_of_each(seen, inputs, located).into_iter().collect()
+}
+
+/// Waits until `consumer` has committed an offset above 0 in `partition` of `topic`.
+fn wait_committed(cluster: &LocalCluster, consumer: &str, topic: &str, partition: u32, connector: &mut Connector) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let committed = cluster.committed_offsets(consumer).get(&(topic.to_string(), partition)).copied();
+        if committed.is_some_and(|c| c > 0) {
+            return;
+        }
+        if let Some(status) = connector.child.try_wait().unwrap() {
+            panic!("the connector exited ({status}) before its first commit; log:\n{}", connector.log());
+        }
+        assert!(Instant::now() < deadline, "no commit after 240 s; log:\n{}", connector.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -346,40 +407,56 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
     );
     let config = write_config(dir.path(), &consumer, &topics, &settings, "transforms:\n  - uses: image-validate");
 
-    // Run 1: killed (SIGKILL) once some predictions are out; nothing was committed yet (30 s interval).
+    // Run 1: killed (SIGKILL) after its first commit (every second), mid-stream.
+    let located = locate(&cluster, &topics.images, 1);
     let mut connector = Connector::start(&config, "run1");
-    let at_kill = wait_for(&cluster, &topics, &mut connector, |s| s.predictions.len() >= 10);
+    wait_committed(&cluster, &consumer, &topics.images, 0, &mut connector);
     connector.signal("-KILL");
     connector.wait(Duration::from_secs(10));
+    let committed = cluster.committed_offsets(&consumer)[&(topics.images.clone(), 0)];
+    assert!(committed > 0, "killed after a commit: committed offset {committed}");
+    let at_kill = seen(&cluster, &topics);
     let delivered_before_kill = at_kill.predictions.len() + at_kill.dead.len();
     assert!(
-        delivered_before_kill < inputs.records.len(),
-        "killed mid-stream: {delivered_before_kill} of {} delivered",
+        (committed as usize) < inputs.records.len() - 1,
+        "killed mid-stream: offset {committed} of {} committed",
         inputs.records.len()
     );
+    // Nothing up to the committed offset is missing from what run 1 delivered.
+    let run1 = offsets_of(&at_kill, &inputs, &located);
+    let lost: Vec<i64> = (0..=committed).filter(|o| !run1.contains(&(0, *o))).collect();
+    assert_eq!(lost, Vec::<i64>::new(), "committed but not delivered");
 
-    // Run 2: resumes from the last commit (none), so it answers everything, replaying what run 1 sent.
+    // Run 2: resumes right after the committed offset: it answers exactly the records after it, once each.
     let mut connector = Connector::start(&config, "run2");
-    let all = wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
+    wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
     let scraped = scrape(port);
     connector.signal("-TERM");
     assert!(connector.wait(Duration::from_secs(60)).success(), "SIGTERM exits 0; log:\n{}", connector.log());
     let log = connector.log();
     assert!(log.contains("stopped: everything read was delivered and committed"), "{log}");
     assert!(log.contains("images/s over"), "the periodic summary line is logged:\n{log}");
-    assert!(answered(&all) == inputs.expected.len());
     // Everything read was delivered before the exit: read the topics again for the final counts.
     let all = seen(&cluster, &topics);
     let duplicates = check_outputs(&all, &inputs);
-    assert!(
-        duplicates >= delivered_before_kill,
-        "what run 1 delivered without a commit is replayed: {duplicates} duplicates, {delivered_before_kill} delivered"
-    );
+    let run2 = Seen {
+        predictions: all.predictions[at_kill.predictions.len()..].to_vec(),
+        dead: all.dead[at_kill.dead.len()..].to_vec(),
+    };
+    let mut run2 = offsets_of_each(&run2, &inputs, &located);
+    run2.sort();
+    let after: Vec<(u32, i64)> = (committed + 1..inputs.records.len() as i64).map(|o| (0, o)).collect();
+    assert_eq!(run2, after, "the restart starts right after the committed offset {committed}");
 
     // The metrics endpoint counted run 2's images by status.
     let classified = metric(&scraped, "fvision_images_total{status=\"classified\"");
     assert!(classified >= 1.0, "{scraped}");
-    assert!(metric(&scraped, "fvision_consumed_total") >= inputs.records.len() as f64);
+    let after_commit = inputs.records.len() as f64 - committed as f64 - 1.0;
+    assert_eq!(
+        metric(&scraped, "fvision_consumed_total"),
+        after_commit,
+        "run 2 read each record after the commit once"
+    );
     assert!(scraped.contains("fvision_queue_depth{queue=\"consumed\"}"), "{scraped}");
     // Fetches were cut at max-bytes and the records the client skipped there were read again (with a client
     // that no longer skips them, this counter stays at 0 and this line can go).
@@ -405,7 +482,8 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
     let cli = cluster.cli_ok(&["consume", &topics.predictions, "-B", "-d", "--maxbytes", "16000000"]);
     assert_eq!(cli.lines().filter(|l| l.starts_with('{')).count(), after.predictions.len());
     eprintln!(
-        "killed after {delivered_before_kill} outputs; {} predictions, {} dead letters, {duplicates} replayed",
+        "killed after {delivered_before_kill} outputs (offset {committed} committed); {} predictions, {} dead \
+         letters, {duplicates} replayed",
         after.predictions.len(),
         after.dead.len()
     );
@@ -501,4 +579,297 @@ fn the_shipped_config_drains_a_topic() {
     let mut connector = Connector::start_with(&config, "drain", &["--drain"]);
     assert!(connector.wait(Duration::from_secs(120)).success(), "{}", connector.log());
     assert_eq!(check_outputs(&seen(&cluster, &topics), &inputs), 0, "{}", connector.log());
+}
+
+#[test]
+fn a_record_larger_than_max_bytes_is_a_dead_letter_by_reference() {
+    let Some(cluster) = local_cluster("a_record_larger_than_max_bytes_is_a_dead_letter_by_reference") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-big");
+    // 20 MiB at offset 0 (over the 3 MiB max-bytes of the test config and the 16 MiB default), then an image.
+    let big = vec![b'x'; 20 << 20];
+    let (name, photo) = data_files("imagenet-sample").swap_remove(0);
+    let data = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let image = serde_json::json!({"id": "live-after-big", "source": "file", "uri": name, "data": data});
+    cluster.produce(
+        &topics.images,
+        &[("big".into(), big.clone()), ("live-after-big".into(), image.to_string().into_bytes())],
+    );
+
+    let name = unique_name("fvt-big-sink");
+    let settings = "  model: efficientnet-lite0\n  validate-at: connector\n  read-timeout: 2s";
+    let config = write_config(dir.path(), &name, &topics, settings, "");
+    let mut connector = Connector::start_with(&config, "drain", &["--drain"]);
+    assert!(connector.wait(Duration::from_secs(120)).success(), "{}", connector.log());
+
+    let seen = seen(&cluster, &topics);
+    let ids: Vec<&str> = seen.predictions.iter().map(|p| p.image_id.as_str()).collect();
+    assert_eq!(ids, ["live-after-big"], "the image after the big record is classified");
+    let [(key, ValidationRecord::Rejected(dead))] = seen.dead.as_slice() else {
+        panic!("one dead letter expected: {:?}", seen.dead)
+    };
+    let position = format!("{}/0@0", topics.images);
+    assert_eq!((key, dead.reason, dead.stage), (&position, RejectReason::TooLarge, Stage::Ingest));
+    assert_eq!(dead.record.as_deref(), Some(position.as_str()));
+    assert_eq!(dead.payload_size, Some(big.len() as u64));
+    assert!(dead.payload_truncated && dead.payload.to_bytes().unwrap().is_empty(), "by reference: {dead:?}");
+    assert!(dead.detail.contains("meta.consumer.max-bytes (3.0 MiB)"), "{}", dead.detail);
+    // Both offsets are committed: the big record is accounted for by its dead letter.
+    assert_eq!(cluster.committed_offsets(&name).get(&(topics.images.clone(), 0)), Some(&1));
+}
+
+#[test]
+fn a_smartmodule_failing_on_the_spu_stops_the_sink_with_an_error() {
+    let Some(cluster) = local_cluster("a_smartmodule_failing_on_the_spu_stops_the_sink_with_an_error") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-trap");
+    // The trap SmartModule under a name the sink accepts; it passes records through and traps on `trap`.
+    let smartmodule = unique_name("image-validate-trap");
+    let wasm = fvision_connector_common::find_in_target_dir("trap_smartmodule.wasm")
+        .unwrap_or_else(|| panic!("trap_smartmodule.wasm is not built; run ./scripts/test.sh"));
+    cluster.create_smartmodule(&smartmodule, &wasm);
+    let records: Vec<(String, Vec<u8>)> = ["one", "two", "trap", "four"]
+        .iter()
+        .map(|v| (v.to_string(), format!("{{\"id\": \"{v}\"}}").into_bytes()))
+        .collect();
+    cluster.produce(&topics.images, &records);
+
+    let name = unique_name("fvt-trap-sink");
+    let transforms = format!("transforms:\n  - uses: {smartmodule}");
+    let config = write_config(dir.path(), &name, &topics, "  validate-at: cluster\n  read-timeout: 2s", &transforms);
+    let mut connector = Connector::start_with(&config, "drain", &["--drain"]);
+    let status = connector.wait(Duration::from_secs(120));
+    let log = connector.log();
+    assert!(!status.success(), "a SmartModule failing on the SPU is not the end of the topic; log:\n{log}");
+    eprintln!("the sink said: {}", log.lines().find(|l| l.contains("ERROR")).unwrap_or_default());
+    assert!(log.contains(&format!("consuming `{}`", topics.images)), "the error names the topic:\n{log}");
+    let committed = cluster.committed_offsets(&name).get(&(topics.images.clone(), 0)).copied();
+    assert!(committed.is_none_or(|c| c < 2), "nothing committed past the failing record: {committed:?}");
+}
+
+#[test]
+fn a_topic_deleted_under_the_sink_stops_it_with_an_error() {
+    let Some(cluster) = local_cluster("a_topic_deleted_under_the_sink_stops_it_with_an_error") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-deleted");
+    let inputs = inputs("efficientnet-lite0", 3, &[], 0.0);
+    cluster.produce(&topics.images, &inputs.records);
+    let name = unique_name("fvt-deleted-sink");
+    let config = write_config(dir.path(), &name, &topics, "  validate-at: connector\n  read-timeout: 2s", "");
+    let mut connector = Connector::start(&config, "run");
+    wait_for(&cluster, &topics, &mut connector, |s| answered(s) == inputs.expected.len());
+    cluster.cli_ok(&["topic", "delete", &topics.images]);
+    let status = connector.wait(Duration::from_secs(60));
+    let log = connector.log();
+    assert!(!status.success(), "a deleted input topic is not an idle topic; log:\n{log}");
+    eprintln!("the sink said: {}", log.lines().find(|l| l.contains("ERROR")).unwrap_or_default());
+    assert!(log.contains(&topics.images), "the error names the topic:\n{log}");
+}
+
+#[test]
+fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
+    let Some(cluster) = local_cluster("two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = unique_name("fvt-parts-images");
+    cluster.create_topic_with_partitions(&images, 2);
+    let inputs = inputs("efficientnet-lite0", 60, &[], 0.0);
+    let (wave1, wave2) = inputs.records.split_at(inputs.records.len() / 2);
+    cluster.produce(&images, wave1);
+
+    let outputs = |prefix: &str| {
+        let topics = Topics {
+            images: images.clone(),
+            predictions: unique_name(&format!("{prefix}-predictions")),
+            dlq: unique_name(&format!("{prefix}-dlq")),
+        };
+        cluster.create_topic(&topics.predictions);
+        cluster.create_topic(&topics.dlq);
+        topics
+    };
+    let (zero, one, all) = (outputs("fvt-parts-0"), outputs("fvt-parts-1"), outputs("fvt-parts-all"));
+    let ids = [unique_name("fvt-parts-0"), unique_name("fvt-parts-1"), unique_name("fvt-parts-all")];
+    // The partition-0 sink is slow (one image at a time with a large model), so it can be killed mid-stream.
+    let slow = "  model: resnet50\n  max-batch: 1\n  workers: 1\n  validate-at: connector";
+    let fast = "  model: efficientnet-lite0\n  validate-at: connector";
+    let config_zero = write_config_with(dir.path(), &ids[0], &zero, slow, "", "\n    partition: 0");
+    let config_one = write_config_with(dir.path(), &ids[1], &one, fast, "", "\n    partition: 1");
+    let config_all = write_config_with(dir.path(), &ids[2], &all, fast, "", "\n    partition: all");
+
+    // The partition-0 sink reads the first half, commits, then is killed (SIGKILL) while it answers the
+    // second half.
+    let mut sink_zero = Connector::start(&config_zero, "run1");
+    wait_committed(&cluster, &ids[0], &images, 0, &mut sink_zero);
+    let answered_before = seen(&cluster, &zero).predictions.len();
+    cluster.produce(&images, wave2);
+    wait_for(&cluster, &zero, &mut sink_zero, |s| s.predictions.len() > answered_before);
+    sink_zero.signal("-KILL");
+    sink_zero.wait(Duration::from_secs(10));
+    let committed_at_kill = cluster.committed_offsets(&ids[0])[&(images.clone(), 0)];
+
+    let located = locate(&cluster, &images, 2);
+    let in_partition = |p: u32| -> Vec<(u32, i64)> {
+        let mut offsets: Vec<(u32, i64)> = located.values().copied().filter(|(q, _)| *q == p).collect();
+        offsets.sort();
+        offsets
+    };
+    let (first, second) = (in_partition(0), in_partition(1));
+    assert!(!first.is_empty() && !second.is_empty(), "the keys spread the records over both partitions");
+    assert!(first.last().is_some_and(|(_, last)| committed_at_kill < *last), "killed before the end of partition 0");
+
+    // The three sinks drain the topic: partition 0 restarted, partition 1, and both partitions.
+    let mut sink_zero = Connector::start_with(&config_zero, "drain", &["--drain"]);
+    let mut sink_one = Connector::start_with(&config_one, "drain", &["--drain"]);
+    let mut sink_all = Connector::start_with(&config_all, "drain", &["--drain"]);
+    for sink in [&mut sink_zero, &mut sink_one, &mut sink_all] {
+        assert!(sink.wait(Duration::from_secs(240)).success(), "{}", sink.log());
+    }
+
+    // Each partition's sink answered exactly its partition: once each, but for what the killed one delivered
+    // after its last commit, which the restart answered again.
+    let mut answered_zero = offsets_of_each(&seen(&cluster, &zero), &inputs, &located);
+    answered_zero.sort();
+    let mut distinct_zero = answered_zero.clone();
+    distinct_zero.dedup();
+    assert_eq!(distinct_zero, first, "the partition-0 sink answered partition 0, all of it");
+    let repeated: Vec<&(u32, i64)> = answered_zero.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+    assert!(repeated.iter().all(|(_, o)| *o > committed_at_kill), "only records after the commit repeat: {repeated:?}");
+    let mut answered_one = offsets_of_each(&seen(&cluster, &one), &inputs, &located);
+    answered_one.sort();
+    assert_eq!(answered_one, second, "the partition-1 sink answered partition 1, each record once");
+    let mut answered_all = offsets_of_each(&seen(&cluster, &all), &inputs, &located);
+    answered_all.sort();
+    let every: Vec<(u32, i64)> = first.iter().chain(&second).copied().collect();
+    assert_eq!(answered_all, every, "the all-partitions sink answered every record once");
+
+    eprintln!(
+        "partition 0: {} records, the killed sink had committed offset {committed_at_kill}, {} repeated; \
+         partition 1: {} records",
+        first.len(),
+        repeated.len(),
+        second.len()
+    );
+    // Every partition is committed to its last record, under each consumer id.
+    let last = |offsets: &[(u32, i64)]| offsets.last().map(|(_, o)| *o);
+    let committed = |id: &str, p: u32| cluster.committed_offsets(id).get(&(images.clone(), p)).copied();
+    assert_eq!(committed(&ids[0], 0), last(&first));
+    assert_eq!(committed(&ids[1], 1), last(&second));
+    assert_eq!((committed(&ids[2], 0), committed(&ids[2], 1)), (last(&first), last(&second)));
+    assert_eq!((committed(&ids[0], 1), committed(&ids[1], 0)), (None, None), "each sink kept to its partition");
+}
+/// Hostile values of about `len` bytes: control bytes (six times larger as JSON escapes), pseudo-random bytes,
+/// and a JSON envelope whose attributes and data are huge.
+fn hostile_values(len: usize) -> Vec<(String, Vec<u8>)> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+    let random: Vec<u8> = (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let envelope = format!(
+        r#"{{"id":"huge-{len}","attributes":{{"k":"{}"}},"data":"{}"}}"#,
+        "\\u0001".repeat(len / 12),
+        "QUJD".repeat(len / 8)
+    );
+    let mib = len >> 20;
+    vec![
+        (format!("ones-{mib}"), vec![0x01; len]),
+        (format!("random-{mib}"), random),
+        (format!("envelope-{mib}"), envelope.into_bytes()),
+    ]
+}
+
+#[test]
+fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
+    let Some(cluster) = local_cluster("hostile_records_become_dead_letters_that_fit_on_both_validation_paths") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = unique_name("fvt-hostile-images");
+    cluster.create_topic(&images);
+    let smartmodule = unique_name("image-validate");
+    cluster.create_smartmodule(&smartmodule, &fvision_connector_common::locate_smartmodule().unwrap());
+    let photo = &data_files("imagenet-sample")[0].1;
+    let valid = |id: &str| {
+        let data = base64::engine::general_purpose::STANDARD.encode(photo);
+        (id.to_string(), serde_json::json!({"id": id, "data": data}).to_string().into_bytes())
+    };
+    let mut records = Vec::new();
+    for len in [3 << 20, 12 << 20, 20 << 20] {
+        records.extend(hostile_values(len));
+        records.push(valid(&format!("valid-after-{}", len >> 20)));
+    }
+    // Records that pass validation and fail decoding: their dead letters come from the sink's decode stage.
+    let bad_zlib = data_files("bad-inputs").into_iter().find(|(n, _)| n.contains("bad-zlib-good-crc")).unwrap().1;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bad_zlib);
+    let decode_failures = [
+        ("decode-envelope".to_string(), format!(r#"{{"id":"bad-zlib","source":"gcs","data":"{b64}"}}"#).into_bytes()),
+        ("decode-raw".to_string(), bad_zlib.clone()),
+        ("decode-padded".to_string(), format!(" {{\"data\":\"{b64}\"}}\n").into_bytes()),
+    ];
+    records.extend(decode_failures.iter().cloned());
+    let mut decode_dead_letters: Vec<Vec<Vec<u8>>> = Vec::new();
+    // One record per request: the client would put two of these records in one request, over its limit.
+    for record in &records {
+        cluster.produce(&images, std::slice::from_ref(record));
+    }
+    let cap = fvision_records::DEFAULT_PAYLOAD_CAP;
+
+    for validate_at in ["connector", "cluster"] {
+        let topics = Topics {
+            images: images.clone(),
+            predictions: unique_name(&format!("fvt-hostile-{validate_at}-predictions")),
+            dlq: unique_name(&format!("fvt-hostile-{validate_at}-dlq")),
+        };
+        cluster.create_topic(&topics.predictions);
+        cluster.create_topic(&topics.dlq);
+        let name = unique_name(&format!("fvt-hostile-{validate_at}"));
+        let transforms = format!("transforms:\n  - uses: {smartmodule}");
+        let config = write_config(dir.path(), &name, &topics, &format!("  validate-at: {validate_at}"), &transforms);
+        // Large enough to fetch the 20 MiB record whole (what happens to a record above max-bytes is another
+        // test's business).
+        let yaml = std::fs::read_to_string(&config).unwrap().replace("max-bytes: 3 MiB", "max-bytes: 32 MiB");
+        std::fs::write(&config, yaml).unwrap();
+        let mut connector = Connector::start_with(&config, validate_at, &["--drain"]);
+        let status = connector.wait(Duration::from_secs(300));
+        assert!(status.success(), "{validate_at}: nothing stalls, --drain exits 0; log:\n{}", connector.log());
+
+        let seen = seen(&cluster, &topics);
+        let mut ids: Vec<&str> = seen.predictions.iter().map(|p| p.image_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["valid-after-12", "valid-after-20", "valid-after-3"], "{validate_at}");
+        let raw = cluster.read_all(&topics.dlq);
+        assert_eq!(raw.len(), 12, "{validate_at}: one dead letter per hostile record and per decode failure");
+        let mut decode = Vec::new();
+        for ((_, value), (_, dead)) in raw.iter().zip(&seen.dead) {
+            assert!(value.len() < cap + 70 * 1024, "{validate_at}: a dead letter of {} bytes", value.len());
+            let ValidationRecord::Rejected(r) = dead else { panic!("{dead:?}") };
+            let offset: usize = r.record.as_deref().and_then(|p| p.rsplit('@').next()).unwrap().parse().unwrap();
+            let original = &records[offset].1;
+            assert_eq!(r.record.as_deref(), Some(format!("{images}/0@{offset}").as_str()));
+            if records[offset].0.starts_with("decode-") {
+                assert_eq!(r.stage, fvision_records::Stage::Decode, "{validate_at}: {}", records[offset].0);
+                assert_eq!(&r.payload.to_bytes().unwrap(), original, "{validate_at}: the record as produced");
+                decode.push(value.clone());
+                continue;
+            }
+            assert!(r.payload_truncated, "{validate_at}: {}", records[offset].0);
+            assert_eq!(r.payload_size, Some(original.len() as u64));
+            assert!(original.starts_with(&r.payload.to_bytes().unwrap()));
+            let digest: String = {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(original).iter().map(|b| format!("{b:02x}")).collect()
+            };
+            assert_eq!(r.payload_sha256.as_deref(), Some(digest.as_str()));
+        }
+        decode_dead_letters.push(decode);
+        eprintln!("{validate_at}: 9 hostile records dead-lettered under {cap} bytes of payload, 3 classified");
+    }
+    // A decode-stage dead letter is the same record, byte for byte, whichever side validated.
+    assert_eq!(decode_dead_letters[0].len(), decode_failures.len());
+    assert_eq!(decode_dead_letters[0], decode_dead_letters[1], "in the connector vs on the SPU");
 }

@@ -91,7 +91,8 @@ fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("disk full"));
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("disk full"), "the sink's error is kept as the source: {err}");
     assert_eq!(taken, 5);
 }
 

@@ -234,7 +234,8 @@ fn bad_params_fail_at_start_up_naming_the_param() {
     // Inside the SPU there is no host-side check: the module's own `init` must refuse the value.
     let err = wasm_runner(&[("max_pixels", "lots")]).err().expect("init must fail");
     assert!(matches!(err, EngineError::Init(_)));
-    assert!(err.to_string().contains("max_pixels"), "{err}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(cause.contains("max_pixels"), "{err}: {cause}");
 }
 
 #[test]
@@ -264,4 +265,49 @@ fn outputs_are_keyed_by_image_id_and_map_one_to_one() {
             assert!(matches!(parsed, ValidationRecord::Rejected(r) if r.reason == RejectReason::Truncated));
         }
     }
+}
+
+/// Hostile values of `len` bytes: control bytes (six times larger as JSON escapes), pseudo-random bytes, and
+/// a JSON envelope with huge attributes and data.
+fn hostile(len: usize) -> Vec<Vec<u8>> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
+    let random = (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let envelope = format!(
+        r#"{{"id":"huge","attributes":{{"k":"{}"}},"data":"{}"}}"#,
+        "\\u0001".repeat(len / 12),
+        "QUJD".repeat(len / 8)
+    );
+    vec![vec![0x01; len], random, envelope.into_bytes()]
+}
+
+#[test]
+fn hostile_records_become_rejections_under_the_cap_in_the_wasm() {
+    let mut validator = wasm_validator(&[]);
+    let cap = fvision_records::DEFAULT_PAYLOAD_CAP;
+    let photo = STANDARD.encode(&data_files("imagenet-sample")[0].1);
+    let valid = format!(r#"{{"id":"after","data":"{photo}"}}"#).into_bytes();
+    for len in [3 << 20, 12 << 20, 20 << 20] {
+        for value in hostile(len) {
+            // The valid record after the hostile one, in the same call, is still validated.
+            let verdicts = validator.validate_batch(&[&value, &valid]);
+            let Some(ValidationRecord::Rejected(r)) = &verdicts[0] else { panic!("{len}: {:?}", verdicts[0]) };
+            let size = serde_json::to_vec(&ValidationRecord::Rejected(r.clone())).unwrap().len();
+            assert!(size < cap + 8192, "{len}: a rejected record of {size} bytes");
+            assert!(r.payload_truncated && r.payload_size == Some(value.len() as u64), "{len}: {}", r.reason);
+            assert!(value.starts_with(&r.payload.to_bytes().unwrap()));
+            assert!(matches!(&verdicts[1], Some(ValidationRecord::Ok(ok)) if ok.event.meta.id == "after"));
+        }
+    }
+    // A smaller cap from the params applies in the WASM too.
+    let mut small = wasm_validator(&[("dead_letter_payload_cap", "16384")]);
+    let verdict = small.validate_batch(&[&vec![0x01u8; 8192]]).pop().flatten();
+    let Some(ValidationRecord::Rejected(r)) = verdict else { panic!("{verdict:?}") };
+    assert!(r.payload_truncated, "8 KiB of control bytes is 48 KiB as JSON, above a 16 KiB cap");
 }

@@ -137,7 +137,11 @@ pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
     let samples = samples.into_inner().unwrap_or_default();
     let warm = (total as f64 * args.warm_up.clamp(0.0, 0.9)) as u64;
     let after: Vec<u64> = samples.iter().filter(|(fed, _)| *fed >= warm).map(|(_, rss)| *rss).collect();
-    let baseline = after.first().copied().unwrap_or(end);
+    // Medians of the first and the last ten samples after warm-up: one sample's noise (a batch in flight,
+    // the allocator returning pages) does not decide the figure.
+    let window = after.len().min(10);
+    let baseline = median(&after[..window]).unwrap_or(end);
+    let last = median(&after[after.len() - window..]).unwrap_or(end);
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let tally = &stats.tally;
     let report = SoakReport {
@@ -152,9 +156,9 @@ pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
         rss_samples: samples.len(),
         rss_start_mib: mib(samples.first().map_or(end, |(_, rss)| *rss)),
         rss_after_warm_up_mib: mib(baseline),
-        rss_end_mib: mib(end),
+        rss_end_mib: mib(last),
         rss_max_after_warm_up_mib: mib(after.iter().copied().max().unwrap_or(end)),
-        growth_after_warm_up_percent: 100.0 * (end as f64 - baseline as f64) / baseline.max(1) as f64,
+        growth_after_warm_up_percent: 100.0 * (last as f64 - baseline as f64) / baseline.max(1) as f64,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -164,7 +168,7 @@ pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
             report.records, report.classified, report.rejected, report.model, report.seconds, report.images_per_sec
         );
         println!(
-            "  RSS: start {:.1} MiB, after warm-up ({:.0}% of the records) {:.1} MiB, end {:.1} MiB, max after warm-up {:.1} MiB",
+            "  RSS: start {:.1} MiB, after warm-up ({:.0}% of the records) {:.1} MiB, at the end {:.1} MiB, max after warm-up {:.1} MiB",
             report.rss_start_mib,
             args.warm_up * 100.0,
             report.rss_after_warm_up_mib,
@@ -177,6 +181,13 @@ pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The median of some samples (the upper one of an even count).
+fn median(samples: &[u64]) -> Option<u64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// A private directory for the JSONL file, removed at the end.

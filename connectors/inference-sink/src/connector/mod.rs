@@ -27,23 +27,27 @@ use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::{Compression as CompressionSetting, ProducerConfig};
 use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_records::RejectedImage;
 
 use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
 use crate::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
-use crate::outputs::{ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, TopicProducer};
+use crate::outputs::{
+    ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, SourcePosition, TopicProducer,
+};
 use crate::pipeline::{run_pipeline, PipelineSettings, PipelineStats};
 use crate::summary::SummaryWindow;
 use crate::{events, Outcome};
 
 pub use consume::{
-    BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, StreamStart, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES,
+    Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
 pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
 
 /// Producer settings for records that carry whole images: the client's defaults refuse a record over
-/// about 1 MiB, and a dead letter carries the whole original record, so requests fit the largest record a
-/// consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
+/// about 1 MiB, and a dead letter carries up to `dead-letter-payload-cap` of the original record, so requests
+/// fit the largest record a consumer may read ([`DEFAULT_MAX_BYTES`]) whatever the batch size.
 pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
     let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
     let mut builder = TopicProducerConfigBuilder::default();
@@ -174,7 +178,7 @@ impl ConnectorBuilder {
 pub struct Runner {
     fluvio: Fluvio,
     consume: ConsumeSettings,
-    consumer_config: fluvio::consumer::ConsumerConfigExt,
+    partitions: Vec<u32>,
     smartmodule: Option<SmartModuleInvocation>,
     validation: Validation,
     classifier: Classifier,
@@ -182,7 +186,6 @@ pub struct Runner {
     pipeline: PipelineSettings,
     summary_interval: Duration,
     stop: Arc<AtomicBool>,
-    partitions: Vec<u32>,
     /// Whether progress is polled for the metrics and the page (when the endpoint is on).
     poll_status: bool,
     dashboard: Option<Dashboard>,
@@ -260,10 +263,12 @@ impl Connector {
         outputs.prepare(&window).map_err(setup_error("preparing the outputs"))?;
         tracing::info!(outputs = ?outputs.names(), replay = ?window.partitions, "outputs ready");
 
-        let consumer_config = consume
+        // Fails early on a consumer config the client refuses.
+        consume
             .consumer_config(&partitions, smartmodule.clone())
             .map_err(fluvio_error(format!("configuring the consumer of `{}`", consume.topic)))?;
         let mut pipeline = inference.pipeline();
+        pipeline.dead_letter_payload_cap = settings.validation.dead_letter_payload_cap;
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
@@ -286,7 +291,7 @@ impl Connector {
         let runner = Runner {
             fluvio,
             consume,
-            consumer_config,
+            partitions,
             smartmodule,
             validation,
             classifier,
@@ -294,7 +299,6 @@ impl Connector {
             pipeline,
             summary_interval: inference.summary_interval,
             stop,
-            partitions,
             poll_status: inference.metrics_port.is_some(),
             dashboard,
         };
@@ -309,7 +313,7 @@ impl Runner {
         let Self {
             fluvio,
             consume,
-            consumer_config,
+            partitions,
             smartmodule,
             validation,
             classifier,
@@ -317,7 +321,6 @@ impl Runner {
             pipeline,
             summary_interval,
             stop,
-            partitions,
             poll_status,
             dashboard,
         } = self;
@@ -342,25 +345,10 @@ impl Runner {
                 };
                 scope.spawn(move || poll.run(done));
             }
+            let read = partitions.clone();
             let consumer = scope.spawn(move || {
-                let open = |start: StreamStart| {
-                    let config = match start {
-                        StreamStart::Committed => Ok(consumer_config.clone()),
-                        StreamStart::At { partition, offset } => {
-                            consume.reread_config(partition, offset, smartmodule.clone())
-                        }
-                    };
-                    let topic = consume.topic.clone();
-                    async move {
-                        let failed = |e: anyhow::Error| ConsumeError::Stream {
-                            topic: topic.clone(),
-                            detail: format!("opening a consumer: {e:#}"),
-                        };
-                        let stream = fluvio.consumer_with_config(config.map_err(&failed)?).await.map_err(&failed)?;
-                        Ok::<BoxedStream, ConsumeError>(Box::pin(stream))
-                    }
-                };
-                run_block_on(consume::consume(open, items_tx, outputs, consume, stop))
+                let mut source = FluvioSource::new(fluvio, consume, read, smartmodule);
+                run_block_on(consume::consume(&mut source, items_tx, outputs, consume, stop))
             });
             let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
             let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
@@ -374,7 +362,7 @@ impl Runner {
                 events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
                 Ok::<_, DeliveryError>(())
             });
-            let consumed = consumer.join().unwrap_or(Err(ConsumeError::PipelineStopped));
+            let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
             done.store(true, Ordering::Relaxed);
             (stats, consumed)
         });
@@ -442,7 +430,7 @@ fn validation(
             params: params.into(),
             name: Some(name),
         };
-        return Ok((Validation::AtSpu, Some(invocation)));
+        return Ok((Validation::AtSpu(sink.validation.dead_letter_payload_cap), Some(invocation)));
     }
     let wasm = locate_smartmodule().map_err(setup_error("finding image-validate"))?;
     let validator = WasmValidator::load(&wasm, params).map_err(setup_error(format!("loading {}", wasm.display())))?;
@@ -475,4 +463,48 @@ fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorE
         outputs = outputs.with(Box::new(jsonl));
     }
     Ok(outputs)
+}
+
+/// The message of a panic payload (`panic!` with a string or a format).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The outputs as the consumer's commit barrier.
+impl Barrier for OutputSet {
+    fn delivered(&self) -> u64 {
+        OutputSet::delivered(self)
+    }
+
+    fn acknowledge(&self) -> impl std::future::Future<Output = Result<(), DeliveryError>> {
+        OutputSet::acknowledge(self)
+    }
+
+    fn dead_letter(&self, name: &str, position: SourcePosition, rejected: RejectedImage) -> Result<(), DeliveryError> {
+        let position = Some(position);
+        let outcome = Outcome::Rejected { name: name.to_string(), position, rejected: Box::new(rejected) };
+        events::delivered(self.deliver(&outcome, position)?.as_str());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_thread_panic_is_reported_with_its_message() {
+        let joined =
+            std::thread::spawn(|| -> Result<ConsumeReport, ConsumeError> { panic!("offset {} is odd", 7) }).join();
+        let error = joined.unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic)))).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the consumer thread panicked: offset 7 is odd; offsets were not committed past the last commit"
+        );
+        assert_eq!(panic_message(&"static"), "static");
+    }
 }

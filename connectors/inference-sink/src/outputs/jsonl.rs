@@ -139,3 +139,40 @@ impl Output for JsonlOutput {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::SourcePosition;
+    use fvision_records::{EventMeta, RejectedImage};
+
+    fn line(outcome: &Outcome) -> serde_json::Value {
+        let mut out = Vec::new();
+        write_line(&mut out, outcome).unwrap();
+        assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn one_line_per_outcome_with_its_position_and_without_the_image() {
+        let prediction = Prediction { image_id: "img-1".into(), label: "tench".into(), ..Prediction::default() };
+        let at = Some(SourcePosition { partition: 2, offset: 40 });
+        let classified =
+            line(&Outcome::Classified { name: "images/2@40".into(), position: at, prediction: Box::new(prediction) });
+        assert_eq!((classified["file"].as_str(), classified["label"].as_str()), (Some("images/2@40"), Some("tench")));
+        assert_eq!((classified["partition"].as_u64(), classified["offset"].as_i64()), (Some(2), Some(40)));
+
+        let rejected =
+            RejectedImage::new(RejectReason::Truncated, "cut short", Stage::Validate, b"\xff\xd8 image bytes")
+                .with_event(EventMeta { id: "img-2".into(), ..EventMeta::default() });
+        let rejected =
+            line(&Outcome::Rejected { name: "photos/a.jpg".into(), position: None, rejected: Box::new(rejected) });
+        let fields: Vec<&str> = rejected.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            ["detail", "file", "id", "reason", "stage", "status"],
+            "no position from a file, no payload"
+        );
+        assert_eq!((rejected["status"].as_str(), rejected["reason"].as_str()), (Some("rejected"), Some("truncated")));
+    }
+}

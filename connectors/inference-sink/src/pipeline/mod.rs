@@ -5,13 +5,16 @@
 
 mod batcher;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fvision_models::{Classifier, PreparedBatch};
-use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
+use fvision_records::{
+    CappedPayload, EventMeta, PayloadCap, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord,
+};
 
 use crate::events;
 use crate::outputs::SourcePosition;
@@ -80,6 +83,13 @@ impl Outcome {
 pub trait Validate: Send {
     /// Validates a batch of record values.
     fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>>;
+
+    /// Whether the values are the records as produced (validation runs here) rather than the validator's
+    /// output (it ran on the SPU); in the latter case a later stage's dead letter rebuilds the record as
+    /// produced from the validated record's `original`.
+    fn sees_originals(&self) -> bool {
+        true
+    }
 }
 
 impl<F: FnMut(&[&[u8]]) -> Vec<Option<ValidationRecord>> + Send> Validate for F {
@@ -105,6 +115,8 @@ pub struct PipelineSettings {
     pub top_k: usize,
     /// Confidence threshold; predictions below it are flagged, not dropped.
     pub threshold: f32,
+    /// Largest serialised payload a dead letter of this pipeline carries.
+    pub dead_letter_payload_cap: PayloadCap,
 }
 
 impl Default for PipelineSettings {
@@ -117,6 +129,7 @@ impl Default for PipelineSettings {
             validate_batch: 4,
             top_k: 5,
             threshold: 0.0,
+            dead_letter_payload_cap: PayloadCap::default(),
         }
     }
 }
@@ -170,9 +183,47 @@ pub enum PipelineError {
 struct Task {
     name: String,
     position: Option<SourcePosition>,
-    value: Vec<u8>,
+    original: Original,
     meta: EventMeta,
     data: String,
+}
+
+/// The record as produced, for the dead letter of a later stage: the consumed value itself, or (validation
+/// ran on the SPU) as the validated record let it be rebuilt.
+enum Original {
+    /// The record value as produced.
+    Value(Vec<u8>),
+    /// Already capped.
+    Capped(CappedPayload),
+}
+
+impl Original {
+    fn rejected(&self, reason: RejectReason, detail: String, stage: Stage, cap: PayloadCap) -> RejectedImage {
+        match self {
+            Self::Value(value) => RejectedImage::capped(reason, detail, stage, value, cap),
+            Self::Capped(capped) => RejectedImage::with_payload(reason, detail, stage, capped.clone()),
+        }
+    }
+}
+
+/// A stage failed on one image or one batch: the reason and detail of its dead letters.
+struct Failure {
+    reason: RejectReason,
+    detail: String,
+}
+
+/// Runs `work`, turning a panic into a [`Failure`] with reason `internal_error`: a decoder or model bug on a
+/// crafted input costs that input, not the worker (whose loss would leave the commit barrier waiting forever).
+fn guarded<T>(stage: Stage, work: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".into());
+        tracing::error!(stage = stage.as_str(), panic = %message, "a stage panicked; the image goes to the dead letters");
+        Err(Failure { reason: RejectReason::InternalError, detail: format!("{} panicked: {message}", stage.as_str()) })
+    })
 }
 
 /// What the stages send to the calling thread.
@@ -187,8 +238,20 @@ enum Message {
 struct Ready {
     name: String,
     position: Option<SourcePosition>,
-    value: Vec<u8>,
+    original: Original,
     batch: PreparedBatch,
+}
+
+impl Ready {
+    fn rejected(self, failure: &Failure, cap: PayloadCap) -> Outcome {
+        let meta = self.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
+        let rejected = self.original.rejected(failure.reason, failure.detail.clone(), Stage::Inference, cap);
+        Outcome::Rejected {
+            rejected: Box::new(rejected.with_event(meta).at_record(&self.name)),
+            name: self.name,
+            position: self.position,
+        }
+    }
 }
 
 /// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread.
@@ -212,12 +275,10 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let result = std::thread::scope(|scope| {
         let out = out_tx.clone();
         let validate_counts = Arc::clone(&counts);
-        scope.spawn(move || {
-            validate_stage(inputs, &mut validator, config.validate_batch, task_tx, out, &validate_counts)
-        });
+        scope.spawn(move || validate_stage(inputs, &mut validator, config, task_tx, out, &validate_counts));
         for _ in 0..config.workers.max(1) {
             let (rx, ready, out) = (Arc::clone(&task_rx), ready_tx.clone(), out_tx.clone());
-            scope.spawn(move || decode_stage(classifier, &rx, ready, out));
+            scope.spawn(move || decode_stage(classifier, config.dead_letter_payload_cap, &rx, ready, out));
         }
         // Only the stages may hold channel ends: when the sink stops, every end must go away with the
         // stage that owns it, or a stage blocked on a full queue would wait forever.
@@ -258,14 +319,16 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
 fn validate_stage(
     inputs: impl Iterator<Item = Item>,
     validator: &mut impl Validate,
-    chunk: usize,
+    config: &PipelineSettings,
     tasks: SyncSender<Task>,
     out: SyncSender<Message>,
     counts: &Mutex<(u64, u64)>,
 ) {
+    let cap = config.dead_letter_payload_cap;
+    let originals = validator.sees_originals();
     let mut inputs = inputs.peekable();
     while inputs.peek().is_some() {
-        let batch: Vec<Item> = inputs.by_ref().take(chunk.max(1)).collect();
+        let batch: Vec<Item> = inputs.by_ref().take(config.validate_batch.max(1)).collect();
         let values: Vec<&[u8]> = batch.iter().map(|i| i.value.as_slice()).collect();
         let verdicts = validator.validate(&values);
         if let Ok(mut c) = counts.lock() {
@@ -274,26 +337,26 @@ fn validate_stage(
         }
         for (item, verdict) in batch.into_iter().zip(verdicts) {
             let sent = match verdict {
-                Some(ValidationRecord::Ok(ok)) => send_counted(
-                    &tasks,
-                    "decode",
-                    Task {
+                Some(ValidationRecord::Ok(ok)) => {
+                    let rebuilt = match (&ok.original, originals) {
+                        (Some(form), false) => form.rebuild(&item.value, &ok.event, cap),
+                        _ => None,
+                    };
+                    let original = rebuilt.map_or(Original::Value(item.value), Original::Capped);
+                    let task = Task {
                         name: item.name,
                         position: item.position,
-                        value: item.value,
+                        original,
                         meta: ok.event.meta,
                         data: ok.event.data,
-                    },
-                ),
-                Some(ValidationRecord::Rejected(rejected)) => send_counted(
-                    &out,
-                    "output",
-                    Message::Outcome(Outcome::Rejected {
-                        name: item.name,
-                        position: item.position,
-                        rejected: Box::new(rejected),
-                    }),
-                ),
+                    };
+                    send_counted(&tasks, "decode", task)
+                }
+                Some(ValidationRecord::Rejected(rejected)) => {
+                    let rejected = Box::new(rejected.at_record(&item.name));
+                    let outcome = Outcome::Rejected { name: item.name, position: item.position, rejected };
+                    send_counted(&out, "output", Message::Outcome(outcome))
+                }
                 None => true,
             };
             if !sent {
@@ -305,6 +368,7 @@ fn validate_stage(
 
 fn decode_stage(
     classifier: &Classifier,
+    cap: PayloadCap,
     tasks: &Mutex<Receiver<Task>>,
     ready: SyncSender<Ready>,
     out: SyncSender<Message>,
@@ -316,38 +380,31 @@ fn decode_stage(
             _ => return,
         };
         events::queue_moved("decode", -1.0);
-        let reject = |reason, detail: String, stage| {
-            let rejected = RejectedImage::new(reason, detail, stage, &task.value).with_event(task.meta.clone());
-            Message::Outcome(Outcome::Rejected {
-                name: task.name.clone(),
-                position: task.position,
-                rejected: Box::new(rejected),
-            })
-        };
-        let image = match base64::engine::general_purpose::STANDARD.decode(&task.data) {
-            Ok(image) => image,
-            Err(e) => {
-                let sent = send_counted(
-                    &out,
-                    "output",
-                    reject(RejectReason::InvalidBase64, format!("validated data is not base64: {e}"), Stage::Decode),
-                );
-                if !sent {
-                    return;
-                }
-                continue;
+        let prepared = guarded(Stage::Decode, || {
+            #[cfg(test)]
+            fault::inject("decode", &task.meta.id);
+            let image = base64::engine::general_purpose::STANDARD.decode(&task.data).map_err(|e| Failure {
+                reason: RejectReason::InvalidBase64,
+                detail: format!("validated data is not base64: {e}"),
+            })?;
+            let mut batch = PreparedBatch::with_capacity(pre, 1);
+            batch.push(pre, &image, task.meta.clone()).map_err(|e| Failure { reason: e.reason, detail: e.detail })?;
+            Ok(batch)
+        });
+        let sent = match prepared {
+            Ok(batch) => {
+                let ready_item = Ready { name: task.name, position: task.position, original: task.original, batch };
+                send_counted(&ready, "batch", ready_item)
             }
-        };
-        let mut batch = PreparedBatch::with_capacity(pre, 1);
-        let sent = match batch.push(pre, &image, task.meta.clone()) {
-            Ok(()) => send_counted(
-                &ready,
-                "batch",
-                Ready { name: task.name, position: task.position, value: task.value, batch },
-            ),
-            Err(e) => {
-                let stage = if e.reason == RejectReason::PreprocessError { Stage::Preprocess } else { Stage::Decode };
-                send_counted(&out, "output", reject(e.reason, e.detail, stage))
+            Err(failure) => {
+                let stage = match failure.reason {
+                    RejectReason::PreprocessError => Stage::Preprocess,
+                    _ => Stage::Decode,
+                };
+                let rejected = task.original.rejected(failure.reason, failure.detail, stage, cap);
+                let rejected = Box::new(rejected.with_event(task.meta).at_record(&task.name));
+                let outcome = Outcome::Rejected { name: task.name, position: task.position, rejected };
+                send_counted(&out, "output", Message::Outcome(outcome))
             }
         };
         if !sent {
@@ -365,14 +422,11 @@ fn inference_stage(
 ) {
     while let Some(items) = next_batch(ready, max_batch, config.max_wait) {
         events::queue_moved("batch", -(items.len() as f64));
-        let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), items.len());
-        for item in &items {
-            batch.append(&item.batch);
-        }
         if !send_counted(&out, "output", Message::Batch(items.len())) {
             return;
         }
-        let outcomes: Vec<Outcome> = match classifier.classify_batch(&batch, config.top_k, config.threshold) {
+        let parts: Vec<&PreparedBatch> = items.iter().map(|item| &item.batch).collect();
+        let outcomes: Vec<Outcome> = match classify(classifier, &parts, config) {
             Ok(predictions) => items
                 .into_iter()
                 .zip(predictions)
@@ -382,20 +436,30 @@ fn inference_stage(
                     prediction: Box::new(p),
                 })
                 .collect(),
-            Err(e) => items
-                .into_iter()
-                .map(|item| {
-                    let meta = item.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
-                    let rejected = RejectedImage::new(
-                        RejectReason::InferenceError,
-                        with_causes(&e),
-                        Stage::Inference,
-                        &item.value,
-                    )
-                    .with_event(meta);
-                    Outcome::Rejected { name: item.name, position: item.position, rejected: Box::new(rejected) }
-                })
-                .collect(),
+            // One bad image must not take the good ones with it: run them one by one before dead-lettering any.
+            Err(failure) if items.len() > 1 => {
+                tracing::warn!(
+                    images = items.len(), reason = failure.reason.as_str(), detail = %failure.detail,
+                    "inference failed on a batch; retrying its images one by one"
+                );
+                items
+                    .into_iter()
+                    .map(|item| match classify(classifier, &[&item.batch], config) {
+                        Ok(mut predictions) => match predictions.pop() {
+                            Some(p) => Outcome::Classified {
+                                name: item.name,
+                                position: item.position,
+                                prediction: Box::new(p),
+                            },
+                            None => item.rejected(&no_prediction(), config.dead_letter_payload_cap),
+                        },
+                        Err(failure) => item.rejected(&failure, config.dead_letter_payload_cap),
+                    })
+                    .collect()
+            }
+            Err(failure) => {
+                items.into_iter().map(|item| item.rejected(&failure, config.dead_letter_payload_cap)).collect()
+            }
         };
         for outcome in outcomes {
             if !send_counted(&out, "output", Message::Outcome(outcome)) {
@@ -405,16 +469,35 @@ fn inference_stage(
     }
 }
 
-/// An error's message followed by its causes, for the detail of a rejected record.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
+/// Classifies the images of `parts` as one batch: one prediction per image, in order, or why not (a panic in
+/// the model included).
+fn classify(
+    classifier: &Classifier,
+    parts: &[&PreparedBatch],
+    config: &PipelineSettings,
+) -> Result<Vec<Prediction>, Failure> {
+    guarded(Stage::Inference, || {
+        let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), parts.len());
+        for part in parts {
+            batch.append(part);
+        }
+        #[cfg(test)]
+        fault::inference(&batch)?;
+        let predictions = classifier
+            .classify_batch(&batch, config.top_k, config.threshold)
+            .map_err(|e| Failure { reason: RejectReason::InferenceError, detail: e.to_string() })?;
+        if predictions.len() != batch.len() {
+            return Err(no_prediction());
+        }
+        Ok(predictions)
+    })
+}
+
+fn no_prediction() -> Failure {
+    Failure {
+        reason: RejectReason::InternalError,
+        detail: "the model returned a different number of predictions than images".into(),
     }
-    text
 }
 
 /// Sends into a stage's queue, keeping its depth gauge; `false` when the receiving side has stopped.
@@ -425,4 +508,228 @@ fn send_counted<T>(queue: &SyncSender<T>, name: &'static str, item: T) -> bool {
         events::queue_moved(name, -1.0);
     }
     sent
+}
+
+/// Test-only faults, injected by image id: a panic in a stage, or an inference error on any batch holding an
+/// image. Compiled into unit tests only.
+#[cfg(test)]
+mod fault {
+    use std::sync::Mutex;
+
+    use fvision_models::PreparedBatch;
+
+    use super::Failure;
+    use fvision_records::RejectReason;
+
+    /// (what, image id): `("decode", id)` panics while decoding `id`; `("inference-panic", id)` panics on
+    /// any batch holding `id`; `("inference-error", id)` fails such batches with an error.
+    pub static FAULTS: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+    fn armed(what: &str, id: &str) -> bool {
+        FAULTS.lock().map(|f| f.iter().any(|(w, i)| *w == what && i == id)).unwrap_or(false)
+    }
+
+    pub fn inject(stage: &str, id: &str) {
+        if armed(stage, id) {
+            panic!("injected fault in {stage} for {id}");
+        }
+    }
+
+    pub fn inference(batch: &PreparedBatch) -> Result<(), Failure> {
+        for image in batch.images() {
+            inject("inference-panic", &image.meta.id);
+            if armed("inference-error", &image.meta.id) {
+                return Err(Failure {
+                    reason: RejectReason::InferenceError,
+                    detail: format!("injected inference error for {}", image.meta.id),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use fvision_models::{ClassifierOptions, Registry};
+
+    fn classifier() -> &'static Classifier {
+        static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+        CLASSIFIER.get_or_init(|| {
+            let spec = Registry::open_default().unwrap().resolve("efficientnet-lite0").unwrap();
+            Classifier::load(spec, &ClassifierOptions::default()).unwrap()
+        })
+    }
+
+    /// `count` sample photos as envelopes with ids `{prefix}-{i}`.
+    fn photos(prefix: &str, count: usize) -> Vec<Item> {
+        fvision_tests::data_files("imagenet-sample")
+            .into_iter()
+            .take(count)
+            .enumerate()
+            .map(|(i, (_, bytes))| {
+                let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                let value = serde_json::json!({"id": format!("{prefix}-{i}"), "data": data}).to_string();
+                Item { name: format!("t/0@{i}"), value: value.into_bytes(), position: None }
+            })
+            .collect()
+    }
+
+    /// The native validator, as the WASM runs it.
+    fn native(values: &[&[u8]]) -> Vec<Option<ValidationRecord>> {
+        let params = image_validate::ValidationParams::default();
+        values.iter().map(|v| Some(image_validate::validate_value(v, &params))).collect()
+    }
+
+    fn run(items: Vec<Item>, config: &PipelineSettings) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let stats = run_pipeline(items.into_iter(), native, classifier(), config, |o| {
+            outcomes.push(o);
+            Ok::<_, String>(())
+        })
+        .unwrap();
+        assert_eq!(stats.tally.classified + stats.tally.rejected, outcomes.len() as u64);
+        outcomes
+    }
+
+    fn arm(what: &'static str, id: &str) {
+        fault::FAULTS.lock().unwrap().push((what, id.to_string()));
+    }
+
+    fn by_id(outcomes: &[Outcome]) -> std::collections::BTreeMap<String, Result<String, (RejectReason, Stage)>> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Classified { prediction, .. } => (prediction.image_id.clone(), Ok(prediction.label.clone())),
+                Outcome::Rejected { rejected, .. } => {
+                    (rejected.event.id.clone(), Err((rejected.reason, rejected.stage)))
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_panic_in_decode_is_one_dead_letter_and_the_workers_go_on() {
+        arm("decode", "panic-decode-1");
+        // One worker: if the panic killed it, nothing after the faulty image would be classified.
+        let config = PipelineSettings { workers: 1, max_batch: 2, ..PipelineSettings::default() };
+        let items = photos("panic-decode", 5);
+        let values: Vec<Vec<u8>> = items.iter().map(|i| i.value.clone()).collect();
+        let outcomes = run(items, &config);
+        let got = by_id(&outcomes);
+        assert_eq!(got.len(), 5, "every image has an outcome: {got:?}");
+        assert_eq!(got["panic-decode-1"], Err((RejectReason::InternalError, Stage::Decode)));
+        assert_eq!(got.values().filter(|v| v.is_ok()).count(), 4);
+        let dead = outcomes.iter().find_map(|o| match o {
+            Outcome::Rejected { rejected, .. } => Some(rejected),
+            _ => None,
+        });
+        let dead = dead.unwrap();
+        assert!(dead.detail.contains("injected fault"), "{}", dead.detail);
+        assert_eq!(dead.payload.to_bytes().unwrap(), values[1], "the dead letter carries the record as produced");
+        assert_eq!(dead.record.as_deref(), Some("t/0@1"));
+    }
+
+    #[test]
+    fn a_panic_in_inference_costs_only_its_image() {
+        arm("inference-panic", "panic-infer-2");
+        let config =
+            PipelineSettings { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
+        let got = by_id(&run(photos("panic-infer", 6), &config));
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got["panic-infer-2"], Err((RejectReason::InternalError, Stage::Inference)));
+        assert_eq!(got.values().filter(|v| v.is_ok()).count(), 5, "{got:?}");
+    }
+
+    #[test]
+    fn an_inference_error_on_a_batch_retries_its_images_one_by_one() {
+        arm("inference-error", "retry-3");
+        let config =
+            PipelineSettings { workers: 1, max_batch: 4, max_wait: Duration::from_millis(200), ..Default::default() };
+        let items = photos("retry", 8);
+        // The same photos without the fault give the labels the retried images must get.
+        let expected = by_id(&run(photos("retry-ref", 8), &config));
+        let outcomes = run(items, &config);
+        let got = by_id(&outcomes);
+        assert_eq!(got["retry-3"], Err((RejectReason::InferenceError, Stage::Inference)));
+        for i in (0..8).filter(|i| *i != 3) {
+            let label = &expected[&format!("retry-ref-{i}")];
+            assert!(label.is_ok());
+            assert_eq!(
+                &got[&format!("retry-{i}")],
+                label,
+                "image {i} was batched with the bad one and still classified"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decode_dead_letter_carries_the_record_as_produced_in_both_validation_modes() {
+        let bad = fvision_tests::data_files("bad-inputs")
+            .into_iter()
+            .find(|(name, _)| name == "png-corrupt-idat-bad-zlib-good-crc.png")
+            .unwrap()
+            .1;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bad);
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bad);
+        let values: Vec<Vec<u8>> = vec![
+            format!(r#"{{"id":"spu-1","source":"kafka","data":"{b64}","attributes":{{"k":"v"}}}}"#).into_bytes(),
+            format!(r#"{{"data":"{b64}"}}"#).into_bytes(),
+            format!(" {{\"id\":\"spu-3\",\"data\":\"{url_safe}\"}}\n").into_bytes(),
+            bad.clone(),
+            b64.clone().into_bytes(),
+            format!("data:image/png;base64,{b64}").into_bytes(),
+        ];
+        let config = PipelineSettings { workers: 1, ..PipelineSettings::default() };
+        let items = || {
+            values.iter().enumerate().map(|(i, v)| Item {
+                name: format!("images/0@{i}"),
+                value: v.clone(),
+                position: None,
+            })
+        };
+        // In the connector: the record as produced goes through the validator here.
+        let here = run(items().collect(), &config);
+        // On the SPU: the pipeline sees the validator's output records (what the SPU sends), not the originals.
+        struct Spu;
+        impl Validate for Spu {
+            fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>> {
+                values.iter().map(|v| Some(crate::connector::parse_spu_output(v))).collect()
+            }
+            fn sees_originals(&self) -> bool {
+                false
+            }
+        }
+        let params = image_validate::ValidationParams::default();
+        let spu_items: Vec<Item> = items()
+            .map(|item| Item { value: image_validate::validate_to_json(&item.value, &params).json, ..item })
+            .collect();
+        let mut spu = Vec::new();
+        run_pipeline(spu_items.into_iter(), Spu, classifier(), &config, |o| {
+            spu.push(o);
+            Ok::<_, String>(())
+        })
+        .unwrap();
+        let dead_letters = |outcomes: &[Outcome]| -> std::collections::BTreeMap<String, Vec<u8>> {
+            outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Rejected { name, rejected, .. } => (name.clone(), serde_json::to_vec(rejected).unwrap()),
+                    Outcome::Classified { name, .. } => panic!("{name} was classified"),
+                })
+                .collect()
+        };
+        let (here, spu) = (dead_letters(&here), dead_letters(&spu));
+        assert_eq!(here.len(), values.len());
+        for (i, value) in values.iter().enumerate() {
+            let name = format!("images/0@{i}");
+            let rejected: RejectedImage = serde_json::from_slice(&here[&name]).unwrap();
+            assert_eq!(rejected.reason, RejectReason::DecodeError, "{name}");
+            assert_eq!(&rejected.payload.to_bytes().unwrap(), value, "{name}: the record as produced");
+            assert_eq!(String::from_utf8_lossy(&spu[&name]), String::from_utf8_lossy(&here[&name]), "{name}");
+        }
+    }
 }
