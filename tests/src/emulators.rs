@@ -56,8 +56,11 @@ pub struct Emulator {
     pub name: &'static str,
     /// Its port (the REST port for Pub/Sub).
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
     log: PathBuf,
+    /// How it was started, so [`Emulator::start`] can start it again on the same port.
+    command: Command,
+    ready_path: String,
     _dir: tempfile::TempDir,
 }
 
@@ -72,30 +75,56 @@ impl Emulator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The process id, for tests that stop the server under the code being tested.
+    /// The process id, for tests that stop the server under the code being tested (0 while stopped).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn spawn(
-        name: &'static str,
-        port: u16,
-        command: &mut Command,
-        ready_path: &str,
-        dir: tempfile::TempDir,
-    ) -> Emulator {
+    /// Kills the process (SIGKILL) and reaps it: the port stops answering. What the emulator stored survives
+    /// only for the persistent ones ([`bigquery_persistent`], [`gcs_on_disk`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped emulator again on the same port and waits until it answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "the {} emulator is already running", self.name);
+        // The killed process's socket may linger for a moment; the new one binds once it is free.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpListener::bind(("127.0.0.1", self.port)).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.launch();
+    }
+
+    fn spawn(name: &'static str, port: u16, command: Command, ready_path: &str, dir: tempfile::TempDir) -> Emulator {
         let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let mut emulator =
+            Emulator { name, port, child: None, log, command, ready_path: ready_path.to_string(), _dir: dir };
+        emulator.launch();
+        emulator
+    }
+
+    fn launch(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", self.log.display()));
         let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let child = command
+        let child = self
+            .command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting the {name} emulator: {e}"));
-        let mut emulator = Emulator { name, port, child, log, _dir: dir };
-        emulator.wait_ready(ready_path);
-        emulator
+            .unwrap_or_else(|e| panic!("starting the {} emulator: {e}", self.name));
+        self.child = Some(child);
+        let path = self.ready_path.clone();
+        self.wait_ready(&path);
     }
 
     fn wait_ready(&mut self, path: &str) {
@@ -104,7 +133,7 @@ impl Emulator {
             if http_get_status(self.port, path) == Some(200) {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("the {} emulator exited ({status}) before it answered:\n{}", self.name, self.log());
             }
             assert!(
@@ -120,8 +149,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -138,8 +166,18 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// BigQuery (`bqemulator`); its REST API is at [`bigquery_base_url`].
+/// BigQuery (`bqemulator`), in memory; its REST API is at [`bigquery_base_url`].
 pub fn bigquery() -> Emulator {
+    bigquery_with(false)
+}
+
+/// BigQuery backed by a DuckDB file in the emulator's temporary folder, so its tables survive
+/// [`Emulator::stop`] and [`Emulator::start`].
+pub fn bigquery_persistent() -> Emulator {
+    bigquery_with(true)
+}
+
+fn bigquery_with(persistent: bool) -> Emulator {
     let venv = venv("bq");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // bqemulator runs `INSTALL spatial/avro`; the extensions come from PyPI wheels, linked where duckdb
@@ -164,11 +202,17 @@ pub fn bigquery() -> Emulator {
         "127.0.0.1",
         "--grpc-port",
         &free_port().to_string(),
-        "--ephemeral",
         "--project",
         PROJECT,
     ]);
-    Emulator::spawn("bigquery", port, &mut command, "/readyz", dir)
+    if persistent {
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+        command.arg("--persistent").arg("--data-dir").arg(data);
+    } else {
+        command.arg("--ephemeral");
+    }
+    Emulator::spawn("bigquery", port, command, "/readyz", dir)
 }
 
 /// The base URL of the BigQuery v2 REST API of `emulator`, as `gcp-bigquery-client` takes it.
@@ -178,12 +222,27 @@ pub fn bigquery_base_url(emulator: &Emulator) -> String {
 
 /// GCS (`gcp-storage-emulator`), in memory; the JSON API is at `url()/storage/v1`.
 pub fn gcs() -> Emulator {
+    gcs_with(false)
+}
+
+/// GCS storing its objects in the emulator's temporary folder, so they survive [`Emulator::stop`] and
+/// [`Emulator::start`].
+pub fn gcs_on_disk() -> Emulator {
+    gcs_with(true)
+}
+
+fn gcs_with(on_disk: bool) -> Emulator {
     let venv = venv("gcs");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let port = free_port();
     let mut command = Command::new(venv.join("bin/gcp-storage-emulator"));
-    command.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--in-memory", "-q"]);
-    Emulator::spawn("gcs", port, &mut command, "/storage/v1/b", dir)
+    command.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "-q"]);
+    if on_disk {
+        command.current_dir(dir.path());
+    } else {
+        command.arg("--in-memory");
+    }
+    Emulator::spawn("gcs", port, command, "/storage/v1/b", dir)
 }
 
 /// Pub/Sub (`cloudbox`): `port` is its REST port; [`PubSub::grpc_host`] is the `PUBSUB_EMULATOR_HOST`
@@ -239,7 +298,7 @@ pub fn pubsub() -> PubSub {
         }
     }
     let ready = format!("/v1/projects/{PROJECT}/topics");
-    let emulator = Emulator::spawn("pubsub", rest_port, &mut command, &ready, dir);
+    let emulator = Emulator::spawn("pubsub", rest_port, command, &ready, dir);
     PubSub { emulator, grpc_port }
 }
 

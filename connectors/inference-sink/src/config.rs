@@ -13,6 +13,9 @@ use fvision_records::{PayloadCap, MIN_PAYLOAD_CAP};
 use serde::Deserialize;
 
 use crate::connector::ConsumeSettings;
+use crate::outputs::bigquery::BigQueryConfig;
+use crate::outputs::gcs::GcsConfig;
+use crate::outputs::kafka::KafkaConfig;
 use crate::pipeline::PipelineSettings;
 
 /// The name of this connector's own section in the YAML.
@@ -115,6 +118,15 @@ pub struct InferenceConfig {
     /// `dead_letter_payload_cap` param, so both validation paths cap alike.
     #[serde(default)]
     pub dead_letter_payload_cap: Option<ByteSize>,
+    /// Also stream predictions into a BigQuery table (`outputs/bigquery.rs`).
+    #[serde(default)]
+    pub bigquery: Option<BigQueryConfig>,
+    /// Also produce predictions to a Kafka topic (`outputs/kafka.rs`).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// Also write predictions to GCS as NDJSON objects (`outputs/gcs.rs`).
+    #[serde(default)]
+    pub gcs: Option<GcsConfig>,
 }
 
 fn default_model() -> String {
@@ -339,6 +351,15 @@ impl InferenceConfig {
         }
         if self.dead_letter_payload_cap.is_some_and(|c| c.as_u64() < MIN_PAYLOAD_CAP as u64) {
             return Err(field("dead-letter-payload-cap", "at least 16 KiB (the kept head of a truncated payload)"));
+        }
+        if let Some(bigquery) = &self.bigquery {
+            bigquery.settings(path, "")?;
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.settings(path)?;
+        }
+        if let Some(gcs) = &self.gcs {
+            gcs.settings(path)?;
         }
         Ok(())
     }

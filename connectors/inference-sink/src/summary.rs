@@ -74,6 +74,13 @@ impl SummaryWindow {
         let tally = std::mem::take(&mut self.tally);
         (tally.total() > 0).then_some(Summary { elapsed, tally })
     }
+
+    /// The summary of the interval so far (if something happened), for the last line of a stopping run,
+    /// so even a run shorter than one interval says what it did.
+    pub fn finish(self, now: Instant) -> Option<Summary> {
+        let elapsed = now.saturating_duration_since(self.started);
+        (self.tally.total() > 0).then_some(Summary { elapsed, tally: self.tally })
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +97,17 @@ mod tests {
     fn rejected() -> Outcome {
         let rejected = RejectedImage::new(RejectReason::Truncated, "cut", Stage::Validate, b"abc");
         Outcome::Rejected { name: "y".into(), position: None, rejected: Box::new(rejected) }
+    }
+
+    #[test]
+    fn a_stopping_run_reports_its_partial_window() {
+        let t0 = Instant::now();
+        let mut window = SummaryWindow::new(Duration::from_secs(10), t0);
+        assert!(SummaryWindow::new(Duration::from_secs(10), t0).finish(t0).is_none(), "nothing happened");
+        window.record(&rejected());
+        assert!(window.close_if_due(t0 + Duration::from_secs(1)).is_none(), "the interval is not over");
+        let last = window.finish(t0 + Duration::from_secs(2)).expect("the partial window");
+        assert_eq!((last.tally.total(), last.elapsed), (1, Duration::from_secs(2)));
     }
 
     #[test]

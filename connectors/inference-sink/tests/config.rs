@@ -130,6 +130,40 @@ fn transforms_name_image_validate_or_a_copy_of_it() {
 }
 
 #[test]
+fn the_shipped_external_sink_configs_read_as_documented() {
+    let dir = std::env::temp_dir().join(format!("fvision-sink-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = dir.join("secrets.env");
+    std::fs::write(
+        &secrets,
+        "GCP_PROJECT=my-project\nBIGQUERY_KEY_FILE=/etc/bq.json\nKAFKA_BROKERS=k1:9092,k2:9092\nKAFKA_USERNAME=u\n\
+         KAFKA_PASSWORD=p\nGCS_BUCKET=my-bucket\nGCS_KEY_FILE=/etc/gcs.json\n",
+    )
+    .unwrap();
+    let load_one = |name: &str| {
+        let path = config_dir().join(name);
+        load(&path, Some(&secrets)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let all = load_one("inference-sink-all.yaml").inference;
+    let path = Path::new("x.yaml");
+    let bigquery = all.bigquery.as_ref().unwrap().settings(path, "images").unwrap();
+    assert_eq!(bigquery.table_ref(), "`my-project.ml_streaming.image_predictions`");
+    assert_eq!(bigquery.credentials_file.as_deref(), Some(Path::new("/etc/bq.json")));
+    let kafka = all.kafka.as_ref().unwrap().settings(path).unwrap();
+    assert_eq!((kafka.topic.as_str(), kafka.properties["sasl.password"].as_str()), ("image-stream-results", "p"));
+    assert_eq!(kafka.properties["enable.idempotence"], "true");
+    let gcs = all.gcs.as_ref().unwrap().settings(path).unwrap();
+    assert_eq!((gcs.bucket.as_str(), gcs.prefix.as_str()), ("my-bucket", "outputs/predictions/"));
+    let only = |name: &str| {
+        let c = load_one(name).inference;
+        (c.bigquery.is_some(), c.kafka.is_some(), c.gcs.is_some())
+    };
+    assert_eq!(only("inference-sink-bigquery.yaml"), (true, false, false));
+    assert_eq!(only("inference-sink-kafka.yaml"), (false, true, false));
+    assert_eq!(only("inference-sink-gcs.yaml"), (false, false, true));
+}
+
+#[test]
 fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let bad = config_dir().join("test-data/error-threshold.yaml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_inference-sink"))

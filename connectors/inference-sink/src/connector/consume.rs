@@ -645,6 +645,7 @@ impl<B: Barrier> Run<'_, B> {
         let settings = self.settings;
         let confirmed = async {
             self.outputs.acknowledge().await?;
+            crash_before_commit_if_asked();
             let failed = |e: ErrorCode| ConsumeError::Commit {
                 consumer_id: settings.consumer_id.clone(),
                 detail: e.to_string(),
@@ -781,6 +782,20 @@ impl Source for FluvioSource<'_> {
             positions.insert(partition, Position { start: status.base_offset, end: status.leader.hw, committed });
         }
         Ok(positions)
+    }
+}
+
+/// Environment variable of the crash test hook: with `FVISION_CRASH_BEFORE_COMMIT=N`, the connector aborts
+/// (no clean-up, like SIGKILL) at its N-th commit barrier, after every output acknowledged and before the
+/// offset is committed: the point where a crash replays rows the outputs already hold. Tests only.
+pub const CRASH_BEFORE_COMMIT: &str = "FVISION_CRASH_BEFORE_COMMIT";
+
+fn crash_before_commit_if_asked() {
+    static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(at) = std::env::var(CRASH_BEFORE_COMMIT).ok().and_then(|v| v.parse::<u64>().ok()) else { return };
+    if BARRIERS.fetch_add(1, Ordering::SeqCst) + 1 >= at {
+        eprintln!("{CRASH_BEFORE_COMMIT}={at}: aborting after the outputs acknowledged, before the commit");
+        std::process::abort();
     }
 }
 

@@ -40,7 +40,7 @@ use crate::{events, Outcome};
 
 pub use consume::{
     Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
-    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    CRASH_BEFORE_COMMIT, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
 };
 pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
@@ -357,7 +357,8 @@ impl Runner {
                     dashboard.record(&outcome);
                 }
                 if let Some(line) = summary.close_if_due(Instant::now()) {
-                    tracing::info!("{line}");
+                    let retrying = crate::outputs::sink::retrying_note(&outputs.health(), Instant::now());
+                    tracing::info!("{line}{retrying}");
                 }
                 events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
                 Ok::<_, DeliveryError>(())
@@ -366,6 +367,9 @@ impl Runner {
             done.store(true, Ordering::Relaxed);
             (stats, consumed)
         });
+        if let Some(line) = summary.finish(Instant::now()) {
+            tracing::info!("{line}");
+        }
         // The pipeline's own error says why; the consumer then only saw that the pipeline stopped.
         let pipeline = stats?;
         let consume = consumed?;
@@ -461,6 +465,10 @@ fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorE
     if let Some(path) = &settings.jsonl {
         let jsonl = JsonlOutput::append(path).map_err(setup_error("opening the JSONL output"))?;
         outputs = outputs.with(Box::new(jsonl));
+    }
+    // BigQuery, Kafka, GCS: each connected and checked now, so a missing table or bucket stops the start.
+    for external in crate::outputs::sink::connect_external(settings, &sink.path, &sink.consume.topic)? {
+        outputs = outputs.with(external);
     }
     Ok(outputs)
 }

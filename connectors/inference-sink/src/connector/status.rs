@@ -43,7 +43,7 @@ impl Poll<'_> {
 
     fn once(&self) {
         for (name, health) in self.outputs.health() {
-            events::sink_retrying(&name, health != OutputHealth::Healthy);
+            events::output_retrying(&name, health != OutputHealth::Healthy);
         }
         match run_block_on(offsets(self.fluvio, self.topic, self.partitions, self.consumer_id)) {
             Ok(offsets) => {

@@ -11,13 +11,18 @@
 //!
 //! [`OutputSet`] holds a run's outputs and is what the connector and `fvision run` deliver to; the
 //! implementations are one file each: [`fluvio`] (the predictions, review and dead-letter topics),
-//! [`console`], [`jsonl`].
+//! [`console`], [`jsonl`], and the external sinks [`bigquery`], [`kafka`], [`gcs`] (what they share:
+//! [`sink`]).
 
+pub mod bigquery;
 pub mod console;
 pub mod fluvio;
+pub mod gcs;
 pub mod jsonl;
+pub mod kafka;
 mod route;
 mod set;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,0 +1,1020 @@
+//! The BigQuery output: predictions as rows of `ml_streaming.image_predictions` (the seed's schema plus
+//! documented columns), streamed with `tabledata.insertAll` (`insertId` = `prediction_id`), batched by rows
+//! and bytes. "Request too large" halves the batch; 429, 5xx and timeouts retry with backoff; a row that
+//! BigQuery refuses comes back from [`Output::acknowledge`] as a [`SinkRejection`] for the dead-letter
+//! topic, without holding up the other rows.
+//!
+//! **No duplicates after a crash.** `insertId` de-duplication is best effort (about a minute, and absent in
+//! the emulator), so [`Output::prepare`] asks BigQuery which rows of the replay window (by the
+//! `source_topic`/`source_partition`/`source_offset` columns) are already there, and [`Output::send`]
+//! skips those prediction ids. One query per start, whose answer is bounded by what a previous run wrote
+//! after its last commit (docs/decisions.md).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use fvision_connector_common::ConfigError;
+use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage};
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
+use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_row::TableRow;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use gcp_bigquery_client::Client;
+use serde::{Deserialize, Serialize};
+
+use super::sink::{
+    self, check_common, default_max_retry_time, default_queue, default_request_timeout, parse_endpoint, Command,
+    FailedFlag, Failure, Health, Include, Origin, RetryPolicy, SinkQueue,
+};
+use super::{AckFuture, Delivery, Output, OutputError, OutputHealth, ReplayWindow, SinkRejection, SourcePosition};
+use crate::events;
+use crate::pipeline::Outcome;
+
+/// The `sink` label and name of this output.
+pub const NAME: &str = "bigquery";
+/// BigQuery's own limit on one insertAll request is 10 MB.
+const MAX_REQUEST_BYTES: u64 = 10_000_000;
+
+/// `inference.bigquery`: the table predictions are streamed into.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BigQueryConfig {
+    /// The Google Cloud project that holds the dataset.
+    pub project: String,
+    /// The dataset (the job this replaces used `ml_streaming`).
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+    /// The table.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Create the dataset and the table when they are missing; otherwise a missing table or column stops
+    /// the connector at start-up, naming it.
+    #[serde(default)]
+    pub create_table: bool,
+    /// An emulator's root URL (`http://127.0.0.1:9050`); no credentials are sent to it.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// A service-account key file (usually `${{ secrets.BIGQUERY_KEY_FILE }}`); without one and without
+    /// `endpoint`, the application default credentials.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// `above-threshold` (default, as the job this replaces) or `predictions`.
+    #[serde(default)]
+    pub include: Include,
+    /// Rows per insertAll request.
+    #[serde(default = "default_max_batch_rows")]
+    pub max_batch_rows: usize,
+    /// Bytes of row JSON per insertAll request (BigQuery refuses more than 10 MB).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: ByteSize,
+    /// Timeout of one HTTP request.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long BigQuery may keep failing before the connector stops (exit 1, nothing unacknowledged committed).
+    #[serde(default = "default_max_retry_time", with = "humantime_serde")]
+    pub max_retry_time: Duration,
+    /// Rows queued for the writer before the pipeline waits (back-pressure).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_dataset() -> String {
+    "ml_streaming".into()
+}
+fn default_table() -> String {
+    "image_predictions".into()
+}
+fn default_max_batch_rows() -> usize {
+    500
+}
+fn default_max_batch_bytes() -> ByteSize {
+    ByteSize::mb(5)
+}
+
+/// [`BigQueryConfig`] checked: what the output runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BigQuerySettings {
+    /// Project.
+    pub project: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Table.
+    pub table: String,
+    /// Create what is missing.
+    pub create_table: bool,
+    /// The v2 API base (`<endpoint>/bigquery/v2`), when not the real service.
+    pub v2_base_url: Option<String>,
+    /// Service-account key file.
+    pub credentials_file: Option<PathBuf>,
+    /// Which outcomes.
+    pub include: Include,
+    /// Rows per request.
+    pub max_batch_rows: usize,
+    /// Bytes per request.
+    pub max_batch_bytes: usize,
+    /// HTTP timeout.
+    pub request_timeout: Duration,
+    /// Retry limit.
+    pub retry: RetryPolicy,
+    /// Queue capacity.
+    pub queue: usize,
+    /// The consumed topic, written to `source_topic` and used to find a replay window's rows.
+    pub source_topic: String,
+    /// The config file and section, for start-up errors.
+    pub origin: Origin,
+}
+
+fn valid_id(id: &str, extra: &str) -> bool {
+    !id.is_empty() && id.len() <= 1024 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(c))
+}
+
+impl BigQueryConfig {
+    /// Checks the section read from `path`; `source_topic` is the topic the connector consumes.
+    pub fn settings(&self, path: &Path, source_topic: &str) -> Result<BigQuerySettings, ConfigError> {
+        let origin = Origin { path: path.to_owned(), section: format!("{}.bigquery", crate::config::SECTION) };
+        if !valid_id(&self.project, "-.:") {
+            return Err(origin.error("project", format!("a project id (letters, digits, `-`), not `{}`", self.project)));
+        }
+        for (field, value) in [("dataset", &self.dataset), ("table", &self.table)] {
+            if !valid_id(value, "") {
+                return Err(origin.error(field, format!("letters, digits and underscores, not `{value}`")));
+            }
+        }
+        let v2_base_url = match &self.endpoint {
+            Some(endpoint) => {
+                Some(format!("{}/bigquery/v2", parse_endpoint(&origin, endpoint)?.as_str().trim_end_matches('/')))
+            }
+            None => None,
+        };
+        if !(1..=50_000).contains(&self.max_batch_rows) {
+            return Err(origin.error("max-batch-rows", "an integer from 1 to 50000 (BigQuery recommends 500)"));
+        }
+        if !(1024..=MAX_REQUEST_BYTES).contains(&self.max_batch_bytes.as_u64()) {
+            return Err(origin.error("max-batch-bytes", "from 1 KiB to 10 MB (BigQuery's request limit)"));
+        }
+        check_common(&origin, self.max_retry_time, self.queue)?;
+        Ok(BigQuerySettings {
+            project: self.project.clone(),
+            dataset: self.dataset.clone(),
+            table: self.table.clone(),
+            create_table: self.create_table,
+            v2_base_url,
+            credentials_file: self.credentials_file.clone(),
+            include: self.include,
+            max_batch_rows: self.max_batch_rows,
+            max_batch_bytes: self.max_batch_bytes.as_u64() as usize,
+            request_timeout: self.request_timeout,
+            retry: RetryPolicy::new(self.max_retry_time),
+            queue: self.queue,
+            source_topic: source_topic.to_string(),
+            origin,
+        })
+    }
+}
+
+impl BigQuerySettings {
+    /// `project.dataset.table`, as SQL names it (in backticks).
+    pub fn table_ref(&self) -> String {
+        format!("`{}.{}.{}`", self.project, self.dataset, self.table)
+    }
+}
+
+/// One of the k best classes, as a `top_k` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopKRow {
+    /// Label.
+    pub label: String,
+    /// Class index.
+    pub class_index: i64,
+    /// Probability.
+    pub confidence: f64,
+}
+
+/// A row of the predictions table: the seed's nine columns first, then the documented extras.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BigQueryRow {
+    /// Deterministic id (also the insertId).
+    pub prediction_id: String,
+    /// Top-1 label.
+    pub label: String,
+    /// Top-1 probability.
+    pub confidence: f64,
+    /// Model name.
+    pub model_name: String,
+    /// End-to-end processing time, rounded to whole milliseconds (the seed's INTEGER column).
+    pub processing_time_ms: i64,
+    /// Encoded image size.
+    pub image_size_bytes: i64,
+    /// GCS bucket of the image, if it came from GCS.
+    pub bucket: Option<String>,
+    /// GCS object of the image, if it came from GCS.
+    pub object_name: Option<String>,
+    /// When the prediction was made (RFC 3339).
+    pub processed_at: String,
+    /// Model version.
+    pub model_version: String,
+    /// The image's id.
+    pub image_id: String,
+    /// `kafka`, `gcs`, `simulator`, `file` or `other`.
+    pub source: String,
+    /// The event's own timestamp.
+    pub event_time: Option<String>,
+    /// Top-1 class index.
+    pub class_index: i64,
+    /// The k best classes.
+    pub top_k: Vec<TopKRow>,
+    /// Whether the confidence reached the threshold.
+    pub above_threshold: bool,
+    /// The consumed Fluvio topic.
+    pub source_topic: String,
+    /// Its partition.
+    pub source_partition: Option<i64>,
+    /// The record's offset.
+    pub source_offset: Option<i64>,
+}
+
+/// A prediction as its row. Pure.
+pub fn encode_row(prediction: &Prediction, topic: &str, position: Option<SourcePosition>) -> BigQueryRow {
+    let source = serde_json::to_value(prediction.source).ok().and_then(|v| v.as_str().map(str::to_string));
+    BigQueryRow {
+        prediction_id: prediction.prediction_id.clone(),
+        label: prediction.label.clone(),
+        confidence: f64::from(prediction.confidence),
+        model_name: prediction.model_name.clone(),
+        processing_time_ms: prediction.processing_time_ms.round() as i64,
+        image_size_bytes: i64::try_from(prediction.image_size_bytes).unwrap_or(i64::MAX),
+        bucket: prediction.bucket.clone(),
+        object_name: prediction.object_name.clone(),
+        processed_at: prediction.processed_at.clone(),
+        model_version: prediction.model_version.clone(),
+        image_id: prediction.image_id.clone(),
+        source: source.unwrap_or_else(|| "other".into()),
+        event_time: prediction.event_time.clone(),
+        class_index: prediction.class_index as i64,
+        top_k: prediction
+            .top_k
+            .iter()
+            .map(|c| TopKRow {
+                label: c.label.clone(),
+                class_index: c.class_index as i64,
+                confidence: f64::from(c.confidence),
+            })
+            .collect(),
+        above_threshold: prediction.above_threshold,
+        source_topic: topic.to_string(),
+        source_partition: position.map(|p| i64::from(p.partition)),
+        source_offset: position.map(|p| p.offset),
+    }
+}
+
+/// The table's columns: name, type, and whether it is REPEATED. Documented in docs/records.md.
+pub fn columns() -> Vec<(&'static str, FieldType, bool)> {
+    use FieldType::*;
+    vec![
+        ("prediction_id", String, false),
+        ("label", String, false),
+        ("confidence", Float64, false),
+        ("model_name", String, false),
+        ("processing_time_ms", Int64, false),
+        ("image_size_bytes", Int64, false),
+        ("bucket", String, false),
+        ("object_name", String, false),
+        ("processed_at", Timestamp, false),
+        ("model_version", String, false),
+        ("image_id", String, false),
+        ("source", String, false),
+        ("event_time", Timestamp, false),
+        ("class_index", Int64, false),
+        ("top_k", Record, true),
+        ("above_threshold", Bool, false),
+        ("source_topic", String, false),
+        ("source_partition", Int64, false),
+        ("source_offset", Int64, false),
+    ]
+}
+
+/// The table schema [`columns`] describe, as `create-table: true` creates it.
+pub fn schema() -> TableSchema {
+    let fields = columns()
+        .into_iter()
+        .map(|(name, kind, repeated)| {
+            let mut field = TableFieldSchema::new(name, kind);
+            if repeated {
+                field.mode = Some("REPEATED".into());
+                field.fields = Some(vec![
+                    TableFieldSchema::string("label"),
+                    TableFieldSchema::new("class_index", FieldType::Int64),
+                    TableFieldSchema::new("confidence", FieldType::Float64),
+                ]);
+            }
+            field
+        })
+        .collect();
+    TableSchema::new(fields)
+}
+
+/// The standard-SQL name of a type, so aliases (INTEGER/INT64, FLOAT/FLOAT64, BOOLEAN/BOOL, RECORD/STRUCT)
+/// compare equal.
+fn canonical(kind: &FieldType) -> &'static str {
+    use FieldType::*;
+    match kind {
+        String => "STRING",
+        Bytes => "BYTES",
+        Integer | Int64 => "INT64",
+        Float | Float64 => "FLOAT64",
+        Numeric => "NUMERIC",
+        Bignumeric => "BIGNUMERIC",
+        Boolean | Bool => "BOOL",
+        Timestamp => "TIMESTAMP",
+        Date => "DATE",
+        Time => "TIME",
+        Datetime => "DATETIME",
+        Record | Struct => "STRUCT",
+        Geography => "GEOGRAPHY",
+        Json => "JSON",
+        Interval => "INTERVAL",
+    }
+}
+
+/// Whether an existing table can take our rows: every column present with its type and repetition. Pure;
+/// the error names the first column that is missing or differs. Extra columns are fine.
+pub fn check_schema(table: &str, actual: &[TableFieldSchema]) -> Result<(), String> {
+    for (name, kind, repeated) in columns() {
+        let Some(field) = actual.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
+            let mode = if repeated { "REPEATED " } else { "" };
+            return Err(format!(
+                "table {table} has no column `{name}` ({mode}{}); add it or use create-table on a new table",
+                canonical(&kind)
+            ));
+        };
+        if canonical(&field.r#type) != canonical(&kind) {
+            return Err(format!(
+                "column `{name}` of table {table} is {}, expected {}",
+                canonical(&field.r#type),
+                canonical(&kind)
+            ));
+        }
+        let is_repeated = field.mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("REPEATED"));
+        if is_repeated != repeated {
+            let expected = if repeated { "REPEATED" } else { "NULLABLE or REQUIRED" };
+            return Err(format!("column `{name}` of table {table} has mode {:?}, expected {expected}", field.mode));
+        }
+    }
+    Ok(())
+}
+
+/// How an insertAll request failed.
+#[derive(Debug, PartialEq)]
+pub enum InsertFailure {
+    /// BigQuery refused the request's size: halve the batch.
+    TooLarge(String),
+    /// Worth repeating.
+    Transient(String),
+    /// Repeating cannot help.
+    Fatal(String),
+}
+
+/// Classifies a client error. Pure.
+pub fn classify(error: &BQError) -> InsertFailure {
+    match error {
+        BQError::ResponseError { error } => {
+            let e = &error.error;
+            let message = format!("HTTP {}: {}", e.code, e.message);
+            let reasons: Vec<&str> = e.errors.iter().filter_map(|m| m.get("reason").map(String::as_str)).collect();
+            let lower = e.message.to_ascii_lowercase();
+            if e.code == 413 || lower.contains("too large") || lower.contains("payload size exceeds") {
+                InsertFailure::TooLarge(message)
+            } else if e.code == 408
+                || e.code == 429
+                || e.code >= 500
+                || reasons.iter().any(|r| matches!(*r, "rateLimitExceeded" | "backendError" | "internalError"))
+            {
+                InsertFailure::Transient(message)
+            } else {
+                InsertFailure::Fatal(message)
+            }
+        }
+        BQError::RequestError(e) => match e.status() {
+            Some(status) if status.as_u16() == 413 => InsertFailure::TooLarge(format!("{e}")),
+            Some(status) if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 => {
+                InsertFailure::Fatal(format!("{e}"))
+            }
+            // Connection refused, timeouts, resets, and error bodies that are not BigQuery's JSON (a proxy's
+            // 502 page): worth repeating.
+            _ => InsertFailure::Transient(format!("{e:#}")),
+        },
+        BQError::AuthError(_) | BQError::YupAuthError(_) | BQError::NoToken => {
+            InsertFailure::Transient(error.to_string())
+        }
+        other => InsertFailure::Fatal(other.to_string()),
+    }
+}
+
+fn failure(error: &BQError) -> Failure {
+    match classify(error) {
+        InsertFailure::Transient(m) => Failure::Transient(m),
+        InsertFailure::TooLarge(m) | InsertFailure::Fatal(m) => Failure::Fatal(m),
+    }
+}
+
+/// Cuts `sizes` (bytes per row, in order) into consecutive batches of at most `max_rows` rows and
+/// `max_bytes` bytes (a single larger row is a batch of its own). Pure.
+pub fn plan_batches(sizes: &[usize], max_rows: usize, max_bytes: usize) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        let rows = i - start;
+        if rows > 0 && (rows >= max_rows || bytes + size > max_bytes) {
+            batches.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        batches.push(start..sizes.len());
+    }
+    batches
+}
+
+/// The rows BigQuery refused in a response, by index into the request, with its messages. Pure.
+pub fn refused_rows(response: &TableDataInsertAllResponse) -> BTreeMap<usize, String> {
+    let mut refused = BTreeMap::new();
+    for error in response.insert_errors.iter().flatten() {
+        let Some(index) = error.index.and_then(|i| usize::try_from(i).ok()) else { continue };
+        let messages: Vec<String> = error
+            .errors
+            .iter()
+            .flatten()
+            .map(|e| {
+                let reason = e.reason.as_deref().unwrap_or("error");
+                let location = e.location.as_deref().map(|l| format!(" at {l}")).unwrap_or_default();
+                format!("{reason}{location}: {}", e.message.as_deref().unwrap_or(""))
+            })
+            .collect();
+        refused.insert(index, messages.join("; "));
+    }
+    refused
+}
+
+/// A SQL string literal.
+fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The query for the prediction ids a previous run may have written in `window`. Pure.
+pub fn replay_query(settings: &BigQuerySettings, window: &ReplayWindow) -> Option<String> {
+    let ranges: Vec<String> = window
+        .partitions
+        .iter()
+        .filter(|(_, range)| !range.is_empty())
+        .map(|(partition, range)| {
+            format!(
+                "(source_partition = {partition} AND source_offset >= {} AND source_offset < {})",
+                range.start, range.end
+            )
+        })
+        .collect();
+    if ranges.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "SELECT DISTINCT prediction_id FROM {} WHERE source_topic = {} AND ({})",
+        settings.table_ref(),
+        sql_string(&settings.source_topic),
+        ranges.join(" OR ")
+    ))
+}
+
+/// An authenticator for emulators, which take any token: sends an empty one.
+#[derive(Clone)]
+struct NoAuth;
+
+#[async_trait::async_trait]
+impl gcp_bigquery_client::auth::Authenticator for NoAuth {
+    async fn access_token(&self) -> Result<String, BQError> {
+        Ok(String::new())
+    }
+}
+
+/// A BigQuery client for `settings`: no credentials for an emulator, else the key file or the application
+/// default credentials.
+pub async fn client(settings: &BigQuerySettings) -> Result<Client, ConfigError> {
+    let http = reqwest::Client::builder()
+        .timeout(settings.request_timeout)
+        .build()
+        .map_err(|e| settings.origin.error("endpoint", format!("an HTTP client could not be built: {e}")))?;
+    let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
+    builder.with_client(http);
+    if let Some(base) = &settings.v2_base_url {
+        builder.with_v2_base_url(base.clone());
+    }
+    match (&settings.v2_base_url, &settings.credentials_file) {
+        (_, Some(file)) => {
+            builder.build_from_service_account_key_file(&file.display().to_string()).await.map_err(|e| {
+                settings
+                    .origin
+                    .error("credentials-file", format!("a service-account key file ({}: {e})", file.display()))
+            })
+        }
+        (Some(_), None) => builder
+            .build_from_authenticator(std::sync::Arc::new(NoAuth))
+            .await
+            .map_err(|e| settings.origin.error("endpoint", format!("a usable endpoint: {e}"))),
+        (None, None) => builder.build_from_application_default_credentials().await.map_err(|e| {
+            settings.origin.error(
+                "credentials-file",
+                format!("a service-account key; no application default credentials either ({e})"),
+            )
+        }),
+    }
+}
+
+/// Runs a query and returns every row (following pages). Used by `prepare` and by the tests.
+pub async fn query(client: &Client, project: &str, sql: &str) -> Result<Vec<TableRow>, BQError> {
+    let mut request = QueryRequest::new(sql);
+    request.timeout_ms = Some(30_000);
+    let response = client.job().query(project, request).await?;
+    let mut rows = response.rows.unwrap_or_default();
+    let job_id = response.job_reference.and_then(|r| r.job_id);
+    let (mut complete, mut page) = (response.job_complete.unwrap_or(true), response.page_token);
+    while !complete || page.is_some() {
+        let Some(job_id) = &job_id else { break };
+        let parameters =
+            GetQueryResultsParameters { page_token: page.clone(), timeout_ms: Some(30_000), ..Default::default() };
+        let more = client.job().get_query_results(project, job_id, parameters).await?;
+        complete = more.job_complete.unwrap_or(true);
+        if complete {
+            rows.extend(more.rows.unwrap_or_default());
+            page = more.page_token.filter(|t| !t.is_empty());
+        }
+    }
+    Ok(rows)
+}
+
+/// The first column of every row, as strings.
+pub fn first_column(rows: &[TableRow]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|row| {
+            row.columns
+                .as_ref()?
+                .first()?
+                .value
+                .as_ref()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        })
+        .collect()
+}
+
+/// One row on its way to BigQuery.
+pub struct PendingRow {
+    insert_id: String,
+    row: serde_json::Value,
+    bytes: usize,
+    key: String,
+    position: Option<SourcePosition>,
+    event: EventMeta,
+}
+
+/// The BigQuery output: a bounded queue into a writer on the output's own runtime.
+pub struct BigQueryOutput {
+    settings: BigQuerySettings,
+    queue: SinkQueue<PendingRow>,
+    health: Health,
+    client: Client,
+    /// The replay window and the prediction ids BigQuery already holds for it.
+    replay: Mutex<(ReplayWindow, HashSet<String>)>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl BigQueryOutput {
+    /// Connects, checks (or creates) the dataset and the table, and starts the writer. Errors name the
+    /// file and the field: the endpoint that does not answer, the table or column that is missing.
+    pub fn connect(settings: BigQuerySettings) -> Result<Self, ConfigError> {
+        let runtime = sink::runtime(NAME).map_err(|e| settings.origin.error("endpoint", format!("a runtime: {e}")))?;
+        let client = runtime.block_on(async {
+            let client = client(&settings).await?;
+            prepare_table(&client, &settings).await?;
+            Ok::<_, ConfigError>(client)
+        })?;
+        let (queue, rx, failed) = SinkQueue::new(NAME, settings.queue);
+        let health = Health::default();
+        let writer = Writer {
+            client: client.clone(),
+            settings: settings.clone(),
+            health: health.clone(),
+            failed,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            refused: Vec::new(),
+        };
+        runtime.spawn(writer.run(rx));
+        Ok(Self { settings, queue, health, client, replay: Mutex::new(Default::default()), runtime })
+    }
+
+    /// The client, for tests and tools that query what was written.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Checks the dataset and the table, creating them when allowed.
+async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(), ConfigError> {
+    let origin = &settings.origin;
+    let unreachable = |e: &BQError| origin.error("endpoint", format!("a reachable BigQuery API: {e}"));
+    let not_found = |e: &BQError| matches!(e, BQError::ResponseError { error } if error.error.code == 404);
+    match client.dataset().get(&settings.project, &settings.dataset).await {
+        Ok(_) => {}
+        Err(e) if not_found(&e) && settings.create_table => {
+            client
+                .dataset()
+                .create(Dataset::new(&settings.project, &settings.dataset))
+                .await
+                .map_err(|e| origin.error("dataset", format!("a dataset the connector may create: {e}")))?;
+            tracing::info!(sink = NAME, dataset = %settings.dataset, "created the dataset (create-table)");
+        }
+        Err(e) if not_found(&e) => {
+            return Err(origin.error(
+                "dataset",
+                format!(
+                    "an existing dataset: `{}.{}` does not exist (or set create-table: true)",
+                    settings.project, settings.dataset
+                ),
+            ))
+        }
+        Err(e) => return Err(unreachable(&e)),
+    }
+    match client.table().get(&settings.project, &settings.dataset, &settings.table, None).await {
+        Ok(table) => check_schema(&settings.table_ref(), table.schema.fields().as_deref().unwrap_or_default())
+            .map_err(|why| origin.error("table", why)),
+        Err(e) if not_found(&e) && settings.create_table => {
+            let table = Table::new(&settings.project, &settings.dataset, &settings.table, schema())
+                .description("fluvio-vision predictions (docs/records.md)");
+            client
+                .table()
+                .create(table)
+                .await
+                .map_err(|e| origin.error("table", format!("a table the connector may create: {e}")))?;
+            tracing::info!(sink = NAME, table = %settings.table_ref(), "created the table (create-table)");
+            Ok(())
+        }
+        Err(e) if not_found(&e) => Err(origin.error(
+            "table",
+            format!("an existing table: {} does not exist (or set create-table: true)", settings.table_ref()),
+        )),
+        Err(e) => Err(unreachable(&e)),
+    }
+}
+
+impl Output for BigQueryOutput {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// Asks BigQuery which prediction ids of the replay window it already holds; `send` skips them.
+    fn prepare(&self, window: &ReplayWindow) -> Result<(), OutputError> {
+        let Some(sql) = replay_query(&self.settings, window) else { return Ok(()) };
+        let ids = self.runtime.block_on(sink::with_retries(NAME, &self.settings.retry, &self.health, || async {
+            query(&self.client, &self.settings.project, &sql).await.map_err(|e| failure(&e))
+        }))?;
+        let ids: HashSet<String> = first_column(&ids).into_iter().collect();
+        tracing::info!(sink = NAME, already_written = ids.len(), ?window, "replay window checked");
+        if let Ok(mut replay) = self.replay.lock() {
+            *replay = (window.clone(), ids);
+        }
+        Ok(())
+    }
+
+    fn send(&self, delivery: &Delivery<'_>) -> Result<(), OutputError> {
+        if !self.settings.include.takes(delivery) {
+            return Ok(());
+        }
+        let Outcome::Classified { prediction, .. } = delivery.outcome else { return Ok(()) };
+        if let Some(position) = delivery.position {
+            let written = self
+                .replay
+                .lock()
+                .is_ok_and(|replay| replay.0.contains(position) && replay.1.contains(&prediction.prediction_id));
+            if written {
+                events::sink_replay_skipped(NAME, 1);
+                return Ok(());
+            }
+        }
+        let row = encode_row(prediction, &self.settings.source_topic, delivery.position);
+        let row =
+            serde_json::to_value(&row).map_err(|source| OutputError::Serialize { output: NAME.into(), source })?;
+        let bytes = row.to_string().len();
+        self.queue.push(PendingRow {
+            insert_id: prediction.prediction_id.clone(),
+            row,
+            bytes,
+            key: delivery.routed.key.clone(),
+            position: delivery.position,
+            event: EventMeta { id: prediction.image_id.clone(), source: prediction.source, ..EventMeta::default() },
+        })
+    }
+
+    /// Inserts every queued row; resolves with the rows BigQuery refused.
+    fn acknowledge(&self) -> AckFuture<'_> {
+        self.queue.flush()
+    }
+
+    fn health(&self) -> OutputHealth {
+        self.health.get()
+    }
+}
+
+/// The worker: collects rows into batches and inserts them, halving on "too large".
+struct Writer {
+    client: Client,
+    settings: BigQuerySettings,
+    health: Health,
+    failed: FailedFlag,
+    pending: Vec<PendingRow>,
+    pending_bytes: usize,
+    refused: Vec<SinkRejection>,
+}
+
+impl Writer {
+    async fn run(mut self, rx: async_channel::Receiver<Command<PendingRow>>) {
+        while let Ok(command) = rx.recv().await {
+            match command {
+                Command::Row(row) => {
+                    self.pending_bytes += row.bytes;
+                    self.pending.push(row);
+                    if self.pending.len() >= self.settings.max_batch_rows
+                        || self.pending_bytes >= self.settings.max_batch_bytes
+                    {
+                        // A failure is kept in `failed` and returned to the next acknowledgement.
+                        let _ = self.write().await;
+                    }
+                }
+                Command::Flush(reply) => {
+                    let result = self.write().await.map(|()| std::mem::take(&mut self.refused));
+                    let _ = reply.send(result).await;
+                }
+            }
+        }
+    }
+
+    fn failed_error(&self) -> Option<OutputError> {
+        let error = self.failed.lock().ok().and_then(|f| f.clone())?;
+        Some(OutputError::Failed { output: NAME.into(), action: "inserting".into(), source: error.into() })
+    }
+
+    /// Inserts everything pending, in batches.
+    async fn write(&mut self) -> Result<(), OutputError> {
+        let rows = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if let Some(error) = self.failed_error() {
+            return Err(error);
+        }
+        let sizes: Vec<usize> = rows.iter().map(|r| r.bytes).collect();
+        let mut work: VecDeque<Range<usize>> =
+            plan_batches(&sizes, self.settings.max_batch_rows, self.settings.max_batch_bytes).into();
+        while let Some(batch) = work.pop_front() {
+            match self.insert(&rows[batch.clone()]).await {
+                Ok(refused) => {
+                    for (index, message) in refused {
+                        let row = &rows[batch.start + index];
+                        events::sink_error(NAME, "rejected_row");
+                        self.refused.push(rejection(row, &message));
+                    }
+                }
+                Err(InsertFailure::TooLarge(message)) if batch.len() > 1 => {
+                    events::sink_error(NAME, "too_large");
+                    let middle = batch.start + batch.len() / 2;
+                    tracing::warn!(sink = NAME, rows = batch.len(), "{message}; halving the batch");
+                    work.push_front(middle..batch.end);
+                    work.push_front(batch.start..middle);
+                }
+                Err(InsertFailure::TooLarge(message)) => {
+                    events::sink_error(NAME, "rejected_row");
+                    self.refused.push(rejection(&rows[batch.start], &format!("the row alone is too large: {message}")));
+                }
+                Err(InsertFailure::Transient(message) | InsertFailure::Fatal(message)) => {
+                    let error =
+                        OutputError::Failed { output: NAME.into(), action: "inserting".into(), source: message.into() };
+                    sink::mark_failed(&self.failed, &error);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch, retried on transient errors until the retry limit; `Err(Transient)` means it gave up.
+    async fn insert(&self, rows: &[PendingRow]) -> Result<BTreeMap<usize, String>, InsertFailure> {
+        let mut request = TableDataInsertAllRequest::new();
+        request.skip_invalid_rows();
+        for row in rows {
+            request.add_row(Some(row.insert_id.clone()), &row.row).map_err(|e| InsertFailure::Fatal(e.to_string()))?;
+        }
+        let bytes: usize = rows.iter().map(|r| r.bytes).sum();
+        let s = &self.settings;
+        let started = Instant::now();
+        let last = Mutex::new(None);
+        let result = sink::with_retries(NAME, &s.retry, &self.health, || {
+            let request = request.clone();
+            let last = &last;
+            async move {
+                let attempt = Instant::now();
+                match self.client.tabledata().insert_all(&s.project, &s.dataset, &s.table, request).await {
+                    Ok(response) => Ok((response, attempt.elapsed())),
+                    Err(e) => match classify(&e) {
+                        InsertFailure::Transient(m) => Err(Failure::Transient(m)),
+                        other => {
+                            let message = format!("{other:?}");
+                            if let Ok(mut last) = last.lock() {
+                                *last = Some(other);
+                            }
+                            Err(Failure::Fatal(message))
+                        }
+                    },
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok((response, took)) => {
+                let refused = refused_rows(&response);
+                events::sink_written(NAME, (rows.len() - refused.len()) as u64, bytes as u64, took.as_secs_f64());
+                tracing::debug!(
+                    sink = NAME,
+                    rows = rows.len(),
+                    refused = refused.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "inserted"
+                );
+                Ok(refused)
+            }
+            Err(error) => Err(last.into_inner().ok().flatten().unwrap_or(InsertFailure::Transient(error.to_string()))),
+        }
+    }
+}
+
+fn rejection(row: &PendingRow, message: &str) -> SinkRejection {
+    let payload = serde_json::to_vec(&row.row).unwrap_or_default();
+    let rejected = RejectedImage::new(
+        RejectReason::SinkError,
+        format!("BigQuery refused the row: {message}"),
+        Stage::Sink,
+        &payload,
+    )
+    .with_event(row.event.clone());
+    SinkRejection { key: row.key.clone(), position: row.position, rejected }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fvision_records::{ClassScore, Source};
+
+    fn prediction() -> Prediction {
+        Prediction {
+            prediction_id: "p1".into(),
+            image_id: "img-1".into(),
+            label: "tabby".into(),
+            class_index: 281,
+            confidence: 0.5,
+            top_k: vec![ClassScore { label: "tabby".into(), class_index: 281, confidence: 0.5 }],
+            model_name: "efficientnet-lite0".into(),
+            model_version: "1".into(),
+            processing_time_ms: 12.6,
+            image_size_bytes: 2048,
+            source: Source::Gcs,
+            bucket: Some("b".into()),
+            object_name: Some("o.jpg".into()),
+            processed_at: "2026-12-01T10:00:00.000Z".into(),
+            above_threshold: true,
+            ..Prediction::default()
+        }
+    }
+
+    #[test]
+    fn a_prediction_becomes_a_row_with_every_column_of_the_schema() {
+        let row = encode_row(&prediction(), "images", Some(SourcePosition { partition: 2, offset: 41 }));
+        assert_eq!((row.processing_time_ms, row.source.as_str(), row.source_offset), (13, "gcs", Some(41)));
+        assert_eq!(row.confidence, 0.5);
+        let json = serde_json::to_value(&row).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = columns().into_iter().map(|(name, ..)| name).collect();
+        let mut keys_sorted = keys.clone();
+        keys_sorted.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys_sorted, expected, "the row has exactly the table's columns");
+        assert_eq!(json["top_k"][0]["class_index"], 281);
+    }
+
+    #[test]
+    fn the_schema_check_names_the_missing_or_different_column() {
+        let fields = schema().fields().clone().unwrap();
+        assert_eq!(check_schema("t", &fields), Ok(()));
+        // The seed's own aliases are compatible.
+        let mut aliased = fields.clone();
+        aliased[2].r#type = FieldType::Float;
+        aliased[4].r#type = FieldType::Integer;
+        assert_eq!(check_schema("t", &aliased), Ok(()));
+        let without: Vec<_> = fields.iter().filter(|f| f.name != "label").cloned().collect();
+        assert!(check_schema("t", &without).unwrap_err().contains("no column `label` (STRING)"));
+        let mut wrong = fields.clone();
+        wrong[4].r#type = FieldType::String;
+        assert!(check_schema("t", &wrong)
+            .unwrap_err()
+            .contains("`processing_time_ms` of table t is STRING, expected INT64"));
+        let mut flat = fields;
+        flat[14].mode = None;
+        assert!(check_schema("t", &flat).unwrap_err().contains("`top_k`"));
+    }
+
+    #[test]
+    fn batches_respect_rows_and_bytes() {
+        assert_eq!(plan_batches(&[10; 5], 2, 1000), [0..2, 2..4, 4..5]);
+        assert_eq!(plan_batches(&[40, 40, 40, 10], 10, 100), [0..2, 2..4]);
+        // A row larger than the byte limit goes alone.
+        assert_eq!(plan_batches(&[10, 500, 10], 10, 100), [0..1, 1..2, 2..3]);
+        assert!(plan_batches(&[], 10, 100).is_empty());
+    }
+
+    #[test]
+    fn refused_rows_come_from_insert_errors() {
+        let response: TableDataInsertAllResponse = serde_json::from_str(
+            r#"{"kind":"bigquery#tableDataInsertAllResponse","insertErrors":[
+                {"index":1,"errors":[{"reason":"invalid","location":"confidence","message":"Cannot convert value to floating point."}]}]}"#,
+        )
+        .unwrap();
+        let refused = refused_rows(&response);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[&1], "invalid at confidence: Cannot convert value to floating point.");
+    }
+
+    #[test]
+    fn errors_are_classified_for_retry_and_halving() {
+        let response = |code: i64, message: &str, reason: &str| BQError::ResponseError {
+            error: serde_json::from_value(
+                serde_json::json!({"error": {"code": code, "message": message, "errors": [{"reason": reason}]}}),
+            )
+            .unwrap(),
+        };
+        assert!(matches!(classify(&response(413, "Request Entity Too Large", "")), InsertFailure::TooLarge(_)));
+        assert!(matches!(
+            classify(&response(400, "Request payload size exceeds the limit: 10485760 bytes.", "badRequest")),
+            InsertFailure::TooLarge(_)
+        ));
+        assert!(matches!(classify(&response(503, "unavailable", "backendError")), InsertFailure::Transient(_)));
+        assert!(matches!(
+            classify(&response(403, "Exceeded rate limits", "rateLimitExceeded")),
+            InsertFailure::Transient(_)
+        ));
+        assert!(matches!(classify(&response(429, "slow down", "")), InsertFailure::Transient(_)));
+        assert!(matches!(classify(&response(403, "Access Denied", "accessDenied")), InsertFailure::Fatal(_)));
+        assert!(matches!(classify(&response(404, "Not found: Table", "notFound")), InsertFailure::Fatal(_)));
+    }
+
+    #[test]
+    fn the_replay_query_covers_each_partition_range() {
+        let config: BigQueryConfig = serde_yaml::from_str("project: p\nendpoint: http://127.0.0.1:9050").unwrap();
+        let settings = config.settings(Path::new("s.yaml"), "ima'ges").unwrap();
+        assert_eq!(settings.v2_base_url.as_deref(), Some("http://127.0.0.1:9050/bigquery/v2"));
+        let window = ReplayWindow { partitions: [(0u32, 5i64..9i64), (3, 7..7)].into_iter().collect() };
+        assert_eq!(
+            replay_query(&settings, &window).unwrap(),
+            "SELECT DISTINCT prediction_id FROM `p.ml_streaming.image_predictions` WHERE source_topic = 'ima\\'ges' \
+             AND ((source_partition = 0 AND source_offset >= 5 AND source_offset < 9))"
+        );
+        assert_eq!(replay_query(&settings, &ReplayWindow::default()), None);
+    }
+
+    #[test]
+    fn the_config_is_checked_field_by_field() {
+        let settings =
+            |text: &str| serde_yaml::from_str::<BigQueryConfig>(text).unwrap().settings(Path::new("s.yaml"), "images");
+        let ok = settings("project: my-project").unwrap();
+        assert_eq!(
+            (ok.dataset.as_str(), ok.table.as_str(), ok.max_batch_rows),
+            ("ml_streaming", "image_predictions", 500)
+        );
+        assert_eq!(ok.v2_base_url, None);
+        for (text, field) in [
+            ("project: 'a b'", "inference.bigquery.project"),
+            ("project: p\ndataset: 'x-y'", "inference.bigquery.dataset"),
+            ("project: p\ntable: ''", "inference.bigquery.table"),
+            ("project: p\nendpoint: 'localhost:9050'", "inference.bigquery.endpoint"),
+            ("project: p\nmax-batch-rows: 0", "inference.bigquery.max-batch-rows"),
+            ("project: p\nmax-batch-bytes: 20 MB", "inference.bigquery.max-batch-bytes"),
+        ] {
+            let err = settings(text).unwrap_err().to_string();
+            assert!(err.starts_with("s.yaml: field `") && err.contains(field), "{text}: {err}");
+        }
+    }
+}
