@@ -32,6 +32,25 @@ ensure_build_tools() {
   fi
 }
 
+# A real browser for the status-page test: Debian's chromium and its WebDriver, driven headless. Where they
+# cannot be installed (no apt-get, no root) the test reports itself skipped, except under CI.
+ensure_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! command -v apt-get >/dev/null || { [ -n "$sudo" ] && ! command -v sudo >/dev/null; }; then
+    say "cannot install chromium here (no apt-get or sudo): the browser test will be skipped"
+    return
+  fi
+  say "installing chromium and chromium-driver with apt-get (for the status-page browser test)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium \
+      chromium-driver >/dev/null; }; then
+    say "could not install chromium: the browser test will be skipped (and fail under CI)"
+  fi
+}
+
 # ONNX Runtime's shared library, taken from the onnxruntime wheel on PyPI (ort loads it at run time).
 ensure_onnxruntime() {
   local dir=$FLUVIO_VISION_CACHE/onnxruntime-$ORT_VERSION

@@ -6,6 +6,7 @@ ensure_wasm_target
 ensure_build_tools
 ensure_onnxruntime
 ensure_emulators
+ensure_browser
 cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check

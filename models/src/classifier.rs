@@ -136,6 +136,12 @@ impl Classifier {
         &self.preprocessor
     }
 
+    /// Hands a small JPEG of every image decoded from now on to `sink` (see
+    /// [`Preprocessor::send_thumbnails`]): what the status page shows.
+    pub fn send_thumbnails(&mut self, side: u32, sink: std::sync::Arc<dyn crate::ThumbnailSink>) {
+        self.preprocessor.send_thumbnails(side, sink);
+    }
+
     /// Inputs as the ONNX file declares them.
     pub fn inputs(&self) -> &[TensorInfo] {
         &self.inputs

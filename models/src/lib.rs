@@ -16,6 +16,8 @@ mod runtime;
 pub use classifier::{Classification, Classifier, ClassifierOptions, TensorInfo};
 pub use error::{ManifestError, ModelError, PreprocessError};
 pub use manifest::{ChannelOrder, Layout, Manifest, ModelSpec, Normalize, OutputKind, ResizeFilter, ResizePolicy};
-pub use preprocess::{crop_box, CropBox, ImageInfo, PreparedBatch, Preprocessor, StageTimes};
+pub use preprocess::{
+    crop_box, jpeg_thumbnail, CropBox, ImageInfo, PreparedBatch, Preprocessor, StageTimes, ThumbnailSink,
+};
 pub use registry::{Registry, DEFAULT_MODEL, MODELS_DIR_ENV};
 pub use runtime::{init_runtime, ORT_DYLIB_ENV};

@@ -6,6 +6,7 @@
 //! aspect ratio never allocates the huge intermediate image that resize-then-crop would.
 
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fast_image_resize::images::{Image, ImageRef};
@@ -86,6 +87,49 @@ pub struct ImageInfo {
     pub started: Instant,
 }
 
+/// Receives a small JPEG of every image the preprocessor decodes, when asked for with
+/// [`Preprocessor::send_thumbnails`]: the status page shows them beside their labels. Called from the decode
+/// workers, so implementations keep only a bounded number.
+pub trait ThumbnailSink: Send + Sync {
+    /// The thumbnail of the image `meta` describes, made from the pixels just decoded.
+    fn thumbnail(&self, meta: &EventMeta, jpeg: Vec<u8>);
+}
+
+/// Where thumbnails go, and their size.
+#[derive(Clone)]
+struct Thumbnails {
+    side: u32,
+    sink: Arc<dyn ThumbnailSink>,
+}
+
+impl std::fmt::Debug for Thumbnails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Thumbnails").field("side", &self.side).finish_non_exhaustive()
+    }
+}
+
+/// Quality of the thumbnails' JPEG encoding: small files, faces and objects still recognisable.
+const THUMBNAIL_QUALITY: u8 = 75;
+
+/// A JPEG of `rgb` scaled to fit in `side` x `side` pixels (aspect ratio kept, never enlarged).
+pub fn jpeg_thumbnail(rgb: &RgbImage, side: u32) -> Result<Vec<u8>, PreprocessError> {
+    let err = |e: &dyn std::fmt::Display| {
+        PreprocessError::new(RejectReason::PreprocessError, format!("thumbnail failed: {e}"))
+    };
+    let (w, h) = rgb.dimensions();
+    let scale = (f64::from(side.max(1)) / f64::from(w.max(h).max(1))).min(1.0);
+    let (tw, th) = (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1));
+    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| err(&e))?;
+    let mut dst = Image::new(tw, th, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| err(&e))?;
+    let mut jpeg = Vec::with_capacity(8 * 1024);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, THUMBNAIL_QUALITY)
+        .encode(dst.buffer(), tw, th, image::ExtendedColorType::Rgb8)
+        .map_err(|e| err(&e))?;
+    Ok(jpeg)
+}
+
 /// Turns encoded images into model input according to one model's manifest. Cheap to share.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -98,6 +142,7 @@ pub struct Preprocessor {
     /// `lut[c][v]`: the normalised value of byte `v` in model channel `c`.
     lut: Box<[[f32; 256]; 3]>,
     max_pixels: u64,
+    thumbnails: Option<Thumbnails>,
 }
 
 impl Preprocessor {
@@ -120,7 +165,14 @@ impl Preprocessor {
             order: input.channel_order,
             lut,
             max_pixels,
+            thumbnails: None,
         }
+    }
+
+    /// From now on, also hand a JPEG of each decoded image, at most `side` pixels wide and high, to `sink`
+    /// (made from the decoded pixels, after the tensor is written; off unless asked for).
+    pub fn send_thumbnails(&mut self, side: u32, sink: Arc<dyn ThumbnailSink>) {
+        self.thumbnails = Some(Thumbnails { side, sink });
     }
 
     /// Floats per image in the input tensor.
@@ -143,6 +195,12 @@ impl Preprocessor {
         let resized = Instant::now();
         self.normalize_into(&crop, out);
         let normalized = Instant::now();
+        if let Some(thumbnails) = &self.thumbnails {
+            // A thumbnail that cannot be made is only missing from the status page; the image goes on.
+            if let Ok(jpeg) = jpeg_thumbnail(&rgb, thumbnails.side) {
+                thumbnails.sink.thumbnail(&meta, jpeg);
+            }
+        }
         Ok(ImageInfo {
             meta,
             size_bytes: bytes.len() as u64,
@@ -365,6 +423,28 @@ mod tests {
             crop_box(1, 1, 256, 224),
             CropBox { resized_width: 256, resized_height: 256, left: 16, top: 16, size: 224 }
         );
+    }
+
+    #[test]
+    fn thumbnails_fit_the_box_keep_the_aspect_and_the_colours() {
+        // A 640x480 image, left half red, right half blue.
+        let rgb =
+            RgbImage::from_fn(
+                640,
+                480,
+                |x, _| if x < 320 { image::Rgb([220, 20, 20]) } else { image::Rgb([20, 20, 220]) },
+            );
+        let jpeg = jpeg_thumbnail(&rgb, 96).unwrap();
+        assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]) && jpeg.len() < 8 * 1024, "{} bytes", jpeg.len());
+        let back = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!(back.dimensions(), (96, 72));
+        let (left, right) = (back.get_pixel(10, 36), back.get_pixel(86, 36));
+        assert!(left[0] > 180 && left[2] < 60 && right[2] > 180 && right[0] < 60, "{left:?} {right:?}");
+        // Small images are not enlarged; a 1-pixel-high strip still makes a thumbnail.
+        let small = image::load_from_memory(&jpeg_thumbnail(&RgbImage::new(40, 30), 96).unwrap()).unwrap();
+        assert_eq!((small.width(), small.height()), (40, 30));
+        let strip = image::load_from_memory(&jpeg_thumbnail(&RgbImage::new(10_000, 2), 96).unwrap()).unwrap();
+        assert_eq!((strip.width(), strip.height()), (96, 1));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: where the repository's data and built artefacts are.
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod cluster;
 pub mod emulators;
 pub mod process;

@@ -1,12 +1,15 @@
 //! `fvision run`: the pipeline embedded in one process, no cluster.
 
 use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use fluvio_future::task::run_block_on;
+use inference_sink::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
 use inference_sink::outputs::{Destination, JsonlOutput, OutputSet};
 use inference_sink::BelowThreshold;
 
@@ -25,7 +28,8 @@ Examples:
   fvision run                                  # the shipped demo images, efficientnet-lite0
   fvision run ~/photos --confidence-threshold 0.5 --output predictions.jsonl
   fvision run --model resnet50 --max-batch 8 --max-wait-ms 20 data/imagenet-sample
-  fvision run --config fluvio-config/connectors/inference-sink.yaml data/imagenet-sample")]
+  fvision run --config fluvio-config/connectors/inference-sink.yaml data/imagenet-sample
+  fvision run --dashboard 8080 data/imagenet-sample   # then open http://127.0.0.1:8080/")]
 pub struct RunArgs {
     /// Files, directories or `-` (one record per line) [default: the shipped demo images]
     #[arg(value_name = "PATH")]
@@ -53,10 +57,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
 
-    /// The address the metrics endpoint binds [default: 127.0.0.1, or the config's `metrics-address`];
-    /// 0.0.0.0 exposes it to the network.
+    /// Serve the live status page (images, labels, rates, latencies, rejects) and /metrics on
+    /// 127.0.0.1:PORT; the page stays up after the run until Ctrl-C. Port 0 picks a free port.
+    #[arg(long, value_name = "PORT")]
+    dashboard: Option<u16>,
+
+    /// The address the metrics endpoint and the status page bind [default: 127.0.0.1, or the config's
+    /// `metrics-address`]. The page shows the images: 0.0.0.0 shows them to the whole network.
     #[arg(long, value_name = "IP")]
-    metrics_address: Option<std::net::IpAddr>,
+    metrics_address: Option<IpAddr>,
 
     /// Secrets for `${{ secrets.NAME }}` references in --config (NAME=value lines).
     #[arg(long, value_name = "FILE", requires = "config")]
@@ -69,8 +78,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let source = InputSource::from_args(&paths)?;
     let mut below = BelowThreshold::Flag;
     let mut metrics_port = args.metrics_port;
-    let mut metrics_address = args.metrics_address;
-    let (mut validator, classifier, pipeline, output) = match &args.config {
+    let mut address = args.metrics_address;
+    let mut dashboard_on = args.dashboard.is_some();
+    let (mut validator, mut classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
             let config = &settings.inference;
@@ -78,7 +88,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let output = args.output.clone().or_else(|| config.jsonl.clone());
             below = config.below_threshold;
             metrics_port = metrics_port.or(config.metrics_port);
-            metrics_address = metrics_address.or(Some(config.metrics_address));
+            address = address.or(Some(config.metrics_address));
+            dashboard_on |= config.dashboard;
             if below == BelowThreshold::Review {
                 eprintln!(
                     "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
@@ -91,11 +102,34 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => (args.validator.load()?, args.model.load()?, args.pipeline.config(), args.output.clone()),
     };
-    if let Some(port) = metrics_port {
-        let address = std::net::SocketAddr::new(metrics_address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()), port);
-        inference_sink::events::serve(address)
-            .with_context(|| format!("starting the metrics endpoint on {address}"))?;
-        eprintln!("metrics on http://{address}/metrics");
+    // One listener serves /metrics and the page.
+    let port = match (args.dashboard, args.metrics_port) {
+        (Some(page), Some(metrics)) if page != metrics => {
+            anyhow::bail!("--dashboard {page} and --metrics-port {metrics}: one listener serves both, give one port")
+        }
+        (Some(page), _) => Some(page),
+        (None, _) => metrics_port,
+    };
+    let dashboard = dashboard_on.then(|| Dashboard::new("embedded"));
+    let mut page_url = None;
+    if let Some(port) = port {
+        let address = SocketAddr::new(address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
+        let bound = inference_sink::endpoint::serve(address, dashboard.clone())
+            .with_context(|| format!("starting the HTTP endpoint on {address}"))?;
+        eprintln!("metrics on http://{bound}/metrics");
+        if dashboard.is_some() {
+            eprintln!("status page on http://{bound}/");
+            if !bound.ip().is_loopback() {
+                eprintln!("fvision: warning: the status page shows the images to anyone who can reach {bound}");
+            }
+            // Asked for on the command line: keep showing the finished run. (A config's `dashboard: true`
+            // serves the page while the run lasts, like its metrics.)
+            if args.dashboard.is_some() {
+                page_url = Some(format!("http://{bound}/"));
+            }
+        }
+    } else if dashboard_on {
+        anyhow::bail!("the config's `dashboard: true` needs a port: set `metrics-port` or pass --dashboard PORT");
     }
     inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
     // The file outputs are the connector's own (same JSONL shape); the table is this command's console.
@@ -103,11 +137,28 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(path) = &output {
         outputs = outputs.with(Box::new(JsonlOutput::create(path)?));
     }
+    let outputs = Arc::new(outputs);
+    if let Some(dashboard) = &dashboard {
+        let manifest = &classifier.spec().manifest;
+        dashboard.set_model(ModelInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            load_ms: classifier.load_time().as_secs_f64() * 1e3,
+            real_weights: manifest.real_weights,
+        });
+        dashboard.set_validation("in this process (WASM)");
+        let health = Arc::clone(&outputs);
+        dashboard.watch_outputs(Arc::new(move || health.health()));
+        classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
+    }
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);
     let wasm = |values: &[&[u8]]| validator.validate_batch(values);
     let mut dropped = 0u64;
     let (unreadable, stats) = run_inputs(source, wasm, &classifier, &pipeline, |outcome| {
+        if let Some(dashboard) = &dashboard {
+            dashboard.record(&outcome);
+        }
         if outputs.deliver(&outcome, None)? == Destination::Dropped {
             dropped += 1;
             return Ok(());
@@ -132,5 +183,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tally.latency_ms(0.99),
         stats.batches,
     )?;
+    if let Some(url) = page_url {
+        out.flush()?;
+        eprintln!("the run is over; the status page stays up on {url} until Ctrl-C");
+        loop {
+            std::thread::park();
+        }
+    }
     Ok(if unreadable == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

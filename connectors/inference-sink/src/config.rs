@@ -89,10 +89,14 @@ pub struct InferenceConfig {
     /// Port of the Prometheus `/metrics` endpoint.
     #[serde(default)]
     pub metrics_port: Option<u16>,
-    /// Address the metrics endpoint binds [default: 127.0.0.1, this host only]; `0.0.0.0` exposes it to the
-    /// network, for a scraper on another host.
+    /// Address the metrics endpoint (and the status page) binds [default: 127.0.0.1, this host only];
+    /// `0.0.0.0` exposes it to the network, for a scraper on another host.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: std::net::IpAddr,
+    /// Also serve the live status page (the images with their labels, rates, latencies, lag) on the
+    /// metrics port. It shows the images: bind it wider than 127.0.0.1 only on purpose.
+    #[serde(default)]
+    pub dashboard: bool,
     /// Where the `image-validate` transform runs: `auto`, `cluster` or `connector`.
     #[serde(default)]
     pub validate_at: ValidateAt,
@@ -332,6 +336,9 @@ impl InferenceConfig {
         }
         if self.workers == Some(0) {
             return Err(field("workers", "at least 1"));
+        }
+        if self.dashboard && self.metrics_port.is_none() {
+            return Err(field("dashboard", "`false`, or a `metrics-port` to serve the status page on"));
         }
         if self.summary_interval < Duration::from_secs(1) {
             return Err(field("summary-interval", "at least 1s"));

@@ -115,9 +115,61 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusBuilder {
     builder.unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
-/// Serves `/metrics` on `address` with [`prometheus`]'s histograms, for the process's lifetime.
-pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    prometheus().with_http_listener(address).install()
+/// Serves `/metrics` on `address` with [`prometheus`]'s histograms, for the process's lifetime; returns the
+/// bound address. [`crate::endpoint::serve`] also serves the status page on the same listener.
+pub fn serve(address: std::net::SocketAddr) -> Result<std::net::SocketAddr, crate::endpoint::EndpointError> {
+    crate::endpoint::serve(address, None)
+}
+
+/// Starts the series without labels at 0, so a dashboard's `rate()` has them from the first scrape (the
+/// labelled ones start with their first label set). Called once the recorder is installed.
+pub fn register() {
+    metrics::counter!(BELOW_THRESHOLD_TOTAL).increment(0);
+}
+
+/// The connector's own series without labels start at 0 too (`fvision run` reads no topic, so it does not
+/// export them). Called once the recorder is installed.
+pub fn register_connector() {
+    for counter in [CONSUMED_TOTAL, REREAD_TOTAL, OFFSET_COMMITS_TOTAL] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
+/// Records after the committed offset, by partition of the input topic (connector).
+pub const CONSUMER_LAG: &str = "fvision_consumer_lag";
+/// Failures of an output as a whole (a send or an acknowledgement that failed), by sink.
+pub const OUTPUT_ERRORS_TOTAL: &str = "fvision_output_errors_total";
+/// Rows an output refused one by one (dead-lettered with reason `sink_error`), by sink.
+pub const OUTPUT_REFUSED_TOTAL: &str = "fvision_output_refused_total";
+/// 1 while an output is failing and retrying, else 0, by sink.
+pub const OUTPUT_RETRYING: &str = "fvision_output_retrying";
+
+/// The records of `partition` after the committed offset.
+pub fn consumer_lag(partition: u32, lag: i64) {
+    metrics::gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
+}
+
+/// An output joined the run: its error series start at 0, so rates and alerts work before the first error.
+pub fn output_added(sink: &str) {
+    metrics::counter!(OUTPUT_ERRORS_TOTAL, "sink" => sink.to_string()).increment(0);
+    metrics::counter!(OUTPUT_REFUSED_TOTAL, "sink" => sink.to_string()).increment(0);
+    metrics::gauge!(OUTPUT_RETRYING, "sink" => sink.to_string()).set(0.0);
+}
+
+/// An output failed as a whole.
+pub fn output_failed(sink: &str) {
+    metrics::counter!(OUTPUT_ERRORS_TOTAL, "sink" => sink.to_string()).increment(1);
+}
+
+/// An output refused `count` rows one by one.
+pub fn output_refused(sink: &str, count: usize) {
+    metrics::counter!(OUTPUT_REFUSED_TOTAL, "sink" => sink.to_string()).increment(count as u64);
+}
+
+/// Whether an output is retrying.
+pub fn output_retrying(sink: &str, retrying: bool) {
+    metrics::gauge!(OUTPUT_RETRYING, "sink" => sink.to_string()).set(if retrying { 1.0 } else { 0.0 });
 }
 
 /// Rows (messages, lines) an external sink stored, by sink (`bigquery`, `kafka`, `gcs`).

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod connector;
+pub mod dashboard;
+pub mod endpoint;
 pub mod events;
 pub mod outputs;
 pub mod pipeline;

@@ -37,6 +37,7 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!((inference.validate_at, inference.summary_interval), (ValidateAt::Auto, Duration::from_secs(10)));
     assert_eq!((inference.stop_timeout, inference.read_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
     assert_eq!(offset.flush_period.map(|p| p.secs), Some(2));
+    assert!(inference.dashboard && inference.metrics_address.is_loopback());
     let pipeline = inference.pipeline();
     assert_eq!((pipeline.max_batch, pipeline.threshold), (4, 0.3));
     assert_eq!(inference.metrics_address, std::net::Ipv4Addr::LOCALHOST, "metrics on this host only");

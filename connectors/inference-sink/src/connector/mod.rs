@@ -9,9 +9,10 @@
 
 mod consume;
 mod replay;
+mod status;
 mod validation;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_records::RejectedImage;
 
 use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
+use crate::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
 use crate::outputs::{
     ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, SourcePosition, TopicProducer,
 };
@@ -158,6 +160,9 @@ pub struct Runner {
     pipeline: PipelineSettings,
     summary_interval: Duration,
     stop: Arc<AtomicBool>,
+    /// Whether progress is polled for the metrics and the page (when the endpoint is on).
+    poll_status: bool,
+    dashboard: Option<Dashboard>,
 }
 
 /// How the outputs of a connected connector are doing, for the summary and a status endpoint.
@@ -184,12 +189,28 @@ impl Connector {
         ConnectorBuilder { settings, stop: None, drain: false }
     }
 
-    /// Connects to the cluster, checks the topics, resolves where validation runs, loads the model, opens
-    /// the outputs (and prepares them with the replay window), starts the metrics endpoint.
+    /// Starts the metrics endpoint (and the status page), connects to the cluster, checks the topics,
+    /// resolves where validation runs, loads the model, opens the outputs (and prepares them with the replay
+    /// window).
     pub fn connect(self) -> Result<(Runner, HealthCheck), ConnectorError> {
         let Self { settings, stop, drain } = self;
         let inference = &settings.inference;
         let consume = ConsumeSettings { drain, ..settings.consume.clone() };
+        // First, so the metrics of the start-up (model load, outputs) are recorded.
+        let dashboard = inference.dashboard.then(|| Dashboard::new("connector"));
+        if let Some(port) = inference.metrics_port {
+            let address = std::net::SocketAddr::new(inference.metrics_address, port);
+            let bound = crate::endpoint::serve(address, dashboard.clone())
+                .map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
+            events::register_connector();
+            tracing::info!(%bound, "metrics on /metrics");
+            if dashboard.is_some() {
+                tracing::info!("status page on http://{bound}/");
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(%bound, "the status page shows the images to anyone who can reach this address");
+                }
+            }
+        }
         let fluvio = run_block_on(Fluvio::connect()).map_err(fluvio_error("connecting to the Fluvio cluster"))?;
         let admin = run_block_on(fluvio.admin());
         let partitions = prepare_topics(&settings, &admin, &consume)?;
@@ -202,7 +223,7 @@ impl Connector {
         let spec = Registry::open_default()
             .and_then(|registry| registry.resolve(&inference.model))
             .map_err(setup_error(format!("resolving model `{}`", inference.model)))?;
-        let classifier = Classifier::load(spec, &ClassifierOptions::default())
+        let mut classifier = Classifier::load(spec, &ClassifierOptions::default())
             .map_err(setup_error(format!("loading model `{}`", inference.model)))?;
         events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
         tracing::info!(
@@ -216,12 +237,6 @@ impl Connector {
         outputs.prepare(&window).map_err(setup_error("preparing the outputs"))?;
         tracing::info!(outputs = ?outputs.names(), replay = ?window.partitions, "outputs ready");
 
-        if let Some(port) = inference.metrics_port {
-            let address = std::net::SocketAddr::new(inference.metrics_address, port);
-            events::serve(address).map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
-            tracing::info!(%address, "metrics on /metrics");
-        }
-
         // Fails early on a consumer config the client refuses.
         consume
             .consumer_config(&partitions, smartmodule.clone())
@@ -234,6 +249,19 @@ impl Connector {
         pipeline.queue = QUEUE.max(2 * pipeline.max_batch);
         let outputs = Arc::new(outputs);
         let health = HealthCheck { outputs: Arc::clone(&outputs) };
+        if let Some(dashboard) = &dashboard {
+            let manifest = &classifier.spec().manifest;
+            dashboard.set_model(ModelInfo {
+                name: manifest.name.clone(),
+                version: manifest.version.clone(),
+                load_ms: classifier.load_time().as_secs_f64() * 1e3,
+                real_weights: manifest.real_weights,
+            });
+            dashboard.set_validation(validation.describe());
+            let outputs = Arc::clone(&outputs);
+            dashboard.watch_outputs(Arc::new(move || outputs.health()));
+            classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
+        }
         let runner = Runner {
             fluvio,
             consume,
@@ -245,6 +273,8 @@ impl Connector {
             pipeline,
             summary_interval: inference.summary_interval,
             stop,
+            poll_status: inference.metrics_port.is_some(),
+            dashboard,
         };
         Ok((runner, health))
     }
@@ -265,22 +295,41 @@ impl Runner {
             pipeline,
             summary_interval,
             stop,
+            poll_status,
+            dashboard,
         } = self;
         let mut summary = SummaryWindow::new(summary_interval, Instant::now());
         let validated = validation.describe();
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
         let stop = &*stop;
+        let done = AtomicBool::new(false);
 
         let (stats, consumed) = std::thread::scope(|scope| {
             let outputs = &*outputs;
             let consume = &consume;
+            let (fluvio, done, dashboard) = (&fluvio, &done, dashboard.as_ref());
+            if poll_status {
+                let poll = status::Poll {
+                    fluvio,
+                    topic: &consume.topic,
+                    partitions: &partitions,
+                    consumer_id: &consume.consumer_id,
+                    outputs,
+                    dashboard,
+                };
+                scope.spawn(move || poll.run(done));
+            }
+            let read = partitions.clone();
             let consumer = scope.spawn(move || {
-                let mut source = FluvioSource::new(&fluvio, consume, partitions, smartmodule);
+                let mut source = FluvioSource::new(fluvio, consume, read, smartmodule);
                 run_block_on(consume::consume(&mut source, items_tx, outputs, consume, stop))
             });
             let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
             let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
                 summary.record(&outcome);
+                if let Some(dashboard) = dashboard {
+                    dashboard.record(&outcome);
+                }
                 if let Some(line) = summary.close_if_due(Instant::now()) {
                     let retrying = crate::outputs::sink::retrying_note(&outputs.health(), Instant::now());
                     tracing::info!("{line}{retrying}");
@@ -289,6 +338,7 @@ impl Runner {
                 Ok::<_, DeliveryError>(())
             });
             let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
+            done.store(true, Ordering::Relaxed);
             (stats, consumed)
         });
         if let Some(line) = summary.finish(Instant::now()) {

@@ -55,6 +55,7 @@ impl OutputSet {
 
     /// Adds an output.
     pub fn with(mut self, output: Box<dyn Output>) -> Self {
+        crate::events::output_added(output.name());
         self.outputs.push(output);
         self
     }
@@ -94,7 +95,7 @@ impl OutputSet {
         let routed = route(outcome, self.below)?;
         let delivery = Delivery { outcome, routed: &routed, position };
         for output in &self.outputs {
-            output.send(&delivery)?;
+            output.send(&delivery).inspect_err(|_| crate::events::output_failed(output.name()))?;
         }
         // Counted only after every send, so an acknowledgement that sees the count also covers this outcome.
         self.delivered.fetch_add(1, Ordering::AcqRel);
@@ -108,8 +109,9 @@ impl OutputSet {
         for (output, acknowledged) in
             self.outputs.iter().zip(join_all(self.outputs.iter().map(|o| o.acknowledge())).await)
         {
-            let rejections = acknowledged?;
+            let rejections = acknowledged.inspect_err(|_| crate::events::output_failed(output.name()))?;
             if !rejections.is_empty() {
+                crate::events::output_refused(output.name(), rejections.len());
                 tracing::warn!(output = output.name(), count = rejections.len(), "rows refused; dead-lettering them");
                 refused.push((output.name(), rejections));
             }

@@ -1,0 +1,87 @@
+//! What the connector tells the metrics and the status page about its progress, polled every
+//! [`INTERVAL`] while it runs: per partition the committed offset (under the consumer id), the end offset
+//! and the lag between them; per output whether it is retrying. Read from the cluster, so the figures are
+//! what a restart would see.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fluvio::metadata::partition::PartitionSpec;
+use fluvio::Fluvio;
+use fluvio_future::task::run_block_on;
+
+use crate::dashboard::{lag, Dashboard};
+use crate::events;
+use crate::outputs::{OutputHealth, OutputSet};
+
+/// Time between two polls.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+
+/// What to poll.
+pub(super) struct Poll<'a> {
+    pub fluvio: &'a Fluvio,
+    pub topic: &'a str,
+    pub partitions: &'a [u32],
+    pub consumer_id: &'a str,
+    pub outputs: &'a OutputSet,
+    pub dashboard: Option<&'a Dashboard>,
+}
+
+impl Poll<'_> {
+    /// Polls until `done`.
+    pub fn run(&self, done: &AtomicBool) {
+        let mut last: Option<Instant> = None;
+        while !done.load(Ordering::Relaxed) {
+            if last.is_none_or(|at| at.elapsed() >= INTERVAL) {
+                last = Some(Instant::now());
+                self.once();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn once(&self) {
+        for (name, health) in self.outputs.health() {
+            events::output_retrying(&name, health != OutputHealth::Healthy);
+        }
+        match run_block_on(offsets(self.fluvio, self.topic, self.partitions, self.consumer_id)) {
+            Ok(offsets) => {
+                for (partition, (committed, end)) in offsets {
+                    if let Some(lag) = lag(committed, end) {
+                        events::consumer_lag(partition, lag);
+                    }
+                    if let Some(dashboard) = self.dashboard {
+                        dashboard.set_partition(partition, committed, end);
+                    }
+                }
+            }
+            // The next poll tries again; the figures are only for people and scrapers.
+            Err(e) => tracing::debug!("reading the offsets of `{}`: {e:#}", self.topic),
+        }
+    }
+}
+
+/// Per partition: the offset committed under `consumer_id` and the end offset.
+async fn offsets(
+    fluvio: &Fluvio,
+    topic: &str,
+    partitions: &[u32],
+    consumer_id: &str,
+) -> anyhow::Result<BTreeMap<u32, (Option<i64>, Option<i64>)>> {
+    let committed: BTreeMap<u32, i64> = fluvio
+        .consumer_offsets()
+        .await?
+        .into_iter()
+        .filter(|c| c.consumer_id == consumer_id && c.topic == topic)
+        .map(|c| (c.partition, c.offset))
+        .collect();
+    let admin = fluvio.admin().await;
+    let names = partitions.iter().map(|p| format!("{topic}-{p}")).collect();
+    let ends: BTreeMap<String, i64> =
+        admin.list::<PartitionSpec, _>(names).await?.into_iter().map(|p| (p.name, p.status.leader.hw)).collect();
+    Ok(partitions
+        .iter()
+        .map(|&p| (p, (committed.get(&p).copied(), ends.get(&format!("{topic}-{p}")).copied())))
+        .collect())
+}
