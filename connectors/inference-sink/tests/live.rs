@@ -674,8 +674,10 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     let dir = tempfile::tempdir().unwrap();
     let images = unique_name("fvt-parts-images");
     cluster.create_topic_with_partitions(&images, 2);
-    let inputs = inputs("efficientnet-lite0", 60, &[], 0.0);
-    let (wave1, wave2) = inputs.records.split_at(inputs.records.len() / 2);
+    let inputs = inputs("efficientnet-lite0", 90, &[], 0.0);
+    // A small first wave to commit, then a long second one, so the slow sink is still working through
+    // partition 0 when it is killed, however fast the machine.
+    let (wave1, wave2) = inputs.records.split_at(20);
     cluster.produce(&images, wave1);
 
     let outputs = |prefix: &str| {
