@@ -5,6 +5,7 @@
 //! deployment validate identically.
 #![deny(missing_docs)]
 
+pub mod binary;
 pub mod config;
 pub mod dead_letter;
 pub mod engine;

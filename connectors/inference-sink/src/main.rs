@@ -1,13 +1,10 @@
 //! `inference-sink`: the Fluvio sink connector, started the way `cdk deploy start` starts connectors.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
+use fvision_connector_common::binary;
 use inference_sink::connector::Connector;
 
 /// Classifies the images of a Fluvio topic and writes predictions and dead letters to Fluvio topics.
@@ -40,29 +37,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
-        )
-        .with_writer(fvision_connector_common::secret::redacting_stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::init_logging(binary::CONNECTOR_LOG_FILTER);
+    binary::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = inference_sink::config::load(&args.config, args.secrets.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
-    }
+    let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.config.display(), "starting");
     let (runner, health) = Connector::builder(config).stop_flag(stop).drain(args.drain).build().connect()?;

@@ -458,9 +458,14 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
         "run 2 read each record after the commit once"
     );
     assert!(scraped.contains("fvision_queue_depth{queue=\"consumed\"}"), "{scraped}");
-    // Fetches were cut at max-bytes and the records the client skipped there were read again (with a client
-    // that no longer skips them, this counter stays at 0 and this line can go).
-    assert!(metric(&scraped, "fvision_reread_total") >= 1.0, "{scraped}");
+    // Where run 2 read more than two fetches' worth (max-bytes is 3 MiB here), fetches were cut at max-bytes
+    // and the records the 0.50 client skipped there were read again (with a client that no longer skips
+    // them, this counter stays at 0 and this check can go). How much run 2 reads depends on where the kill
+    // landed, so smaller remainders are not checked here (the consume loop's unit tests cover re-reads).
+    let run2_bytes: usize = inputs.records.iter().skip(committed as usize + 1).map(|(_, v)| v.len()).sum();
+    if run2_bytes > 2 * (3 << 20) {
+        assert!(metric(&scraped, "fvision_reread_total") >= 1.0, "{run2_bytes} bytes read: {scraped}");
+    }
     assert!(scraped.contains("fvision_stage_seconds_bucket{stage=\"inference\""), "{scraped}");
 
     // The offset of the last record is committed under the consumer id.

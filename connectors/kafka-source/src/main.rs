@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
+use fvision_connector_common::binary;
 use kafka_source::KafkaSource;
 
 /// Reads images from Kafka topics and writes them to a Fluvio topic as ImageEvents.
@@ -36,28 +34,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fluvio=warn,fluvio_socket=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::init_logging(binary::CONNECTOR_LOG_FILTER);
+    binary::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = kafka_source::load(&args.config, args.secrets.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing the signal handlers")?;
-    }
+    let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.config.display(), "starting");
     let report = KafkaSource::new(config, &args.config)?.stop_flag(stop).run()?;

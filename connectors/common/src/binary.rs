@@ -1,0 +1,45 @@
+//! What every fluvio-vision binary does the same way at its edges: log to stderr (plain text when stderr is
+//! not a terminal, every loaded secret redacted), stop gracefully on SIGTERM/SIGINT, and turn the outcome
+//! into an exit code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The log filter of the connectors when `RUST_LOG` is unset: our progress at `info`, the Fluvio client's
+/// chatter only when it warns.
+pub const CONNECTOR_LOG_FILTER: &str = "info,fluvio=warn,fluvio_socket=warn";
+
+/// Starts logging to stderr with `RUST_LOG`, else `default_filter`.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(crate::secret::redacting_stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A flag that SIGTERM and SIGINT set: the run loops stop reading, deliver what they hold, commit and return.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+    }
+    Ok(stop)
+}
+
+/// Exit 0 on success; otherwise log the error with its causes (redacted like every log line) and exit 1.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
