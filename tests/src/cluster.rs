@@ -99,14 +99,29 @@ impl LocalCluster {
 
     /// Creates a topic (deleted when the cluster guard drops).
     pub fn create_topic(&self, name: &str) {
-        self.cli_ok(&["topic", "create", name]);
-        self.topics.borrow_mut().push(name.to_string());
+        self.create(&["topic", "create", name]);
     }
 
     /// Creates a topic with `partitions` partitions (deleted when the cluster guard drops).
     pub fn create_topic_with_partitions(&self, name: &str, partitions: u32) {
-        self.cli_ok(&["topic", "create", name, "--partitions", &partitions.to_string()]);
-        self.topics.borrow_mut().push(name.to_string());
+        self.create(&["topic", "create", name, "--partitions", &partitions.to_string()]);
+    }
+
+    /// Runs a `topic create`, once more when the SC's answer timed out (it can take over a minute while the
+    /// SPU deletes the large topics an earlier test left); a topic that the timed-out call did create counts.
+    fn create(&self, args: &[&str]) {
+        let name = args[2];
+        for attempt in 1..=3 {
+            let out = self.cli(args);
+            let said = text(&out);
+            let created = out.status.success() || (attempt > 1 && said.contains("already exists"));
+            if created {
+                self.topics.borrow_mut().push(name.to_string());
+                return;
+            }
+            assert!(said.contains("Timed out") && attempt < 3, "fluvio {args:?} failed:\n{said}");
+            eprintln!("fluvio {args:?} timed out (attempt {attempt}); trying again");
+        }
     }
 
     /// The offsets committed under `consumer_id`, by (topic, partition), read with the Rust client.
