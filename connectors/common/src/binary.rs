@@ -3,9 +3,21 @@
 //! into an exit code.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+/// The arguments every connector takes, as `cdk deploy start` passes them; flattened into each binary's own.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// The connector config (YAML, apiVersion 0.2.0).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+}
 
 /// The log filter of the connectors when `RUST_LOG` is unset: our progress at `info`, the Fluvio client's
 /// chatter only when it warns.

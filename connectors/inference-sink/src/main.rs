@@ -1,6 +1,5 @@
 //! `inference-sink`: the Fluvio sink connector, started the way `cdk deploy start` starts connectors.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,12 +23,8 @@ use inference_sink::connector::Connector;
       The cluster is the current Fluvio profile (~/.fluvio/config, `fluvio profile`)."
 )]
 struct Args {
-    /// The connector config (YAML, apiVersion 0.2.0).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-    /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
-    #[arg(long, value_name = "FILE")]
-    secrets: Option<PathBuf>,
+    #[command(flatten)]
+    connector: binary::ConfigArgs,
     /// Exit 0 once caught up with the end of the topic (everything delivered and committed) instead of
     /// waiting for more: replays a backlog as a batch job.
     #[arg(long)]
@@ -42,10 +37,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = inference_sink::config::load(&args.config, args.secrets.as_deref())?;
+    let config = inference_sink::config::load(&args.connector.config, args.connector.secrets.as_deref())?;
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
-    tracing::info!(connector = %name, config = %args.config.display(), "starting");
+    tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");
     let (runner, health) = Connector::builder(config).stop_flag(stop).drain(args.drain).build().connect()?;
     tracing::info!(outputs = ?health.outputs(), "connected");
     let report = runner.run()?;

@@ -1,6 +1,5 @@
 //! `kafka-source`: the Fluvio source connector, started the way `cdk deploy start` starts connectors.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,12 +24,8 @@ use kafka_source::KafkaSource;
       The Fluvio cluster is the current Fluvio profile (~/.fluvio/config, `fluvio profile`)."
 )]
 struct Args {
-    /// The connector config (YAML, apiVersion 0.2.0).
-    #[arg(long, short = 'c', value_name = "FILE")]
-    config: PathBuf,
-    /// NAME=value lines for `${{ secrets.NAME }}` references in the config.
-    #[arg(long, value_name = "FILE")]
-    secrets: Option<PathBuf>,
+    #[command(flatten)]
+    connector: binary::ConfigArgs,
 }
 
 fn main() -> ExitCode {
@@ -39,11 +34,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = kafka_source::load(&args.config, args.secrets.as_deref())?;
+    let config = kafka_source::load(&args.connector.config, args.connector.secrets.as_deref())?;
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
-    tracing::info!(connector = %name, config = %args.config.display(), "starting");
-    let report = KafkaSource::new(config, &args.config)?.stop_flag(stop).run()?;
+    tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");
+    let report = KafkaSource::new(config, &args.connector.config)?.stop_flag(stop).run()?;
     tracing::info!(
         connector = %name,
         read = report.read,
