@@ -67,10 +67,16 @@ def plot_latency(doc, path, floor):
     if not levels:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    idle = [lv for lv in levels if lv["level"] == "idle"]
+    levels = sorted((lv for lv in levels if lv["level"] != "idle"), key=lambda lv: lv["offered_per_s"])
     xs = [lv["offered_per_s"] for lv in levels]
-    for q, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("p999_ms", "^-")):
-        ax.plot(xs, [lv["e2e"][q] for lv in levels], style, label=f"{q[:-3]} (offered -> prediction out)")
-    ax.plot(xs, [lv["processing_time"]["p50_ms"] for lv in levels], "x:", label="p50 processing_time_ms")
+    for (q, style), colour in zip((("p50_ms", "o-"), ("p99_ms", "s-"), ("p999_ms", "^-")), ("C0", "C1", "C2")):
+        ax.plot(xs, [lv["e2e"][q] for lv in levels], style, color=colour, label=f"{q[:-3]} (offered -> prediction out)")
+        for lv in idle:
+            ax.plot([lv["offered_per_s"]], [lv["e2e"][q]], "*", color=colour, markersize=11)
+    ax.plot(xs, [lv["processing_time"]["p50_ms"] for lv in levels], "x:", color="C3", label="p50 processing_time_ms")
+    if idle:
+        ax.plot([], [], "*", color="black", label=f"idle ({idle[0]['offered_per_s']:g}/s)")
     if not math.isnan(floor):
         ax.axhline(floor, color="grey", linestyle="--", label=f"compute floor {floor:.1f} ms")
     ax.set_yscale("log")
@@ -135,7 +141,8 @@ def report(json_path):
         f"- **Software**: ONNX Runtime {m.get('onnxruntime')} (ours: the same version's library), Pillow "
         f"{m.get('pillow')}, PySpark {m.get('pyspark')} on {m.get('java')}, Python {m.get('python')}.",
         f"- **Records**: {doc['records']} ImageEvent JSON records (the 100 ImageNet sample JPEGs x "
-        f"{doc['settings']['passes']}, base64 `data`), {doc['settings']['reps']} reps, interleaved.",
+        f"{doc['settings']['passes']}, base64 `data`), {doc['settings']['reps']} reps, interleaved; presets "
+        f"read from `{doc.get('models_dir', 'models/presets')}`.",
         "",
         "## Issue 20's goals",
         "",
@@ -176,7 +183,8 @@ def report(json_path):
             else f"{(doc.get('int8_top1_differences_vs_fp32') or {}).get('label_mismatches', 'n/a')} of {doc['records']} vs our FP32"
         )
         lines.append(
-            f"| {model}{'' if model in (FP32, INT8) else ' (weight-free)'} "
+            f"| {model}{'' if model in (FP32, INT8) else ' (weight-free)'}, "
+            f"{spread(measure.series(doc, 'fvision-run', model, 'images'), 0)} records "
             f"| {spread(measure.series(doc, *run))} "
             f"| {spread(measure.series(doc, *loop)) if model != INT8 else '(FP32 row)'} "
             f"| {spread(measure.series(doc, *spark)) if has_spark and model == FP32 else '-'} "
@@ -188,6 +196,15 @@ def report(json_path):
             f"{spread(measure.series(doc, 'pyspark', FP32, 'peak_rss_mib'), 0) if has_spark and model == FP32 else '-'} "
             f"| {mism} |"
         )
+    for model in doc["models"]:
+        rr = measure.rows(doc, "fvision-run", model)
+        if rr:
+            lines.append(
+                f"\n`fvision run` {model}: the pipeline alone (its summary line) "
+                f"{spread([r['pipeline_images_per_s'] for r in rr])} images/s; outside it (start, model load "
+                f"{spread([r.get('model_load_ms') for r in rr], 0)} ms + warm-up {spread([r.get('warm_up_ms') for r in rr], 0)} ms, "
+                f"WASM compile, exit) {spread([r.get('outside_pipeline_s') for r in rr], 2)} s per run."
+            )
     lines += [
         "",
         "`fvision run -` reads the records from a file on standard input and writes JSONL; its figure is records "

@@ -113,7 +113,7 @@ def machine():
     return info
 
 
-def write_records(work, passes):
+def write_records(work, passes, weight_free_passes):
     """The same records for everyone: the 100 sample images x `passes`, as ImageEvent JSON lines with
     base64 `data` (one file for `fvision run -`, one file per pass for Spark's file source)."""
     files = sorted(p for p in SAMPLE.iterdir() if p.suffix == ".JPEG")
@@ -131,7 +131,9 @@ def write_records(work, passes):
         all_lines.extend(lines)
     records = work / "records.jsonl"
     records.write_text("\n".join(all_lines) + "\n")
-    return files, records, spark_dir
+    short = work / "records-weight-free.jsonl"
+    short.write_text("\n".join(all_lines[: len(files) * weight_free_passes]) + "\n")
+    return files, {"default": records, "weight-free": short}, spark_dir
 
 
 def filter_unstable():
@@ -175,6 +177,10 @@ class Bench:
         self.py = sys.executable
         self.results = []  # one row per measurement: {rep, what, model, ...}
 
+    def passes(self, model):
+        """Weight-free models are measured for throughput only, over fewer records (resnet50 is slow)."""
+        return min(self.args.passes, self.args.weight_free_passes) if model in WEIGHT_FREE else self.args.passes
+
     def add(self, rep, what, model, **fields):
         row = {"rep": rep, "what": what, "model": model, **fields}
         self.results.append(row)
@@ -183,18 +189,22 @@ class Bench:
         return row
 
     def run_ours(self, rep, model, records, ours):
+        records = records["weight-free" if model in WEIGHT_FREE else "default"]
         out = self.work / f"run-{model}.jsonl"
         cmd = [self.fvision, "run", "-", "-m", model, "--output", str(out)]
-        m, stdout, _ = timed(cmd, self.env, stdin=records, label="fvision run")
+        m, stdout, stderr = timed(cmd, self.env, stdin=records, label="fvision run")
         images, secs, rate = measure.parse_summary(stdout) or (0, float("nan"), float("nan"))
+        load = re.search(r"loaded in (\d+) ms \(warm-up (\d+) ms\)", stderr)
         labels = jsonl_labels(out)
         ref = ours.setdefault(model, labels)
         self.add(rep, "fvision-run", model, images=len(labels), wall_s=m["wall_s"], images_per_s=len(labels) / m["wall_s"],
-                 pipeline_images_per_s=rate, peak_rss_mib=m["peak_rss_mib"], rss=m["rss"] if rep == 0 else [],
+                 pipeline_images_per_s=rate, pipeline_s=secs, outside_pipeline_s=m["wall_s"] - secs,
+                 model_load_ms=int(load.group(1)) if load else None, warm_up_ms=int(load.group(2)) if load else None,
+                 peak_rss_mib=m["peak_rss_mib"], rss=m["rss"] if rep == 0 else [],
                  **label_check(ref, labels))
 
     def run_loop(self, rep, model, files, ours):
-        cmd = [self.py, str(PEERS / "python_loop.py"), "--model", model, "--mode", "loop", "--passes", str(self.args.passes)]
+        cmd = [self.py, str(PEERS / "python_loop.py"), "--model", model, "--mode", "loop", "--passes", str(self.passes(model))]
         m, stdout, _ = timed(cmd + [str(f) for f in files], self.env, label="python loop")
         res = json.loads(stdout)
         theirs = res["labels"]
@@ -351,6 +361,7 @@ def main():
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/fluvio-vision/bench-work"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--passes", type=int, default=10, help="the 100 sample images this many times")
+    parser.add_argument("--weight-free-passes", type=int, default=3, help="passes for mobilenet_v2 and resnet50")
     parser.add_argument("--pipeline-repeat", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="time of each inference-only measurement")
     parser.add_argument("--max-files-per-trigger", type=int, default=2)
@@ -372,7 +383,7 @@ def main():
     info = machine()
     info["load_average_start"] = os.getloadavg()
     started = datetime.now(timezone.utc)
-    files, records, spark_dir = write_records(bench.work, args.passes)
+    files, records, spark_dir = write_records(bench.work, args.passes, min(args.passes, args.weight_free_passes))
     ours = {}
     # The FP32 labels every peer must reproduce come from the first `fvision run` of each model.
     for rep in range(args.reps):
@@ -403,6 +414,7 @@ def main():
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("fvision", "out", "work")},
         "records": len(files) * args.passes,
+        "models_dir": os.path.relpath(bench.env["FVISION_MODELS_DIR"], REPO),
         "models": models,
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,

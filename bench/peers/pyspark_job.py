@@ -40,6 +40,7 @@ def main() -> None:
         SparkSession.builder.master(args.master)
         .appName("fvision-seed-shape-peer")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.python.worker.reuse", "true")
         .getOrCreate()

@@ -5,6 +5,7 @@ wants; this module reads it and does exactly what the README's reference does: P
 shorter side to `resize_to` (longer side floored), centre crop, float32 in the manifest's layout.
 """
 import io
+import os
 import pathlib
 import tomllib
 
@@ -12,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-PRESETS = REPO / "models" / "presets"
+# The same presets as `fvision` reads (FVISION_MODELS_DIR, else the repository's).
+PRESETS = pathlib.Path(os.environ.get("FVISION_MODELS_DIR") or REPO / "models" / "presets")
 
 FILTERS = {
     "catmull-rom": Image.BICUBIC,  # Pillow's BICUBIC is Keys cubic a = -0.5, what the Rust side calls CatmullRom
