@@ -95,6 +95,10 @@ GOALS = [
     ("run_vs_loop", "`fvision run` / Python loop", 1.6, True),
     ("int8_run_vs_pyspark", "`fvision run` INT8 / PySpark (FP32)", 3.5, True),
     ("int8_run_vs_loop", "`fvision run` INT8 / Python loop (FP32)", 2.2, True),
+    ("cpu_run_vs_pyspark", "same, images per CPU-second (whole process trees)", 2.5, True),
+    ("cpu_run_vs_loop", "same vs Python loop, images per CPU-second", 1.6, True),
+    ("cpu_int8_run_vs_pyspark", "INT8 vs PySpark, images per CPU-second", 3.5, True),
+    ("cpu_int8_run_vs_loop", "INT8 vs Python loop, images per CPU-second", 2.2, True),
     ("pipeline_vs_limit", "`bench pipeline` / limit", 0.9, True),
     ("connector_vs_embedded", "connector on the local cluster / embedded", 0.9, True),
     ("int8_pipeline_vs_fp32_limit", "INT8 pipeline / FP32 limit", 1.5, True),
@@ -155,11 +159,19 @@ def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", late
     run8 = ("fvision-run", int8, "images_per_s")
     loop = ("python-loop", fp32, "images_per_s")
     spark = ("pyspark", fp32, "images_per_s")
+
+    def cpu(measurement):
+        return (measurement[0], measurement[1], "images_per_cpu_s")
+
     ratios = {
         "run_vs_pyspark": paired(doc, run, spark),
         "run_vs_loop": paired(doc, run, loop),
         "int8_run_vs_pyspark": paired(doc, run8, spark),
         "int8_run_vs_loop": paired(doc, run8, loop),
+        "cpu_run_vs_pyspark": paired(doc, cpu(run), cpu(spark)),
+        "cpu_run_vs_loop": paired(doc, cpu(run), cpu(loop)),
+        "cpu_int8_run_vs_pyspark": paired(doc, cpu(run8), cpu(spark)),
+        "cpu_int8_run_vs_loop": paired(doc, cpu(run8), cpu(loop)),
         "pipeline_vs_limit": series(doc, "bench-pipeline", fp32, "ratio_vs_limit"),
         "connector_vs_embedded": series(doc, "bench-connector", fp32, "ratio_connector_vs_embedded"),
         "int8_pipeline_vs_fp32_limit": paired(

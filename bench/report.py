@@ -196,6 +196,28 @@ def report(json_path):
             f"{spread(measure.series(doc, 'pyspark', FP32, 'peak_rss_mib'), 0) if has_spark and model == FP32 else '-'} "
             f"| {mism} |"
         )
+    lines += [
+        "",
+        "CPU time over the whole process tree (user + system, start-up included for every side; less sensitive "
+        "than wall time to what else runs on the machine):",
+        "",
+        "| model | CPU s per 1,000 images: ours / Python loop / PySpark | images per CPU-second: ours / loop | ours / PySpark |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for model in doc["models"]:
+        loop_model = FP32 if model == INT8 else model
+
+        def per_k(what, m):
+            return [1e3 * r["cpu_s"] / r["images"] for r in measure.rows(doc, what, m) if r.get("cpu_s")]
+
+        has_spark = model in (FP32, INT8) and measure.rows(doc, "pyspark", FP32)
+        run = ("fvision-run", model, "images_per_cpu_s")
+        lines.append(
+            f"| {model} | {spread(per_k('fvision-run', model), 1)} / {spread(per_k('python-loop', loop_model), 1)} / "
+            f"{spread(per_k('pyspark', FP32), 1) if has_spark else '-'} "
+            f"| {spread(measure.paired(doc, run, ('python-loop', loop_model, 'images_per_cpu_s')), 2)} "
+            f"| {spread(measure.paired(doc, run, ('pyspark', FP32, 'images_per_cpu_s')), 2) if has_spark else '-'} |"
+        )
     for model in doc["models"]:
         rr = measure.rows(doc, "fvision-run", model)
         if rr:

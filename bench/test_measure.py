@@ -69,9 +69,10 @@ class Figures(unittest.TestCase):
         results = []
         # Our rate doubles the loop's in rep 0, triples it in rep 1, and rep 2 has no loop row: pairs only.
         for rep, ours, loop in ((0, 200.0, 100.0), (1, 300.0, 100.0), (2, 500.0, None)):
-            results.append({"rep": rep, "what": "fvision-run", "model": fp32, "images_per_s": ours, "peak_rss_mib": 100.0 + rep})
+            results.append({"rep": rep, "what": "fvision-run", "model": fp32, "images_per_s": ours, "peak_rss_mib": 100.0 + rep,
+                            "images_per_cpu_s": ours / 2})
             if loop is not None:
-                results.append({"rep": rep, "what": "python-loop", "model": fp32, "images_per_s": loop})
+                results.append({"rep": rep, "what": "python-loop", "model": fp32, "images_per_s": loop, "images_per_cpu_s": loop})
         results.append({"rep": 0, "what": "pyspark", "model": fp32, "images_per_s": 50.0})
         results.append({"rep": 1, "what": "bench-connector", "model": fp32, "error": "no cluster"})
         for rep, floor in ((0, 8.0), (1, 10.0), (2, 12.0)):
@@ -84,6 +85,8 @@ class Figures(unittest.TestCase):
         self.assertEqual(values["run_vs_loop"], 2.5)  # median of 2.0 and 3.0
         self.assertEqual(ranges["run_vs_loop"], (2.0, 3.0))
         self.assertEqual(values["run_vs_pyspark"], 4.0)
+        self.assertEqual(values["cpu_run_vs_loop"], 1.25)  # per CPU-second: half of the wall-clock ratios
+        self.assertTrue(math.isnan(values["cpu_run_vs_pyspark"]))  # PySpark's row has no CPU figure
         self.assertEqual(values["run_peak_rss_mib"], 102.0)  # the highest peak, not the median
         self.assertEqual(values["floor_ms"], 10.0)
         self.assertEqual(values["p50_idle_vs_floor"], 1.5)
