@@ -40,9 +40,10 @@ def plot_throughput(doc, path):
 
     bars = []
     for model in doc["models"]:
-        bars.append((f"fvision run\n{model}", measure.series(doc, "fvision-run", model, "images_per_s"), "#1f77b4"))
+        n = int(measure.median(measure.series(doc, "fvision-run", model, "images")))
+        bars.append((f"fvision run\n{model}\n{n} records", measure.series(doc, "fvision-run", model, "images_per_s"), "#1f77b4"))
         if model != INT8:
-            bars.append((f"Python loop\n{model}", measure.series(doc, "python-loop", model, "images_per_s"), "#ff7f0e"))
+            bars.append((f"Python loop\n{model}\n{n} records", measure.series(doc, "python-loop", model, "images_per_s"), "#ff7f0e"))
         if model == FP32 and measure.rows(doc, "pyspark", model):
             bars.append((f"PySpark\n{model}", measure.series(doc, "pyspark", model, "images_per_s"), "#2ca02c"))
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(bars)), 4.5))
@@ -51,7 +52,7 @@ def plot_throughput(doc, path):
         ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
     ax.set_ylabel("images/s (whole process; PySpark: query time)")
-    ax.set_title(f"{doc['records']} ImageEvent records, {doc['machine']['cores']} cores (bars: median, dots: reps)")
+    ax.set_title(f"ImageEvent records, {doc['machine']['cores']} cores (bars: median, dots: reps)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -143,6 +144,9 @@ def report(json_path):
         f"- **Records**: {doc['records']} ImageEvent JSON records (the 100 ImageNet sample JPEGs x "
         f"{doc['settings']['passes']}, base64 `data`), {doc['settings']['reps']} reps, interleaved; presets "
         f"read from `{doc.get('models_dir', 'models/presets')}`.",
+    ]
+    lines += [f"- **Note**: {note}" for note in doc.get("notes", [])]
+    lines += [
         "",
         "## Issue 20's goals",
         "",

@@ -164,6 +164,15 @@ def label_check(ours, theirs):
             "mismatch_images": sorted({k.split("/", 1)[-1] for k in mismatches})}
 
 
+def models_dir(path):
+    """The presets' directory as the report shows it: repository-relative, else with ~ for the home."""
+    path = pathlib.Path(path).resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    home = pathlib.Path.home()
+    return "~/" + str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
+
+
 def jsonl_labels(path):
     labels = {}
     with open(path) as f:
@@ -374,9 +383,9 @@ def main():
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/fluvio-vision/bench-work"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--passes", type=int, default=10, help="the 100 sample images this many times")
-    parser.add_argument("--weight-free-passes", type=int, default=3, help="passes for mobilenet_v2 and resnet50")
-    parser.add_argument("--pipeline-repeat", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=2.0, help="time of each inference-only measurement")
+    parser.add_argument("--weight-free-passes", type=int, default=1, help="passes for mobilenet_v2 and resnet50")
+    parser.add_argument("--pipeline-repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.5, help="time of each inference-only measurement")
     parser.add_argument("--max-files-per-trigger", type=int, default=2)
     parser.add_argument("--models", default=",".join([FP32, INT8] + WEIGHT_FREE))
     parser.add_argument("--no-spark", action="store_true")
@@ -427,7 +436,8 @@ def main():
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k not in ("fvision", "out", "work")},
         "records": len(files) * args.passes,
-        "models_dir": os.path.relpath(bench.env["FVISION_MODELS_DIR"], REPO),
+        "models_dir": models_dir(bench.env["FVISION_MODELS_DIR"]),
+        "notes": [n for n in (os.environ.get("FVISION_BENCH_NOTE"),) if n],
         "models": models,
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,
