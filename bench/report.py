@@ -316,7 +316,30 @@ def report(json_path):
                 f"| {fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['p999_ms'])} "
                 f"| {fmt(p['p50_ms'])} / {fmt(p['p99_ms'])} | {fmt(measure.ratio(e['p50_ms'], floor), 2)} |"
             )
-        lines += ["", "Through the connector on the local cluster: not swept in this run (embedded pipeline only)."]
+        lines += ["", "### Through the connector on the local cluster", ""]
+        clevels = doc.get("connector_sweep", {}).get("levels", [])
+        if clevels:
+            lines += [
+                "The `inference-sink` binary on fresh topics (validation in the connector, max batch 4, max wait 5 ms), "
+                "fed by `fvision simulate --mode fluvio --rate R` (whose `event_time` is each record's send time, ms); "
+                "latency is `processed_at − event_time` of each prediction read back from the predictions topic (ms "
+                "resolution); a level of N % offers N % of the connector's median `bench connector` throughput of "
+                "this run; 10 warm-up records first, not counted.",
+                "",
+                "| level | offered /s | processed_at − event_time p50 / p99 / p999 ms | processing_time_ms p50 / p99 | p50 / floor |",
+                "| --- | ---: | --- | --- | ---: |",
+            ]
+            for lv in clevels:
+                if "error" in lv:
+                    lines.append(f"| {lv['level']} | {fmt(lv['offered_per_s'])} | failed: {lv['error'][-120:]} | | |")
+                    continue
+                r, p = lv["processed_at_minus_event_time"], lv["processing_time"]
+                lines.append(
+                    f"| {lv['level']} | {fmt(lv['offered_per_s'])} | {fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['p999_ms'])} "
+                    f"| {fmt(p['p50_ms'])} / {fmt(p['p99_ms'])} | {fmt(measure.ratio(r['p50_ms'], floor), 2)} |"
+                )
+        else:
+            lines.append("Not swept in this run (embedded pipeline only).")
     else:
         lines.append("Not run.")
     plot_throughput(doc, f"{stem}-throughput.png")

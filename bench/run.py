@@ -356,6 +356,78 @@ class Bench:
                 "e2e": measure.latency_summary(e2e), "processed_at_minus_event_time": measure.latency_summary(from_records),
                 "processing_time": measure.latency_summary(processing)}
 
+    def connector_level(self, model, rate, n, warmup=10):
+        """One offered rate through the connector on the live cluster: fresh topics, the `inference-sink`
+        binary on them, `fvision simulate --mode fluvio` pacing the records (event_time = its send time,
+        ms), latency = processed_at − event_time of each prediction read back; topics deleted after."""
+        sink_bin = str(pathlib.Path(self.fvision).with_name("inference-sink"))
+        tag = f"fvbench-sweep-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+        images, predictions, dlq = (f"{tag}-{k}" for k in ("images", "predictions", "dlq"))
+        created = []
+        sink = None
+        try:
+            for topic in (images, predictions, dlq):
+                subprocess.run(["fluvio", "topic", "create", topic], env=self.env, check=True, capture_output=True)
+                created.append(topic)
+            config = self.work / f"{tag}.yaml"
+            config.write_text(
+                "apiVersion: 0.2.0\nmeta:\n"
+                f"  {{version: 0.1.0, name: {tag}, type: inference-sink, topic: {images},\n"
+                f"   consumer: {{id: {tag}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: 2}}}}}}}}\n"
+                "inference:\n"
+                f"  {{model: {model}, max-batch: 4, max-wait: 5ms, predictions-topic: {predictions}, dlq-topic: {dlq}, validate-at: connector}}\n"
+            )
+            log = open(self.work / f"{tag}.log", "wb")
+            sink = subprocess.Popen([sink_bin, "--config", str(config)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            simulate = [self.fvision, "simulate", "--mode", "fluvio", "--fluvio-topic", images]
+            # Warm-up records at a low rate: the sink's start-up (model, WASM) is not part of the level.
+            subprocess.run(simulate + ["--rate", "5", "--count", str(warmup)], env=self.env, check=True, capture_output=True)
+            self.wait_for(predictions, warmup, 120)
+            subprocess.run(simulate + ["--rate", f"{rate:.3f}", "--count", str(n)], env=self.env, check=True, capture_output=True)
+            rows = self.wait_for(predictions, warmup + n, 120)
+        finally:
+            if sink is not None:
+                sink.terminate()
+                try:
+                    sink.wait(30)
+                except subprocess.TimeoutExpired:
+                    sink.kill()
+            for topic in created:
+                subprocess.run(["fluvio", "topic", "delete", topic], env=self.env, capture_output=True)
+        latencies = []
+        for row in rows[warmup:]:
+            latencies.append((measure.rfc3339_seconds(row["processed_at"]) - measure.rfc3339_seconds(row["event_time"])) * 1e3)
+        return {"offered_per_s": rate, "records": n, "processed_at_minus_event_time": measure.latency_summary(latencies),
+                "processing_time": measure.latency_summary([r["processing_time_ms"] for r in rows[warmup:]])}
+
+    def wait_for(self, topic, count, timeout):
+        """The JSON records of a topic once it holds `count` of them (polled)."""
+        deadline = time.time() + timeout
+        while True:
+            out = subprocess.run(["fluvio", "consume", topic, "-B", "-d"], env=self.env, capture_output=True, text=True).stdout
+            rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            if len(rows) >= count or time.time() > deadline:
+                if len(rows) < count:
+                    raise RuntimeError(f"{topic}: {len(rows)} of {count} predictions after {timeout} s")
+                return rows
+            time.sleep(1)
+
+    def connector_sweep(self, model, saturation):
+        levels = []
+        for share in self.args.connector_shares:
+            rate = saturation * share
+            try:
+                level = self.connector_level(model, rate, max(40, int(rate * self.args.level_seconds)))
+            except (RuntimeError, subprocess.CalledProcessError) as err:
+                say(f"connector sweep {share:.0%} failed: {err}")
+                levels.append({"share": share, "level": f"{share:.0%}", "offered_per_s": rate, "error": str(err)[-500:]})
+                continue
+            level["share"] = share
+            level["level"] = f"{share:.0%}"
+            say(f"connector sweep {share:.0%} ({rate:.1f}/s): {level['processed_at_minus_event_time']}")
+            levels.append(level)
+        return levels
+
     def sweep(self, model, saturation):
         images = sorted(p for p in SAMPLE.iterdir() if p.suffix == ".JPEG")
         self.sweep_images = [(p.name, base64.b64encode(p.read_bytes())) for p in images]
@@ -394,8 +466,12 @@ def main():
     parser.add_argument("--shares", default="0.1,0.25,0.5,0.75,0.9,1.0,1.1,1.2")
     parser.add_argument("--level-seconds", type=float, default=8.0)
     parser.add_argument("--idle-records", type=int, default=30)
+    parser.add_argument("--connector-shares", default="0.1,0.5,0.9", help="levels of the connector's sweep")
+    parser.add_argument("--only-connector-sweep", action="store_true", help="skip everything else (trying)")
+    parser.add_argument("--saturation", type=float, help="the connector's images/s the sweep's shares refer to [default: measured]")
     args = parser.parse_args()
     args.shares = [float(s) for s in args.shares.split(",")]
+    args.connector_shares = [float(s) for s in args.connector_shares.split(",") if s]
 
     bench = Bench(args)
     listing = subprocess.run([args.fvision, "models", "list"], env=bench.env, capture_output=True, text=True, check=True).stdout
@@ -408,7 +484,7 @@ def main():
     files, records, spark_dir = write_records(bench.work, args.passes, min(args.passes, args.weight_free_passes))
     ours = {}
     # The FP32 labels every peer must reproduce come from the first `fvision run` of each model.
-    for rep in range(args.reps):
+    for rep in range(0 if args.only_connector_sweep else args.reps):
         for model in models:
             bench.run_ours(rep, model, records, ours)
             if model != INT8:
@@ -424,10 +500,14 @@ def main():
         if not args.no_connector:
             bench.run_connector(rep, FP32)
     int8_vs_fp32 = label_check(ours[FP32], ours[INT8]) if INT8 in ours and FP32 in ours else None
-    sweep = []
-    if not args.no_sweep:
+    sweep, connector_sweep = [], []
+    if not args.no_sweep and not args.only_connector_sweep:
         saturation = measure.median([r["pipeline_images_per_sec"] for r in bench.results if r["what"] == "bench-pipeline" and r["model"] == FP32])
         sweep = bench.sweep(FP32, saturation)
+    if (not args.no_sweep and not args.no_connector) or args.only_connector_sweep:
+        measured = measure.median(measure.series({"results": bench.results}, "bench-connector", FP32, "connector_images_per_sec"))
+        saturation = args.saturation or measured
+        connector_sweep = bench.connector_sweep(FP32, saturation)
     info["load_average_end"] = os.getloadavg()
     doc = {
         "issue": 20,
@@ -442,6 +522,7 @@ def main():
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,
         "sweep": {"model": FP32, "levels": sweep},
+        "connector_sweep": {"model": FP32, "levels": connector_sweep},
     }
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
