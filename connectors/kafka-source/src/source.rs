@@ -190,12 +190,14 @@ impl KafkaSource {
         Ok(report)
     }
 
-    /// Up to `max-batch` converted records: waits [`POLL`] for the first, then takes what is ready.
+    /// Up to `max-batch` converted records (and about `max-batch-bytes` of values): waits [`POLL`] for the
+    /// first, then takes what is ready.
     fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Out)> {
         let settings = &self.config.custom;
         let mut batch = Vec::new();
+        let mut bytes = 0u64;
         let mut wait = POLL;
-        while batch.len() < settings.max_batch {
+        while batch.len() < settings.max_batch && bytes < settings.max_batch_bytes.as_u64() {
             match consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
@@ -217,6 +219,7 @@ impl KafkaSource {
                         headers,
                         value: message.payload(),
                     };
+                    bytes += record.value.map_or(0, |v| v.len() as u64);
                     let converted = match convert(&record, settings.value_format, &settings.data_field) {
                         Converted::Event(event) => match serde_json::to_vec(&event) {
                             Ok(value) if value.len() as u64 <= settings.max_record_bytes.as_u64() => {
