@@ -148,3 +148,97 @@ gcs:
     assert!(source.log().contains("pulled=0"), "{}", source.log());
     assert_eq!(cluster.read_all(&images).len(), 2);
 }
+
+/// Messages acked so far, from the source's debug log (`count=N ... acked` lines).
+fn acked(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains("acked") && line.contains("count="))
+        .filter_map(|line| {
+            let at = line.find("count=")? + "count=".len();
+            line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
+        })
+        .sum()
+}
+
+/// A crash at the worst moment (Fluvio acknowledged the second pull's events, its messages not yet acked):
+/// Pub/Sub redelivers exactly those messages after the ack deadline, with the same ids, and nothing is lost.
+#[test]
+fn a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_ids() {
+    let test = "a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_ids";
+    let Some(cluster) = local_cluster(test) else { return };
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-crash-images");
+    let dlq = unique_name("fvt-gs-crash-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
+    gcs.create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let objects: Vec<ObjectRef> = (0..6)
+        .map(|i| {
+            let name = format!("input-images/crash-{i}.png");
+            let generation = gcs.upload(BUCKET, &name, &png, "image/png").unwrap();
+            object(&name, generation, png.len())
+        })
+        .collect();
+    runtime.block_on(pubsub::publish(&client, TOPIC, objects.iter().map(finalize_message).collect())).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-crash
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  content-types: []
+  max-messages: 2
+  ack-deadline: 10s
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-crash.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let args = ["--config", config.to_str().unwrap()];
+    let crash = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
+    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
+    assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
+    let acked_before = acked(&source.log());
+    let held = cluster.read_all(&images).len();
+    assert!(held > acked_before, "Fluvio holds events whose messages were not acked ({held} vs {acked_before})");
+
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
+    let total = objects.len() + held - acked_before;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cluster.read_all(&images).len() < total {
+        source.assert_running();
+        assert!(Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, value) in cluster.read_all(&images) {
+        let event: ImageEvent = serde_json::from_slice(&value).unwrap();
+        *copies.entry(event.meta.id).or_default() += 1;
+    }
+    assert_eq!(copies.len(), objects.len(), "every object once by id: {copies:?}");
+    assert!(objects.iter().all(|o| copies.contains_key(&o.id())), "{copies:?}");
+    let twice = copies.values().filter(|&&n| n == 2).count();
+    assert_eq!(twice, held - acked_before, "only the un-acked pull was redelivered: {copies:?}");
+    assert!(copies.values().all(|&n| n <= 2), "{copies:?}");
+}

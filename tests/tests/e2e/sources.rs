@@ -369,9 +369,9 @@ fn bench_sources() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let mock = MockCluster::new(1).unwrap();
-    // 300 sample images are ~45 MiB; the mock keeps 5 MiB per partition and deletes the oldest records beyond
-    // (with one partition the source found only the last ~31-90 records: the "stall" once recorded here).
-    mock.create_topic(KAFKA_TOPIC, 16, 1).unwrap();
+    // 1,000 sample images are ~150 MiB; the mock keeps 5 MiB per partition and deletes the oldest records
+    // beyond (with one partition the source found only the last ~31-90 records: the "stall" once recorded here).
+    mock.create_topic(KAFKA_TOPIC, 48, 1).unwrap();
     let servers = mock.bootstrap_servers();
     let topics = Topics {
         images: unique_name("fvb-images"),
@@ -396,11 +396,11 @@ fn bench_sources() {
         }
     }
 
-    // kafka-source on 300 sample images already in Kafka.
+    // kafka-source on 1,000 sample images already in Kafka.
     let process =
-        simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "300", "--kafka-servers", &servers]);
+        simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "1000", "--kafka-servers", &servers]);
     finish_simulate(process, dir, "fvbk");
-    fvision_tests::kafka::assert_kept_all(&servers, KAFKA_TOPIC, 300);
+    fvision_tests::kafka::assert_kept_all(&servers, KAFKA_TOPIC, 1000);
     let config = source_config(
         dir,
         "fvb-kafka",
@@ -416,7 +416,7 @@ fn bench_sources() {
         &dir.join("k.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(300);
-    while counted(&source.log(), "committed", "records=") < 300 && Instant::now() < deadline {
+    while counted(&source.log(), "committed", "records=") < 1000 && Instant::now() < deadline {
         source.assert_running();
         std::thread::sleep(Duration::from_millis(200));
     }
