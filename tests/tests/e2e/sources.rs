@@ -396,6 +396,20 @@ fn bench_sources() {
         }
     }
 
+    // The ceiling for a source: the same 1,000 sample images produced straight to Fluvio, unpaced, with the
+    // producer settings the sources use (the simulator's Fluvio mode), in the same run.
+    let ceiling_topic = unique_name("fvb-ceiling");
+    cluster.create_topic(&ceiling_topic);
+    let process = simulate(
+        dir,
+        "fvbf",
+        &["--mode", "fluvio", "--rate", "100000", "--count", "1000", "--fluvio-topic", &ceiling_topic],
+    );
+    finish_simulate(process, dir, "fvbf");
+    let log = std::fs::read_to_string(dir.join("fvbf.log")).unwrap_or_default();
+    let ceiling = log.lines().find(|l| l.contains("achieved_rate")).unwrap_or_default().to_string();
+    eprintln!("simulate --mode fluvio, unpaced, sample images (the Fluvio produce ceiling): {}", ceiling.trim());
+
     // kafka-source on 1,000 sample images already in Kafka.
     let process =
         simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "1000", "--kafka-servers", &servers]);
