@@ -396,8 +396,8 @@ fn bench_sources() {
         }
     }
 
-    // The ceiling for a source: the same 1,000 sample images produced straight to Fluvio, unpaced, with the
-    // producer settings the sources use (the simulator's Fluvio mode), in the same run.
+    // A reference in the same run: the same 1,000 sample images produced straight to Fluvio, unpaced, by the
+    // simulator's Fluvio mode (the sources' producer settings; one send at a time, settled every 256).
     let ceiling_topic = unique_name("fvb-ceiling");
     cluster.create_topic(&ceiling_topic);
     let process = simulate(
@@ -408,7 +408,7 @@ fn bench_sources() {
     finish_simulate(process, dir, "fvbf");
     let log = std::fs::read_to_string(dir.join("fvbf.log")).unwrap_or_default();
     let ceiling = log.lines().find(|l| l.contains("achieved_rate")).unwrap_or_default().to_string();
-    eprintln!("simulate --mode fluvio, unpaced, sample images (the Fluvio produce ceiling): {}", ceiling.trim());
+    eprintln!("simulate --mode fluvio, unpaced, sample images (reference): {}", ceiling.trim());
 
     // kafka-source on 1,000 sample images already in Kafka.
     let process =
