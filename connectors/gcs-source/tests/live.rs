@@ -322,3 +322,48 @@ gcs:
     assert_eq!(ids, expected, "every object once");
     assert!(cluster.read_all(&dlq).is_empty(), "no dead letters");
 }
+
+/// Pub/Sub stopped under the running source: the source keeps running and says why it cannot pull, and
+/// SIGTERM still stops it cleanly (exit 0) while Pub/Sub is unreachable.
+#[test]
+fn pubsub_stopped_under_the_source_keeps_it_running_and_stoppable() {
+    let Some(cluster) = local_cluster("pubsub_stopped_under_the_source_keeps_it_running_and_stoppable") else { return };
+    let gcs_emulator = emulators::gcs();
+    let mut pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-psdown-images");
+    let dlq = unique_name("fvt-gs-psdown-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-psdown
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-psdown.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("psdown.log"));
+    source.wait_log("consuming", 1, Duration::from_secs(60));
+    pubsub_emulator.emulator.stop();
+    source.wait_log(&format!("pulling {SUBSCRIPTION}"), 1, Duration::from_secs(60));
+    source.assert_running();
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0 with Pub/Sub down:\n{}", source.log());
+}
