@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytesize::ByteSize;
-use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use serde::Deserialize;
 
 /// The name of this connector's own section in the YAML.
@@ -146,8 +146,11 @@ impl KafkaSettings {
         if self.max_batch_bytes.as_u64() < 1024 {
             return Err(field("max-batch-bytes", "at least 1 KiB"));
         }
-        if self.max_record_bytes.as_u64() < 1024 {
-            return Err(field("max-record-bytes", "at least 1 KiB"));
+        if self.max_record_bytes.as_u64() < 1024 || self.max_record_bytes > MAX_EVENT_RECORD {
+            return Err(field(
+                "max-record-bytes",
+                &format!("from 1 KiB to {MAX_EVENT_RECORD} (what the producer and the inference sink take)"),
+            ));
         }
         for key in self.client.keys() {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
