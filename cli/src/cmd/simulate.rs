@@ -504,8 +504,11 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
     }
     let notify = if args.notify {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let pubsub =
-            runtime.block_on(gcs_source::pubsub::client(&args.pubsub_project, args.pubsub_emulator_host.as_deref()))?;
+        let pubsub = runtime.block_on(gcs_source::pubsub::client(
+            &args.pubsub_project,
+            args.pubsub_emulator_host.as_deref(),
+            None,
+        ))?;
         runtime.block_on(gcs_source::pubsub::ensure_topic(&pubsub, &args.pubsub_topic))?;
         Some(Arc::new((runtime, pubsub, args.pubsub_topic.clone())))
     } else {

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod config;
 pub mod dead_letter;
 pub mod engine;
+pub mod google;
 pub mod producer;
 pub mod secret;
 pub mod source_output;

@@ -1,6 +1,6 @@
 //! The `gcs` section of the source's connector YAML, and its checks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -26,9 +26,16 @@ pub struct GcsSettings {
     /// Base URL of the GCS JSON API (an emulator's URL, or Google's).
     #[serde(default = "default_gcs_endpoint")]
     pub gcs_endpoint: String,
-    /// An OAuth access token for GCS (put it in secrets); unset: anonymous requests.
+    /// A fixed OAuth access token for GCS (put it in secrets; it expires within the hour, so this is for
+    /// trying things out); unset: `credentials-file`, else anonymous requests to an emulator, else the
+    /// application default credentials.
     #[serde(default)]
     pub access_token: Option<String>,
+    /// A Google service-account key file (JSON) for Pub/Sub and GCS on Google Cloud; tokens are refreshed
+    /// before they expire. Unset: the application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`,
+    /// or the metadata server). Not used with emulators.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
     /// Only objects whose name starts with this are read (others are acked and counted).
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -121,7 +128,16 @@ impl GcsSettings {
                 ),
             ));
         }
+        if let Some(key) = &self.credentials_file {
+            fvision_connector_common::google::check_key_file(key)
+                .map_err(|e| field("credentials-file", &e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// Whether GCS is Google's (not an emulator): requests then carry a token.
+    pub fn gcs_is_google(&self) -> bool {
+        self.gcs_endpoint.trim_end_matches('/').ends_with("googleapis.com")
     }
 }
 

@@ -74,6 +74,11 @@ impl GcsClient {
         }
     }
 
+    /// Replaces the bearer token (refreshed credentials).
+    pub fn set_token(&mut self, token: String) {
+        self.token = Some(token);
+    }
+
     fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
             Some(token) => request.header("Authorization", format!("Bearer {token}")),

@@ -2,6 +2,9 @@
 //! calls the simulator and the tests make against an emulator.
 
 use std::collections::HashMap;
+use std::path::Path;
+
+use fvision_connector_common::google::{GoogleAuth, GoogleAuthError, SCOPE_PUBSUB};
 
 use gcloud_gax::conn::Environment;
 use gcloud_googleapis::pubsub::v1::PubsubMessage;
@@ -18,6 +21,9 @@ pub enum PubSubError {
     /// The client could not be created.
     #[error("connecting to Pub/Sub: {0}")]
     Connect(String),
+    /// Google Cloud credentials could not be read.
+    #[error("Pub/Sub credentials: {0}")]
+    Credentials(#[source] GoogleAuthError),
     /// A call failed.
     #[error("{action}: {status}")]
     Call {
@@ -34,11 +40,19 @@ fn call(action: impl Into<String>) -> impl FnOnce(Status) -> PubSubError {
 }
 
 /// A client for `project`; `emulator` is a `host:port` of an emulator (plain gRPC, no credentials); without
-/// it `$PUBSUB_EMULATOR_HOST` is honoured, else Google Cloud is used.
-pub async fn client(project: &str, emulator: Option<&str>) -> Result<Client, PubSubError> {
+/// it `$PUBSUB_EMULATOR_HOST` is honoured, else Google Cloud is used with the service-account key in
+/// `credentials_file`, or the application default credentials.
+pub async fn client(
+    project: &str,
+    emulator: Option<&str>,
+    credentials_file: Option<&Path>,
+) -> Result<Client, PubSubError> {
     let mut config = ClientConfig { project_id: Some(project.to_string()), ..ClientConfig::default() };
     if let Some(host) = emulator {
         config.environment = Environment::Emulator(host.to_string());
+    } else if !matches!(config.environment, Environment::Emulator(_)) {
+        let auth = GoogleAuth::new(credentials_file, &[SCOPE_PUBSUB]).await.map_err(PubSubError::Credentials)?;
+        config.environment = Environment::GoogleCloud(Box::new(auth));
     }
     Client::new(config).await.map_err(|e| PubSubError::Connect(e.to_string()))
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
+use fvision_connector_common::google::{GoogleAuth, SCOPE_STORAGE_READ};
 use fvision_connector_common::{ConfigError, OutputError, SourceOutput};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
@@ -110,7 +111,11 @@ impl GcsSource {
             .map_err(|e| SourceError::Setup(format!("starting the async runtime: {e}")))?;
         let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
         let mut output = run_block_on(SourceOutput::connect(&fluvio, &self.config.meta, &settings.dlq_topic))?;
-        let client = runtime.block_on(pubsub::client(&settings.project, settings.pubsub_emulator_host.as_deref()))?;
+        let client = runtime.block_on(pubsub::client(
+            &settings.project,
+            settings.pubsub_emulator_host.as_deref(),
+            settings.credentials_file.as_deref(),
+        ))?;
         let subscription = client.subscription(&settings.subscription);
         let exists = runtime.block_on(subscription.exists(None)).map_err(|status| PubSubError::Call {
             action: format!("looking up subscription {}", settings.subscription),
@@ -119,7 +124,18 @@ impl GcsSource {
         if !exists {
             return Err(SourceError::MissingSubscription(settings.subscription.clone()));
         }
-        let gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), Duration::from_secs(300));
+        let mut gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), Duration::from_secs(300));
+        // A fixed token wins; otherwise Google's GCS gets refreshed tokens, an emulator none.
+        let gcs_auth =
+            if settings.access_token.is_none() && (settings.credentials_file.is_some() || settings.gcs_is_google()) {
+                Some(
+                    runtime
+                        .block_on(GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE_STORAGE_READ]))
+                        .map_err(|e| SourceError::Setup(format!("GCS credentials: {e}")))?,
+                )
+            } else {
+                None
+            };
         tracing::info!(
             project = %settings.project, subscription = %settings.subscription, gcs = %settings.gcs_endpoint,
             prefix = %settings.prefix, fluvio_topic = output.topic(), dlq_topic = %settings.dlq_topic, "consuming"
@@ -142,6 +158,20 @@ impl GcsSource {
                 continue;
             }
             report.pulled += messages.len() as u64;
+            // The cached token, or a fresh one when it is about to expire; without one the batch is left
+            // un-acked and Pub/Sub redelivers it.
+            if let Some(auth) = &gcs_auth {
+                match runtime.block_on(auth.access_token()) {
+                    Ok(token) => gcs.set_token(token),
+                    Err(e) => {
+                        events::client_error("token");
+                        tracing::warn!("GCS credentials: {e}");
+                        report.retried += messages.len() as u64;
+                        std::thread::sleep(IDLE * 5);
+                        continue;
+                    }
+                }
+            }
             // Our own deadline for the whole batch, renewed for a download that takes long.
             for message in &messages {
                 if let Err(status) = runtime.block_on(message.modify_ack_deadline(deadline_secs)) {

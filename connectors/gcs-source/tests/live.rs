@@ -44,7 +44,7 @@ fn notifications_become_events_dead_letters_or_nothing_and_are_acked() {
     let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
     gcs.create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
 
     let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
@@ -179,7 +179,7 @@ fn a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_
     let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
     gcs.create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let objects: Vec<ObjectRef> = (0..6)
@@ -261,7 +261,7 @@ fn gcs_stopped_under_the_source_delays_but_loses_nothing() {
     let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
     gcs.create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let objects: Vec<ObjectRef> = (0..3)
@@ -335,7 +335,7 @@ fn pubsub_stopped_under_the_source_keeps_it_running_and_stoppable() {
     cluster.create_topic(&images);
     cluster.create_topic(&dlq);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(

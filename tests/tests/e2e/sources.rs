@@ -120,7 +120,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let grpc = pubsub_emulator.grpc_host();
     GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 10)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -448,7 +448,7 @@ fn bench_sources() {
     let (gcs_url, grpc) = (gcs_emulator.url(), pubsub_emulator.grpc_host());
     GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc))).unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 60)).unwrap();
     let args = [
         "--mode",
