@@ -689,3 +689,30 @@ fn a_missing_or_malformed_key_file_is_a_start_up_error_naming_it() {
         );
     }
 }
+
+/// librdkafka is built without OpenSSL (RUNBOOK section 6): a TLS setting is a start-up error naming the
+/// field, never a silent plaintext connection. SASL settings from secrets reach the producer as they are
+/// (`tests/config.rs` checks the substitution); SASL_PLAINTEXT is accepted.
+#[test]
+fn kafka_security_settings_reach_librdkafka_and_tls_is_refused_by_name() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("image-stream-results", 1, 1).unwrap();
+    let connect = |properties: &str| {
+        let yaml = format!("brokers: {}\nproperties: {{{properties}}}", cluster.bootstrap_servers());
+        let config: KafkaConfig = serde_yaml::from_str(&yaml).unwrap();
+        KafkaOutput::connect(config.settings(Path::new("sink.yaml")).unwrap()).err().map(|e| e.to_string())
+    };
+    let tls = connect("security.protocol: SSL").expect("refused at start-up");
+    assert!(
+        tls.starts_with("sink.yaml: field `inference.kafka.properties`") && tls.contains("security.protocol"),
+        "{tls}"
+    );
+    // A SASL mechanism librdkafka knows is accepted by the client (the mock broker then refuses the handshake,
+    // which is reported as brokers that do not answer, not as an unknown setting).
+    let sasl =
+        connect("security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: u, sasl.password: s3cret");
+    if let Some(error) = sasl {
+        assert!(!error.contains("field `inference.kafka.properties`"), "{error}");
+        assert!(!error.contains("s3cret"), "the password is not in the error: {error}");
+    }
+}
