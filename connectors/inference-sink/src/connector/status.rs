@@ -1,7 +1,7 @@
 //! What the connector tells the metrics and the status page about its progress, polled every
 //! [`INTERVAL`] while it runs: per partition the committed offset (under the consumer id), the end offset
-//! and the lag between them; per output whether it is retrying and its backlog. Read from the cluster, so the figures are
-//! what a restart would see.
+//! and the lag between them; per output whether it is retrying and its backlog. Read from the cluster, so
+//! the figures are what a restart would see.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
