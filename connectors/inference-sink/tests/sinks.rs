@@ -145,6 +145,21 @@ fn bigquery_rows_land_once_and_the_runbooks_queries_run() {
     let text = |i: usize| cells[i].value.as_ref().unwrap().as_str().unwrap().to_string();
     assert_eq!((text(0).as_str(), text(1).parse::<i64>().unwrap()), ("efficientnet-lite0", expected));
     assert!((text(2).parse::<f64>().unwrap() - 0.9).abs() < 1e-6, "average confidence {}", text(2));
+    let stored: Vec<usize> = (0..45).filter(|i| i % 3 != 2).collect();
+    let average_ms = stored.iter().map(|i| (10 + i) as f64).sum::<f64>() / stored.len() as f64;
+    assert!((text(3).parse::<f64>().unwrap() - average_ms).abs() < 1e-6, "average processing time {}", text(3));
+    // First and last prediction: TIMESTAMPs come back as epoch seconds (BigQuery's float), epoch microseconds
+    // (bqemulator, as with `useInt64Timestamp`) or an RFC 3339 text.
+    let epoch = |value: &str| -> f64 {
+        let seconds = |n: f64| if n > 1e12 { n / 1e6 } else { n };
+        value.parse::<f64>().map(seconds).unwrap_or_else(|_| {
+            let time = humantime::parse_rfc3339_weak(value.trim_end_matches(" UTC").trim_end_matches('Z'))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            time.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+        })
+    };
+    let at = |i: usize| epoch(prediction(i).processed_at.trim_end_matches('Z'));
+    assert_eq!((epoch(&text(4)), epoch(&text(5))), (at(0), at(43)), "first and last prediction");
 }
 
 /// The ```sql blocks of the runbook's BigQuery section.
