@@ -229,8 +229,22 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
 
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("outcomes.jsonl");
-    // With an output, so its error series are exported too.
-    let run = Run::until_done(&["--output", jsonl.to_str().unwrap(), "data/demo-images", "data/bad-inputs"]);
+    // With a JSONL output and an external sink (Kafka, a real broker in process), so the outputs' series
+    // and the sinks' (rows, errors by kind, write latency, retries, back-pressure, backlog) are exported too.
+    let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
+    kafka.create_topic("image-stream-results", 1, 1).unwrap();
+    let config = dir.path().join("sink.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+             inference:\n  kafka: {{brokers: '{}', include: predictions}}\n",
+            kafka.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--output", jsonl.to_str().unwrap()];
+    let run = Run::until_done(&[&args[..], &["data/demo-images", "data/bad-inputs"]].concat());
     let scraped = run.get("/metrics");
     let exported: BTreeSet<String> = scraped
         .lines()
@@ -241,6 +255,18 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
     let missing: Vec<&String> =
         used.iter().filter(|n| !exported.contains(*n) && !CONNECTOR_ONLY.contains(&n.as_str())).collect();
     assert!(missing.is_empty(), "queried but not exported: {missing:?}\n{scraped}");
+    // The per-sink panels are covered: the run had a sink, so each of their series is really exported.
+    for name in [
+        "fvision_sink_rows_total",
+        "fvision_sink_bytes_total",
+        "fvision_sink_errors_total",
+        "fvision_sink_write_seconds_bucket",
+        "fvision_sink_retries_total",
+        "fvision_sink_backpressure_seconds_sum",
+        "fvision_output_backlog",
+    ] {
+        assert!(used.contains(name) && exported.contains(name), "{name}: on a panel and exported\n{scraped}");
+    }
     // Histograms are queried through their buckets, and every family the embedded run exports is charted.
     assert!(used.contains("fvision_processing_seconds_bucket") && used.contains("fvision_stage_seconds_bucket"));
     let families: BTreeSet<&str> = exported

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fluvio_future::task::run_block_on;
 use inference_sink::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
-use inference_sink::outputs::{Destination, JsonlOutput, OutputSet};
+use inference_sink::outputs::{Destination, JsonlOutput, LocalOutputs, OutputSet};
 use inference_sink::BelowThreshold;
 
 use crate::args::{ModelArgs, PipelineArgs, ValidatorArgs};
@@ -49,7 +49,8 @@ pub struct RunArgs {
     output: Option<PathBuf>,
 
     /// Read the inference sink's connector YAML: its model, threshold, batching and image-validate
-    /// params replace the corresponding options here.
+    /// params replace the corresponding options here, and its outputs (`jsonl`, `bigquery`, `kafka`,
+    /// `gcs`) are written as the connector writes them.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -80,9 +81,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut metrics_port = args.metrics_port;
     let mut address = args.metrics_address;
     let mut dashboard_on = args.dashboard.is_some();
+    let mut sink_settings = None;
     let (mut validator, mut classifier, pipeline, output) = match &args.config {
         Some(path) => {
             let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
+            sink_settings = Some(settings.clone());
             let config = &settings.inference;
             let model = ModelArgs { model: config.model.clone(), threads: args.model.threads };
             let output = args.output.clone().or_else(|| config.jsonl.clone());
@@ -132,10 +135,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         anyhow::bail!("the config's `dashboard: true` needs a port: set `metrics-port` or pass --dashboard PORT");
     }
     inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
-    // The file outputs are the connector's own (same JSONL shape); the table is this command's console.
-    let mut outputs = OutputSet::new(below);
-    if let Some(path) = &output {
-        outputs = outputs.with(Box::new(JsonlOutput::create(path)?));
+    // The outputs are the connector's own, built from the same YAML (its BigQuery, Kafka and GCS sections
+    // too), without the Fluvio topics; the table is this command's console.
+    let jsonl = match &output {
+        Some(path) => Some(JsonlOutput::create(path)?),
+        None => None,
+    };
+    let outputs = match &sink_settings {
+        Some(settings) => {
+            let local = LocalOutputs { topics: None, console: false, jsonl, below, source_topic: String::new() };
+            OutputSet::build(settings, local)?
+        }
+        None => {
+            let outputs = OutputSet::new(below);
+            match jsonl {
+                Some(jsonl) => outputs.with_dead_letters(Box::new(jsonl)),
+                None => outputs,
+            }
+        }
+    };
+    if sink_settings.is_some() && !outputs.names().is_empty() {
+        eprintln!("outputs: {}", outputs.names().join(", "));
     }
     let outputs = Arc::new(outputs);
     if let Some(dashboard) = &dashboard {
@@ -148,7 +168,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         });
         dashboard.set_validation("in this process (WASM)");
         let health = Arc::clone(&outputs);
-        dashboard.watch_outputs(Arc::new(move || health.health()));
+        dashboard.watch_outputs(Arc::new(move || health.reports()));
         classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
     }
     let mut out = io::stdout().lock();

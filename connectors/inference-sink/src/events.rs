@@ -144,6 +144,8 @@ pub const OUTPUT_ERRORS_TOTAL: &str = "fvision_output_errors_total";
 pub const OUTPUT_REFUSED_TOTAL: &str = "fvision_output_refused_total";
 /// 1 while an output is failing and retrying, else 0, by sink.
 pub const OUTPUT_RETRYING: &str = "fvision_output_retrying";
+/// Rows an output accepted and has not stored yet (queued, batched, awaiting delivery reports), by sink.
+pub const OUTPUT_BACKLOG: &str = "fvision_output_backlog";
 
 /// The records of `partition` after the committed offset.
 pub fn consumer_lag(partition: u32, lag: i64) {
@@ -155,6 +157,31 @@ pub fn output_added(sink: &str) {
     metrics::counter!(OUTPUT_ERRORS_TOTAL, "sink" => sink.to_string()).increment(0);
     metrics::counter!(OUTPUT_REFUSED_TOTAL, "sink" => sink.to_string()).increment(0);
     metrics::gauge!(OUTPUT_RETRYING, "sink" => sink.to_string()).set(0.0);
+    metrics::gauge!(OUTPUT_BACKLOG, "sink" => sink.to_string()).set(0.0);
+}
+
+/// An external sink joined the run: its series start at 0 (errors of every kind, retries, rows, bytes,
+/// replays skipped), so dashboards and alerts have them before the first event.
+pub fn sink_added(sink: &str) {
+    for counter in [SINK_ROWS_TOTAL, SINK_BYTES_TOTAL, SINK_RETRIES_TOTAL, SINK_REPLAY_SKIPPED_TOTAL] {
+        metrics::counter!(counter, "sink" => sink.to_string()).increment(0);
+    }
+    for kind in SINK_ERROR_KINDS {
+        metrics::counter!(SINK_ERRORS_TOTAL, "sink" => sink.to_string(), "kind" => kind).increment(0);
+    }
+    // Registered without a sample: the exporter renders their (empty) buckets.
+    for histogram in [SINK_WRITE_SECONDS, SINK_BACKPRESSURE_SECONDS] {
+        drop(metrics::histogram!(histogram, "sink" => sink.to_string()));
+    }
+}
+
+/// The kinds of [`SINK_ERRORS_TOTAL`].
+pub const SINK_ERROR_KINDS: [&str; 5] = ["transient", "too_large", "rejected_row", "fatal", "gave_up"];
+
+/// An output's retrying state and backlog, as polled.
+pub fn output_state(sink: &str, retrying: bool, backlog: u64) {
+    output_retrying(sink, retrying);
+    metrics::gauge!(OUTPUT_BACKLOG, "sink" => sink.to_string()).set(backlog as f64);
 }
 
 /// An output failed as a whole.

@@ -65,6 +65,9 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
 
     let port = fvision_tests::emulators::free_port();
     let consumer = unique_name("fvt-page-sink");
+    // An external sink too, so its series (and the output backlog) are exported for the Grafana check.
+    let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
+    kafka.create_topic("image-stream-results", 1, 1).unwrap();
     let config = dir.path().join("sink.yaml");
     std::fs::write(
         &config,
@@ -72,7 +75,9 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
             "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: {consumer}\n  type: inference-sink\n  topic: {images}\n  \
              consumer:\n    id: {consumer}\n    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1}}}}\n\
              inference:\n  predictions-topic: {predictions}\n  dlq-topic: {dlq}\n  validate-at: connector\n  \
-             confidence-threshold: 0.5\n  metrics-port: {port}\n  dashboard: true\n"
+             confidence-threshold: 0.5\n  metrics-port: {port}\n  dashboard: true\n  \
+             kafka: {{brokers: '{brokers}', include: predictions}}\n",
+            brokers = kafka.bootstrap_servers()
         ),
     )
     .unwrap();
@@ -108,7 +113,10 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
     let partition = &status["partitions"][0];
     assert_eq!((partition["partition"].as_u64(), partition["end"].as_i64()), (Some(0), Some(total as i64)));
     assert_eq!((partition["delivered"].as_i64(), partition["lag"].as_i64()), (Some(total as i64 - 1), Some(0)));
-    assert!(status["outputs"].as_array().unwrap().iter().all(|o| o["healthy"] == true), "{status}");
+    assert!(
+        status["outputs"].as_array().unwrap().iter().all(|o| o["healthy"] == true && o["backlog"] == 0),
+        "every output healthy, nothing held back: {status}"
+    );
     let recent = status["recent"].as_array().unwrap();
     assert_eq!(Some(recent.len() as u64), status["totals"]["classified"].as_u64(), "{status}");
     assert!(recent.len() >= data_files("demo-images").len() && recent.iter().all(|r| r["has_thumbnail"] == true));

@@ -1018,3 +1018,80 @@ fn external_sinks_hold_each_prediction_once_after_a_crash_before_the_commit() {
         keys.len()
     );
 }
+
+/// The offset committed under `consumer` in partition 0 of `topic`.
+fn committed(cluster: &LocalCluster, consumer: &str, topic: &str) -> Option<i64> {
+    cluster.committed_offsets(consumer).get(&(topic.to_string(), 0)).copied()
+}
+
+#[test]
+fn a_sink_failing_past_max_retry_time_exits_1_with_nothing_committed_beyond_what_it_acknowledged() {
+    use fvision_tests::emulators::{self, PROJECT};
+    let test = "a_sink_failing_past_max_retry_time_exits_1_with_nothing_committed_beyond_what_it_acknowledged";
+    let Some(cluster) = local_cluster(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::create(&cluster, "fvt-giveup");
+    let inputs = inputs("efficientnet-lite0", 10, &[], 0.0);
+    let (wave_1, wave_2) = inputs.records.split_at(inputs.records.len() / 2);
+    let classified_in = |records: &[(String, Vec<u8>)]| {
+        records.iter().filter(|(_, v)| matches!(inputs.expected[v], Expected::Classified { .. })).count()
+    };
+
+    let mut gcs = emulators::gcs_on_disk();
+    let bucket = "fvt-giveup";
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let created = runtime.block_on(async {
+        let url = format!("{}/storage/v1/b?project={PROJECT}", gcs.url());
+        reqwest::Client::new().post(url).json(&serde_json::json!({"name": bucket})).send().await.unwrap().status()
+    });
+    assert!(created.is_success());
+    let sinks = format!(
+        "  model: efficientnet-lite0\n  validate-at: connector\n  \
+         gcs: {{bucket: {bucket}, endpoint: '{}', include: predictions, max-retry-time: 2s}}",
+        gcs.url()
+    );
+    let consumer = unique_name("fvt-giveup-sink");
+    let config = write_config(dir.path(), &consumer, &topics, &sinks, "transforms:\n  - uses: image-validate");
+    let loaded = inference_sink::config::load(&config, None).unwrap();
+    let gcs_settings = loaded.inference.gcs.as_ref().unwrap().settings(&config).unwrap();
+
+    // Wave 1 while GCS is up: delivered, acknowledged, committed.
+    cluster.produce(&topics.images, wave_1);
+    let mut connector = Connector::start(&config, "run1");
+    let last_of_wave_1 = wave_1.len() as i64 - 1;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while committed(&cluster, &consumer, &topics.images) != Some(last_of_wave_1) {
+        if let Some(status) = connector.child.try_wait().unwrap() {
+            panic!("the connector exited ({status}) during wave 1; log:\n{}", connector.log());
+        }
+        assert!(Instant::now() < deadline, "wave 1 not committed after 240 s; log:\n{}", connector.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // GCS goes away; wave 2 cannot be stored: after max-retry-time the connector stops with exit 1.
+    gcs.stop();
+    cluster.produce(&topics.images, wave_2);
+    let status = connector.wait(Duration::from_secs(120));
+    let log = connector.log();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(log.contains("longer than its retry limit"), "the error says why; log:\n{log}");
+    assert_eq!(
+        committed(&cluster, &consumer, &topics.images),
+        Some(last_of_wave_1),
+        "nothing committed beyond what GCS acknowledged; log:\n{log}"
+    );
+    gcs.start();
+    let (_, lines) = gcs_lines(&gcs_settings);
+    assert_eq!(lines.len(), classified_in(wave_1), "GCS holds wave 1 only");
+
+    // A restart replays wave 2: every prediction exactly once.
+    let mut connector = Connector::start_with(&config, "run2", &["--drain"]);
+    let status = connector.wait(Duration::from_secs(180));
+    assert!(status.success(), "run 2 drains and exits 0; log:\n{}", connector.log());
+    let (objects, lines) = gcs_lines(&gcs_settings);
+    let distinct: std::collections::HashSet<&String> = lines.iter().collect();
+    let expected = inputs.classified();
+    assert_eq!((lines.len(), distinct.len()), (expected, expected), "lines, distinct ids: {objects:?}");
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluvio_future::task::run_block_on;
-use fvision_records::{prediction_id, ClassScore, Prediction, RejectReason, Source};
+use fvision_records::{prediction_id, ClassScore, EventMeta, Prediction, RejectReason, RejectedImage, Source, Stage};
 use fvision_tests::emulators::{self, Emulator, PROJECT};
 use inference_sink::config::BelowThreshold;
 use inference_sink::outputs::bigquery::{self, BigQueryConfig, BigQueryOutput, BigQuerySettings};
@@ -20,6 +20,14 @@ use inference_sink::outputs::{Delivery, Output, OutputHealth, ReplayWindow, Sour
 use inference_sink::Outcome;
 
 const TOPIC: &str = "images";
+
+/// How long the outage tests keep an emulator down. The issue asks for 30 s; the suite uses 10 s to stay
+/// fast: by then the backoff has reached its 5 s ceiling and the queue is full, so a longer outage only
+/// repeats the same state. `FVISION_OUTAGE_SECS=30` runs the full one.
+fn outage() -> Duration {
+    let secs = std::env::var("FVISION_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    Duration::from_secs(secs)
+}
 
 /// The process-wide Prometheus recorder (tests run in parallel, so values are at least what one test did).
 fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
@@ -137,6 +145,21 @@ fn bigquery_rows_land_once_and_the_runbooks_queries_run() {
     let text = |i: usize| cells[i].value.as_ref().unwrap().as_str().unwrap().to_string();
     assert_eq!((text(0).as_str(), text(1).parse::<i64>().unwrap()), ("efficientnet-lite0", expected));
     assert!((text(2).parse::<f64>().unwrap() - 0.9).abs() < 1e-6, "average confidence {}", text(2));
+    let stored: Vec<usize> = (0..45).filter(|i| i % 3 != 2).collect();
+    let average_ms = stored.iter().map(|i| (10 + i) as f64).sum::<f64>() / stored.len() as f64;
+    assert!((text(3).parse::<f64>().unwrap() - average_ms).abs() < 1e-6, "average processing time {}", text(3));
+    // First and last prediction: TIMESTAMPs come back as epoch seconds (BigQuery's float), epoch microseconds
+    // (bqemulator, as with `useInt64Timestamp`) or an RFC 3339 text.
+    let epoch = |value: &str| -> f64 {
+        let seconds = |n: f64| if n > 1e12 { n / 1e6 } else { n };
+        value.parse::<f64>().map(seconds).unwrap_or_else(|_| {
+            let time = humantime::parse_rfc3339_weak(value.trim_end_matches(" UTC").trim_end_matches('Z'))
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            time.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+        })
+    };
+    let at = |i: usize| epoch(prediction(i).processed_at.trim_end_matches('Z'));
+    assert_eq!((epoch(&text(4)), epoch(&text(5))), (at(0), at(43)), "first and last prediction");
 }
 
 /// The ```sql blocks of the runbook's BigQuery section.
@@ -230,6 +253,92 @@ fn bigquery_start_up_errors_name_the_file_and_the_field() {
     assert!(refused.starts_with("sink.yaml: field `inference.bigquery.endpoint`"), "{refused}");
 }
 
+/// A dead letter of record `offset` with `payload` as its record value.
+fn send_dead_letter(output: &dyn Output, offset: i64, reason: RejectReason, payload: &[u8]) {
+    let position = Some(SourcePosition { partition: 0, offset });
+    let name = format!("{TOPIC}/0@{offset}");
+    let rejected = RejectedImage::new(reason, format!("bad record {offset}"), Stage::Validate, payload)
+        .with_event(EventMeta { id: format!("bad-{offset}"), ..EventMeta::default() })
+        .at_record(&name);
+    let outcome = Outcome::Rejected { name, position, rejected: Box::new(rejected) };
+    let routed = route(&outcome, BelowThreshold::Flag).unwrap();
+    output.send(&Delivery { outcome: &outcome, routed: &routed, position }).unwrap();
+}
+
+#[test]
+fn bigquery_dead_letters_land_in_their_own_table_once_after_a_replay() {
+    let emulator = emulators::bigquery();
+    let settings = bigquery_settings(&emulator, "preds", "dead-letter-table: rejected");
+    let dead_letters = settings.dead_letter_table_ref().unwrap();
+    let first = BigQueryOutput::connect(settings.clone()).unwrap_or_else(|e| panic!("{e}\n{}", emulator.log()));
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    send(&first, 0, 0..6);
+    send_dead_letter(&first, 6, RejectReason::Truncated, b"\xff\xd8\xff\xe0 cut");
+    send_dead_letter(&first, 7, RejectReason::UnknownFormat, br#"{"id":"bad-7","data":"aGVsbG8="}"#);
+    send_dead_letter(&first, 8, RejectReason::TooLarge, &big);
+    assert!(run_block_on(first.acknowledge()).unwrap().is_empty());
+    drop(first);
+    // A restart replays offsets 4..9: neither table gets a row twice.
+    let second = BigQueryOutput::connect(settings.clone()).unwrap();
+    second.prepare(&window(&[(0, 4..9)])).unwrap();
+    send(&second, 0, 4..6);
+    send_dead_letter(&second, 6, RejectReason::Truncated, b"\xff\xd8\xff\xe0 cut");
+    send_dead_letter(&second, 7, RejectReason::UnknownFormat, br#"{"id":"bad-7","data":"aGVsbG8="}"#);
+    send_dead_letter(&second, 8, RejectReason::TooLarge, &big);
+    assert!(run_block_on(second.acknowledge()).unwrap().is_empty());
+
+    let expected = above(0..6) as i64;
+    assert_eq!(counts(&second, &settings), (expected, expected), "predictions");
+    let sql = format!("SELECT COUNT(*) AS n, COUNT(DISTINCT dead_letter_id) AS d FROM {dead_letters}");
+    let rows = query(&second, &sql);
+    let cells = rows[0].columns.as_ref().unwrap();
+    let int = |i: usize| cells[i].value.as_ref().unwrap().as_str().unwrap().parse::<i64>().unwrap();
+    assert_eq!((int(0), int(1)), (3, 3), "one row per dead letter after the replay");
+    let sql = format!(
+        "SELECT reason, stage, record, image_id, payload_size, payload_sha256, payload_truncated, source_offset \
+         FROM {dead_letters} ORDER BY source_offset"
+    );
+    let rows = query(&second, &sql);
+    let text = |row: usize, i: usize| -> String {
+        let value = rows[row].columns.as_ref().unwrap()[i].value.clone().unwrap_or_default();
+        value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string())
+    };
+    assert_eq!(
+        (text(0, 0), text(0, 1), text(0, 2), text(0, 3)),
+        ("truncated".into(), "validate".into(), format!("{TOPIC}/0@6"), "bad-6".into())
+    );
+    assert_eq!(text(1, 0), "unknown_format");
+    let sha = |bytes: &[u8]| -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!((text(0, 4), text(0, 5), text(0, 6)), ("8".into(), sha(b"\xff\xd8\xff\xe0 cut"), "false".into()));
+    // The large record: its whole size and hash, the payload cut for the table.
+    assert_eq!((text(2, 4), text(2, 5), text(2, 6)), (big.len().to_string(), sha(&big), "true".into()));
+    let sql = format!("SELECT payload FROM {dead_letters} WHERE source_offset = 7");
+    let payload = bigquery::first_column(&query(&second, &sql)).pop().unwrap();
+    let decoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(&payload).unwrap_or_else(|_| payload.clone().into_bytes())
+    };
+    assert_eq!(decoded, br#"{"id":"bad-7","data":"aGVsbG8="}"#, "the record value, as it arrived");
+}
+
+#[test]
+fn bigquery_a_missing_dead_letter_table_is_named_at_start_up() {
+    let emulator = emulators::bigquery();
+    // Creates the dataset and the predictions table only.
+    BigQueryOutput::connect(bigquery_settings(&emulator, "preds", "")).unwrap();
+    let mut settings = bigquery_settings(&emulator, "preds", "dead-letter-table: absent");
+    settings.create_table = false;
+    let error = BigQueryOutput::connect(settings).err().expect("a start-up error").to_string();
+    assert!(
+        error.starts_with("sink.yaml: field `inference.bigquery.dead-letter-table`")
+            && error.contains("does not exist"),
+        "{error}"
+    );
+}
+
 #[test]
 fn bigquery_refuses_one_bad_row_without_holding_up_the_others() {
     let emulator = emulators::bigquery();
@@ -253,7 +362,7 @@ fn bigquery_refuses_one_bad_row_without_holding_up_the_others() {
 }
 
 #[test]
-fn bigquery_down_for_30s_applies_back_pressure_then_drains() {
+fn bigquery_down_for_an_outage_applies_back_pressure_then_drains() {
     metrics();
     let mut emulator = emulators::bigquery_persistent();
     let settings = bigquery_settings(&emulator, "outage", "include: predictions\nqueue: 20\nmax-retry-time: 2m");
@@ -272,21 +381,25 @@ fn bigquery_down_for_30s_applies_back_pressure_then_drains() {
         })
     };
     let down = Instant::now();
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(outage());
     let accepted_while_down = sent.load(Ordering::SeqCst) - 20;
     // The queue (20) plus the batch being retried (10) plus the one in the sender's hand: the rest waits.
     assert!(accepted_while_down <= 31, "{accepted_while_down} rows accepted while BigQuery was down");
     assert!(matches!(output.health(), OutputHealth::Retrying { .. }), "{:?}", output.health());
+    let backlog = output.backlog();
+    assert!((20..=32).contains(&backlog), "the backlog is what was accepted and not stored: {backlog}");
     emulator.start();
     sender.join().unwrap();
     assert!(run_block_on(output.acknowledge()).unwrap().is_empty());
     assert_eq!(output.health(), OutputHealth::Healthy);
     assert_eq!(counts(&output, &settings), (200, 200), "no loss, no duplicate after {:?} down", down.elapsed());
+    assert_eq!(output.backlog(), 0, "the backlog drained");
     // The outage shows in the sink's metrics.
     assert!(metric("fvision_sink_rows_total{sink=\"bigquery\"}") >= 200.0);
     assert!(metric("fvision_sink_retries_total{sink=\"bigquery\"}") >= 3.0);
     assert!(metric("fvision_sink_errors_total{sink=\"bigquery\",kind=\"transient\"}") >= 3.0);
-    assert!(metric("fvision_sink_backpressure_seconds_sum{sink=\"bigquery\"}") >= 20.0, "held back most of the 30 s");
+    let held = metric("fvision_sink_backpressure_seconds_sum{sink=\"bigquery\"}");
+    assert!(held >= outage().as_secs_f64() * 0.6, "held back {held} s, most of the outage");
     assert!(metric("fvision_sink_write_seconds_count{sink=\"bigquery\"}") >= 2.0);
 }
 
@@ -418,7 +531,7 @@ fn gcs_start_up_errors_name_the_file_and_the_field() {
 }
 
 #[test]
-fn gcs_down_for_30s_applies_back_pressure_then_drains() {
+fn gcs_down_for_an_outage_applies_back_pressure_then_drains() {
     metrics();
     let mut emulator = emulators::gcs_on_disk();
     create_bucket(&emulator);
@@ -436,18 +549,22 @@ fn gcs_down_for_30s_applies_back_pressure_then_drains() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(30));
+    std::thread::sleep(outage());
     let accepted_while_down = sent.load(Ordering::SeqCst) - 20;
     // The queue (20), the object being retried (4 KiB of ~600-byte lines) and the row in the sender's hand.
     assert!(accepted_while_down <= 20 + 10 + 1, "{accepted_while_down} rows accepted while GCS was down");
     assert!(matches!(output.health(), OutputHealth::Retrying { .. }), "{:?}", output.health());
+    let backlog = output.backlog();
+    assert!((20..=32).contains(&backlog), "the backlog is what was accepted and not stored: {backlog}");
     emulator.start();
     sender.join().unwrap();
     run_block_on(output.acknowledge()).unwrap();
     assert_eq!(output.health(), OutputHealth::Healthy);
     assert_each_once(&objects(&output), 200);
+    assert_eq!(output.backlog(), 0, "the backlog drained");
     assert!(metric("fvision_sink_retries_total{sink=\"gcs\"}") >= 3.0);
-    assert!(metric("fvision_sink_backpressure_seconds_sum{sink=\"gcs\"}") >= 20.0, "held back most of the 30 s");
+    let held = metric("fvision_sink_backpressure_seconds_sum{sink=\"gcs\"}");
+    assert!(held >= outage().as_secs_f64() * 0.6, "held back {held} s, most of the outage");
     assert!(metric("fvision_sink_rows_total{sink=\"gcs\"}") >= 200.0);
 }
 
@@ -523,9 +640,11 @@ fn kafka_broker_down_applies_back_pressure_then_delivers_everything() {
     std::thread::sleep(Duration::from_secs(3));
     let accepted = sent.load(Ordering::SeqCst);
     assert!(accepted <= 21, "{accepted} messages accepted while the broker was down (queue 20)");
+    assert!((1..=21).contains(&output.backlog()), "unconfirmed messages: {}", output.backlog());
     cluster.broker_up(1).unwrap();
     sender.join().unwrap();
     assert!(run_block_on(output.acknowledge()).unwrap().is_empty());
+    assert_eq!(output.backlog(), 0, "every delivery report collected");
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("group.id", "readback")
@@ -543,4 +662,72 @@ fn kafka_broker_down_applies_back_pressure_then_delivers_everything() {
     }
     assert_eq!(count, 100, "every message delivered once after the broker came back");
     assert!(consumer.poll(Duration::from_millis(500)).is_none(), "no duplicate");
+}
+
+// ------------------------------------------------------------------------------------------- Credentials
+
+/// A key file that is missing or not a service-account key is a start-up error naming the file, the field
+/// and the key file, before any request (what can be tested without Google: a valid key needs Google's token
+/// endpoint).
+#[test]
+fn a_missing_or_malformed_key_file_is_a_start_up_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent-key.json");
+    let malformed = dir.path().join("malformed-key.json");
+    std::fs::write(&malformed, r#"{"type": "service_account", "client_email": "x@y"}"#).unwrap();
+    for key in [&missing, &malformed] {
+        // An endpoint that would answer if it were reached: the key is read first.
+        let bigquery: BigQueryConfig = serde_yaml::from_str(&format!(
+            "project: {PROJECT}\nendpoint: http://127.0.0.1:{}\ncredentials-file: {}",
+            emulators::free_port(),
+            key.display()
+        ))
+        .unwrap();
+        let settings = bigquery.settings(Path::new("sink.yaml"), TOPIC).unwrap();
+        let error = BigQueryOutput::connect(settings).err().expect("a start-up error").to_string();
+        assert!(
+            error.starts_with("sink.yaml: field `inference.bigquery.credentials-file`")
+                && error.contains(&key.display().to_string()),
+            "{error}"
+        );
+        let gcs: GcsConfig = serde_yaml::from_str(&format!(
+            "bucket: {BUCKET}\nendpoint: http://127.0.0.1:{}\ncredentials-file: {}",
+            emulators::free_port(),
+            key.display()
+        ))
+        .unwrap();
+        let error = GcsOutput::connect(gcs.settings(Path::new("sink.yaml")).unwrap()).err().unwrap().to_string();
+        assert!(
+            error.starts_with("sink.yaml: field `inference.gcs.credentials-file`")
+                && error.contains(&key.display().to_string()),
+            "{error}"
+        );
+    }
+}
+
+/// librdkafka is built without OpenSSL (RUNBOOK section 6): a TLS setting is a start-up error naming the
+/// field, never a silent plaintext connection. SASL settings from secrets reach the producer as they are
+/// (`tests/config.rs` checks the substitution); SASL_PLAINTEXT is accepted.
+#[test]
+fn kafka_security_settings_reach_librdkafka_and_tls_is_refused_by_name() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("image-stream-results", 1, 1).unwrap();
+    let connect = |properties: &str| {
+        let yaml = format!("brokers: {}\nproperties: {{{properties}}}", cluster.bootstrap_servers());
+        let config: KafkaConfig = serde_yaml::from_str(&yaml).unwrap();
+        KafkaOutput::connect(config.settings(Path::new("sink.yaml")).unwrap()).err().map(|e| e.to_string())
+    };
+    let tls = connect("security.protocol: SSL").expect("refused at start-up");
+    assert!(
+        tls.starts_with("sink.yaml: field `inference.kafka.properties`") && tls.contains("security.protocol"),
+        "{tls}"
+    );
+    // A SASL mechanism librdkafka knows is accepted by the client (the mock broker then refuses the handshake,
+    // which is reported as brokers that do not answer, not as an unknown setting).
+    let sasl =
+        connect("security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: u, sasl.password: s3cret");
+    if let Some(error) = sasl {
+        assert!(!error.contains("field `inference.kafka.properties`"), "{error}");
+        assert!(!error.contains("s3cret"), "the password is not in the error: {error}");
+    }
 }

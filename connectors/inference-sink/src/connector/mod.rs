@@ -28,7 +28,7 @@ use fvision_records::RejectedImage;
 use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
 use crate::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
 use crate::outputs::{
-    ConsoleOutput, DeliveryError, FluvioOutput, JsonlOutput, OutputHealth, OutputSet, SourcePosition, TopicProducer,
+    DeliveryError, FluvioOutput, JsonlOutput, LocalOutputs, OutputHealth, OutputSet, SourcePosition, TopicProducer,
 };
 use crate::pipeline::{run_pipeline, PipelineSettings, PipelineStats};
 use crate::summary::SummaryWindow;
@@ -259,7 +259,7 @@ impl Connector {
             });
             dashboard.set_validation(validation.describe());
             let outputs = Arc::clone(&outputs);
-            dashboard.watch_outputs(Arc::new(move || outputs.health()));
+            dashboard.watch_outputs(Arc::new(move || outputs.reports()));
             classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
         }
         let runner = Runner {
@@ -331,7 +331,7 @@ impl Runner {
                     dashboard.record(&outcome);
                 }
                 if let Some(line) = summary.close_if_due(Instant::now()) {
-                    let retrying = crate::outputs::sink::retrying_note(&outputs.health(), Instant::now());
+                    let retrying = crate::outputs::sink::retrying_note(&outputs.reports(), Instant::now());
                     tracing::info!("{line}{retrying}");
                 }
                 events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
@@ -416,8 +416,7 @@ fn validation(
 }
 
 /// Every output of the connector: the Fluvio topics (which also take the dead letters of the other
-/// outputs), then the console and the JSONL file when configured. More outputs are added here with
-/// [`OutputSet::with`], one per section of the YAML.
+/// outputs), then what the YAML configures, built by [`OutputSet::build`] as `fvision run --config` builds it.
 fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorError> {
     let settings = &sink.inference;
     let producer = sink.meta.producer.clone().unwrap_or_default();
@@ -432,19 +431,19 @@ fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorE
         _ => None,
     };
     let topics = FluvioOutput::new(open(&settings.predictions_topic)?, open(&settings.dlq_topic)?, review);
-    let mut outputs = OutputSet::new(settings.below_threshold).with_dead_letters(Box::new(topics));
-    if settings.console {
-        outputs = outputs.with(Box::new(ConsoleOutput));
-    }
-    if let Some(path) = &settings.jsonl {
-        let jsonl = JsonlOutput::append(path).map_err(setup_error("opening the JSONL output"))?;
-        outputs = outputs.with(Box::new(jsonl));
-    }
+    let jsonl = match &settings.jsonl {
+        Some(path) => Some(JsonlOutput::append(path).map_err(setup_error("opening the JSONL output"))?),
+        None => None,
+    };
     // BigQuery, Kafka, GCS: each connected and checked now, so a missing table or bucket stops the start.
-    for external in crate::outputs::sink::connect_external(settings, &sink.path, &sink.consume.topic)? {
-        outputs = outputs.with(external);
-    }
-    Ok(outputs)
+    let local = LocalOutputs {
+        topics: Some(Box::new(topics)),
+        console: settings.console,
+        jsonl,
+        below: settings.below_threshold,
+        source_topic: sink.consume.topic.clone(),
+    };
+    Ok(OutputSet::build(sink, local)?)
 }
 
 /// The message of a panic payload (`panic!` with a string or a format).

@@ -1,7 +1,7 @@
 //! What the connector tells the metrics and the status page about its progress, polled every
 //! [`INTERVAL`] while it runs: per partition the committed offset (under the consumer id), the end offset
-//! and the lag between them; per output whether it is retrying. Read from the cluster, so the figures are
-//! what a restart would see.
+//! and the lag between them; per output whether it is retrying and its backlog. Read from the cluster, so
+//! the figures are what a restart would see.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use fluvio_future::task::run_block_on;
 
 use crate::dashboard::{lag, Dashboard};
 use crate::events;
-use crate::outputs::{OutputHealth, OutputSet};
+use crate::outputs::OutputSet;
 
 /// Time between two polls.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -42,9 +42,8 @@ impl Poll<'_> {
     }
 
     fn once(&self) {
-        for (name, health) in self.outputs.health() {
-            events::output_retrying(&name, health != OutputHealth::Healthy);
-        }
+        // Sets each output's retrying and backlog gauges.
+        let _ = self.outputs.reports();
         match run_block_on(offsets(self.fluvio, self.topic, self.partitions, self.consumer_id)) {
             Ok(offsets) => {
                 for (partition, (committed, end)) in offsets {

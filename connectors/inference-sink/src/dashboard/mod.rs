@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use series::{Point, Series};
 
-use crate::outputs::OutputHealth;
+use crate::outputs::{OutputHealth, OutputReport};
 use crate::pipeline::Outcome;
 use crate::tally::Tally;
 
@@ -40,7 +40,7 @@ const TOP: usize = 10;
 const MAX_DETAIL: usize = 300;
 
 /// Reports how the outputs are doing (the connector's [`crate::outputs::OutputSet::health`]).
-pub type HealthSource = Arc<dyn Fn() -> Vec<(String, OutputHealth)> + Send + Sync>;
+pub type HealthSource = Arc<dyn Fn() -> Vec<OutputReport> + Send + Sync>;
 
 /// The model, as the page shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +182,8 @@ struct OutputStatus {
     attempts: u32,
     failing_s: Option<f64>,
     last_error: Option<String>,
+    /// Rows accepted and not yet stored.
+    backlog: u64,
 }
 
 /// Records after the committed offset (the last record known delivered, as Fluvio stores it) up to the end
@@ -373,9 +375,9 @@ impl Dashboard {
         let Some(source) = source else { return Vec::new() };
         source()
             .into_iter()
-            .map(|(name, health)| match health {
+            .map(|OutputReport { name, health, backlog }| match health {
                 OutputHealth::Healthy => {
-                    OutputStatus { name, healthy: true, attempts: 0, failing_s: None, last_error: None }
+                    OutputStatus { name, healthy: true, attempts: 0, failing_s: None, last_error: None, backlog }
                 }
                 OutputHealth::Retrying { since, attempts, last_error } => OutputStatus {
                     name,
@@ -383,6 +385,7 @@ impl Dashboard {
                     attempts,
                     failing_s: Some(since.elapsed().as_secs_f64()),
                     last_error: Some(last_error),
+                    backlog,
                 },
             })
             .collect()
@@ -457,6 +460,30 @@ mod tests {
                 ..Prediction::default()
             }),
         }
+    }
+
+    #[test]
+    fn the_page_shows_each_outputs_health_and_backlog() {
+        let dashboard = Dashboard::new("connector");
+        let since = Instant::now() - std::time::Duration::from_secs(3);
+        dashboard.watch_outputs(Arc::new(move || {
+            vec![
+                OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
+                OutputReport {
+                    name: "bigquery".into(),
+                    health: OutputHealth::Retrying { since, attempts: 4, last_error: "HTTP 503".into() },
+                    backlog: 17,
+                },
+            ]
+        }));
+        let status = serde_json::to_value(dashboard.status(None)).unwrap();
+        let outputs = &status["outputs"];
+        assert_eq!((outputs[0]["healthy"].as_bool(), outputs[0]["backlog"].as_u64()), (Some(true), Some(0)));
+        let bigquery = &outputs[1];
+        assert_eq!((bigquery["name"].as_str(), bigquery["healthy"].as_bool()), (Some("bigquery"), Some(false)));
+        assert_eq!((bigquery["backlog"].as_u64(), bigquery["attempts"].as_u64()), (Some(17), Some(4)));
+        assert!(bigquery["failing_s"].as_f64().unwrap() >= 3.0);
+        assert_eq!(bigquery["last_error"], "HTTP 503");
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! `source_topic`/`source_partition`/`source_offset` columns) are already there, and [`Output::send`]
 //! skips those prediction ids. One query per start, whose answer is bounded by what a previous run wrote
 //! after its last commit (docs/decisions.md).
+//!
+//! **Dead letters** optionally go to a table of their own (`dead-letter-table`): one row per rejected
+//! record with its reason, detail, source position and payload (base64, cut at
+//! [`DEAD_LETTER_PAYLOAD_BYTES`]; the whole record stays on the dead-letter topic). Created and checked
+//! like the predictions table, and replay-safe the same way (by `dead_letter_id`).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::Range;
@@ -37,7 +42,9 @@ use super::sink::{
     self, check_common, default_max_retry_time, default_queue, default_request_timeout, parse_endpoint, Command,
     FailedFlag, Failure, Health, Include, Origin, RetryPolicy, SinkQueue,
 };
-use super::{AckFuture, Delivery, Output, OutputError, OutputHealth, ReplayWindow, SinkRejection, SourcePosition};
+use super::{
+    AckFuture, Delivery, Destination, Output, OutputError, OutputHealth, ReplayWindow, SinkRejection, SourcePosition,
+};
 use crate::events;
 use crate::pipeline::Outcome;
 
@@ -58,6 +65,10 @@ pub struct BigQueryConfig {
     /// The table.
     #[serde(default = "default_table")]
     pub table: String,
+    /// Also write the dead letters (the records the pipeline rejects) to this table of the same dataset,
+    /// one row each (columns in docs/records.md); created and checked like `table`.
+    #[serde(default)]
+    pub dead_letter_table: Option<String>,
     /// Create the dataset and the table when they are missing; otherwise a missing table or column stops
     /// the connector at start-up, naming it.
     #[serde(default)]
@@ -111,6 +122,8 @@ pub struct BigQuerySettings {
     pub dataset: String,
     /// Table.
     pub table: String,
+    /// The dead letters' table, when they are written too.
+    pub dead_letter_table: Option<String>,
     /// Create what is missing.
     pub create_table: bool,
     /// The v2 API base (`<endpoint>/bigquery/v2`), when not the real service.
@@ -146,10 +159,14 @@ impl BigQueryConfig {
         if !valid_id(&self.project, "-.:") {
             return Err(origin.error("project", format!("a project id (letters, digits, `-`), not `{}`", self.project)));
         }
-        for (field, value) in [("dataset", &self.dataset), ("table", &self.table)] {
+        let dead_letters = self.dead_letter_table.iter().map(|t| ("dead-letter-table", t));
+        for (field, value) in [("dataset", &self.dataset), ("table", &self.table)].into_iter().chain(dead_letters) {
             if !valid_id(value, "") {
                 return Err(origin.error(field, format!("letters, digits and underscores, not `{value}`")));
             }
+        }
+        if self.dead_letter_table.as_ref() == Some(&self.table) {
+            return Err(origin.error("dead-letter-table", "a table other than `table`"));
         }
         let v2_base_url = match &self.endpoint {
             Some(endpoint) => {
@@ -168,6 +185,7 @@ impl BigQueryConfig {
             project: self.project.clone(),
             dataset: self.dataset.clone(),
             table: self.table.clone(),
+            dead_letter_table: self.dead_letter_table.clone(),
             create_table: self.create_table,
             v2_base_url,
             credentials_file: self.credentials_file.clone(),
@@ -186,7 +204,16 @@ impl BigQueryConfig {
 impl BigQuerySettings {
     /// `project.dataset.table`, as SQL names it (in backticks).
     pub fn table_ref(&self) -> String {
-        format!("`{}.{}.{}`", self.project, self.dataset, self.table)
+        self.ref_of(&self.table)
+    }
+
+    /// `project.dataset.dead_letter_table`, as SQL names it, when dead letters are written.
+    pub fn dead_letter_table_ref(&self) -> Option<String> {
+        self.dead_letter_table.as_deref().map(|t| self.ref_of(t))
+    }
+
+    fn ref_of(&self, table: &str) -> String {
+        format!("`{}.{}.{table}`", self.project, self.dataset)
     }
 }
 
@@ -278,6 +305,112 @@ pub fn encode_row(prediction: &Prediction, topic: &str, position: Option<SourceP
     }
 }
 
+/// The largest payload a dead-letter row carries (before base64); the whole record (up to the dead-letter
+/// cap) stays on the dead-letter topic.
+pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A row of the dead-letter table. Documented in docs/records.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// Deterministic: the source position (or the input's name) and the reason; the insertId, and what a
+    /// replay is checked against.
+    pub dead_letter_id: String,
+    /// The image id from the envelope, when it had one.
+    pub image_id: String,
+    /// The stable reason code.
+    pub reason: String,
+    /// Where it was rejected.
+    pub stage: String,
+    /// What was wrong, for humans.
+    pub detail: String,
+    /// Where the record was read: `topic/partition@offset`, or a path.
+    pub record: String,
+    /// The envelope's source.
+    pub source: String,
+    /// Size of the whole record value in bytes.
+    pub payload_size: i64,
+    /// Lower-case hex SHA-256 of the whole record value, when known (always, unless the dead letter
+    /// itself arrived truncated without one).
+    pub payload_sha256: Option<String>,
+    /// Whether `payload` holds only the first bytes of the record value.
+    pub payload_truncated: bool,
+    /// The record value (base64, as BigQuery takes BYTES), at most [`DEAD_LETTER_PAYLOAD_BYTES`].
+    pub payload: String,
+    /// When the connector wrote the dead letter (RFC 3339).
+    pub rejected_at: String,
+    /// The consumed Fluvio topic (empty for `fvision run`).
+    pub source_topic: String,
+    /// Its partition.
+    pub source_partition: Option<i64>,
+    /// The record's offset.
+    pub source_offset: Option<i64>,
+}
+
+/// A dead letter as its row; `name` is the input's name, `rejected_at` the time to record. Pure.
+pub fn encode_dead_letter(
+    name: &str,
+    rejected: &RejectedImage,
+    topic: &str,
+    position: Option<SourcePosition>,
+    rejected_at: &str,
+) -> DeadLetterRow {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let bytes = rejected.payload.to_bytes().unwrap_or_default();
+    let sha256 = match (&rejected.payload_sha256, rejected.payload_truncated) {
+        (Some(sha), _) => Some(sha.clone()),
+        (None, false) => Some(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()),
+        (None, true) => None,
+    };
+    let kept = &bytes[..bytes.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
+    let reason = rejected.reason.as_str();
+    let record = rejected.record.clone().unwrap_or_else(|| name.to_string());
+    let dead_letter_id = match position {
+        Some(p) => format!("{topic}/{}@{}/{reason}", p.partition, p.offset),
+        None => format!("{record}/{reason}"),
+    };
+    let source = serde_json::to_value(rejected.event.source).ok().and_then(|v| v.as_str().map(str::to_string));
+    DeadLetterRow {
+        dead_letter_id,
+        image_id: rejected.event.id.clone(),
+        reason: reason.to_string(),
+        stage: rejected.stage.as_str().to_string(),
+        detail: rejected.detail.clone(),
+        record,
+        source: source.unwrap_or_else(|| "other".into()),
+        payload_size: i64::try_from(rejected.payload_size.unwrap_or(bytes.len() as u64)).unwrap_or(i64::MAX),
+        payload_sha256: sha256,
+        payload_truncated: rejected.payload_truncated || kept.len() < bytes.len(),
+        payload: base64::engine::general_purpose::STANDARD.encode(kept),
+        rejected_at: rejected_at.to_string(),
+        source_topic: topic.to_string(),
+        source_partition: position.map(|p| i64::from(p.partition)),
+        source_offset: position.map(|p| p.offset),
+    }
+}
+
+/// The dead-letter table's columns: name, type, and whether it is REPEATED.
+pub fn dead_letter_columns() -> Vec<(&'static str, FieldType, bool)> {
+    use FieldType::*;
+    vec![
+        ("dead_letter_id", String, false),
+        ("image_id", String, false),
+        ("reason", String, false),
+        ("stage", String, false),
+        ("detail", String, false),
+        ("record", String, false),
+        ("source", String, false),
+        ("payload_size", Int64, false),
+        ("payload_sha256", String, false),
+        ("payload_truncated", Bool, false),
+        ("payload", Bytes, false),
+        ("rejected_at", Timestamp, false),
+        ("source_topic", String, false),
+        ("source_partition", Int64, false),
+        ("source_offset", Int64, false),
+    ]
+}
+
 /// The table's columns: name, type, and whether it is REPEATED. Documented in docs/records.md.
 pub fn columns() -> Vec<(&'static str, FieldType, bool)> {
     use FieldType::*;
@@ -306,7 +439,12 @@ pub fn columns() -> Vec<(&'static str, FieldType, bool)> {
 
 /// The table schema [`columns`] describe, as `create-table: true` creates it.
 pub fn schema() -> TableSchema {
-    let fields = columns()
+    schema_of(columns())
+}
+
+/// The schema of `columns` (the one REPEATED column is `top_k`, with its three fields).
+pub fn schema_of(columns: Vec<(&'static str, FieldType, bool)>) -> TableSchema {
+    let fields = columns
         .into_iter()
         .map(|(name, kind, repeated)| {
             let mut field = TableFieldSchema::new(name, kind);
@@ -347,10 +485,15 @@ fn canonical(kind: &FieldType) -> &'static str {
     }
 }
 
-/// Whether an existing table can take our rows: every column present with its type and repetition. Pure;
-/// the error names the first column that is missing or differs. Extra columns are fine.
-pub fn check_schema(table: &str, actual: &[TableFieldSchema]) -> Result<(), String> {
-    for (name, kind, repeated) in columns() {
+/// Whether an existing table can take our rows: every column of `expected` ([`columns`] or
+/// [`dead_letter_columns`]) present with its type and repetition. Pure; the error names the first column
+/// that is missing or differs. Extra columns are fine.
+pub fn check_schema(
+    table: &str,
+    expected: Vec<(&'static str, FieldType, bool)>,
+    actual: &[TableFieldSchema],
+) -> Result<(), String> {
+    for (name, kind, repeated) in expected {
         let Some(field) = actual.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
             let mode = if repeated { "REPEATED " } else { "" };
             return Err(format!(
@@ -474,6 +617,16 @@ fn sql_string(value: &str) -> String {
 
 /// The query for the prediction ids a previous run may have written in `window`. Pure.
 pub fn replay_query(settings: &BigQuerySettings, window: &ReplayWindow) -> Option<String> {
+    replay_query_of(settings, &settings.table_ref(), "prediction_id", window)
+}
+
+/// The query for the dead-letter ids a previous run may have written in `window`, when dead letters are
+/// written. Pure.
+pub fn dead_letter_replay_query(settings: &BigQuerySettings, window: &ReplayWindow) -> Option<String> {
+    replay_query_of(settings, &settings.dead_letter_table_ref()?, "dead_letter_id", window)
+}
+
+fn replay_query_of(settings: &BigQuerySettings, table: &str, column: &str, window: &ReplayWindow) -> Option<String> {
     let ranges: Vec<String> = window
         .partitions
         .iter()
@@ -489,8 +642,7 @@ pub fn replay_query(settings: &BigQuerySettings, window: &ReplayWindow) -> Optio
         return None;
     }
     Some(format!(
-        "SELECT DISTINCT prediction_id FROM {} WHERE source_topic = {} AND ({})",
-        settings.table_ref(),
+        "SELECT DISTINCT {column} FROM {table} WHERE source_topic = {} AND ({})",
         sql_string(&settings.source_topic),
         ranges.join(" OR ")
     ))
@@ -578,6 +730,8 @@ pub fn first_column(rows: &[TableRow]) -> Vec<String> {
 
 /// One row on its way to BigQuery.
 pub struct PendingRow {
+    /// For the dead-letter table rather than the predictions table.
+    dead_letter: bool,
     insert_id: String,
     row: serde_json::Value,
     bytes: usize,
@@ -614,6 +768,7 @@ impl BigQueryOutput {
             settings: settings.clone(),
             health: health.clone(),
             failed,
+            backlog: queue.backlog().clone(),
             pending: Vec::new(),
             pending_bytes: 0,
             refused: Vec::new(),
@@ -628,11 +783,11 @@ impl BigQueryOutput {
     }
 }
 
-/// Checks the dataset and the table, creating them when allowed.
+/// Checks the dataset and the tables (predictions, and dead letters when configured), creating them when
+/// allowed.
 async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(), ConfigError> {
     let origin = &settings.origin;
     let unreachable = |e: &BQError| origin.error("endpoint", format!("a reachable BigQuery API: {e}"));
-    let not_found = |e: &BQError| matches!(e, BQError::ResponseError { error } if error.error.code == 404);
     match client.dataset().get(&settings.project, &settings.dataset).await {
         Ok(_) => {}
         Err(e) if not_found(&e) && settings.create_table => {
@@ -654,25 +809,49 @@ async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(
         }
         Err(e) => return Err(unreachable(&e)),
     }
-    match client.table().get(&settings.project, &settings.dataset, &settings.table, None).await {
-        Ok(table) => check_schema(&settings.table_ref(), table.schema.fields().as_deref().unwrap_or_default())
-            .map_err(|why| origin.error("table", why)),
+    prepare_one(client, settings, "table", &settings.table, columns(), "fluvio-vision predictions (docs/records.md)")
+        .await?;
+    if let Some(table) = &settings.dead_letter_table {
+        let description = "fluvio-vision dead letters (docs/records.md)";
+        prepare_one(client, settings, "dead-letter-table", table, dead_letter_columns(), description).await?;
+    }
+    Ok(())
+}
+
+fn not_found(error: &BQError) -> bool {
+    matches!(error, BQError::ResponseError { error } if error.error.code == 404)
+}
+
+/// Checks one table of the dataset (the config's `field`), creating it when allowed.
+async fn prepare_one(
+    client: &Client,
+    settings: &BigQuerySettings,
+    field: &str,
+    table: &str,
+    expected: Vec<(&'static str, FieldType, bool)>,
+    description: &str,
+) -> Result<(), ConfigError> {
+    let origin = &settings.origin;
+    let table_ref = settings.ref_of(table);
+    match client.table().get(&settings.project, &settings.dataset, table, None).await {
+        Ok(found) => check_schema(&table_ref, expected, found.schema.fields().as_deref().unwrap_or_default())
+            .map_err(|why| origin.error(field, why)),
         Err(e) if not_found(&e) && settings.create_table => {
-            let table = Table::new(&settings.project, &settings.dataset, &settings.table, schema())
-                .description("fluvio-vision predictions (docs/records.md)");
+            let created =
+                Table::new(&settings.project, &settings.dataset, table, schema_of(expected)).description(description);
             client
                 .table()
-                .create(table)
+                .create(created)
                 .await
-                .map_err(|e| origin.error("table", format!("a table the connector may create: {e}")))?;
-            tracing::info!(sink = NAME, table = %settings.table_ref(), "created the table (create-table)");
+                .map_err(|e| origin.error(field, format!("a table the connector may create: {e}")))?;
+            tracing::info!(sink = NAME, table = %table_ref, "created the table (create-table)");
             Ok(())
         }
-        Err(e) if not_found(&e) => Err(origin.error(
-            "table",
-            format!("an existing table: {} does not exist (or set create-table: true)", settings.table_ref()),
-        )),
-        Err(e) => Err(unreachable(&e)),
+        Err(e) if not_found(&e) => {
+            Err(origin
+                .error(field, format!("an existing table: {table_ref} does not exist (or set create-table: true)")))
+        }
+        Err(e) => Err(origin.error("endpoint", format!("a reachable BigQuery API: {e}"))),
     }
 }
 
@@ -683,11 +862,15 @@ impl Output for BigQueryOutput {
 
     /// Asks BigQuery which prediction ids of the replay window it already holds; `send` skips them.
     fn prepare(&self, window: &ReplayWindow) -> Result<(), OutputError> {
-        let Some(sql) = replay_query(&self.settings, window) else { return Ok(()) };
-        let ids = self.runtime.block_on(sink::with_retries(NAME, &self.settings.retry, &self.health, || async {
-            query(&self.client, &self.settings.project, &sql).await.map_err(|e| failure(&e))
-        }))?;
-        let ids: HashSet<String> = first_column(&ids).into_iter().collect();
+        let queries = [replay_query(&self.settings, window), dead_letter_replay_query(&self.settings, window)];
+        let mut ids = HashSet::new();
+        for sql in queries.into_iter().flatten() {
+            let rows =
+                self.runtime.block_on(sink::with_retries(NAME, &self.settings.retry, &self.health, || async {
+                    query(&self.client, &self.settings.project, &sql).await.map_err(|e| failure(&e))
+                }))?;
+            ids.extend(first_column(&rows));
+        }
         tracing::info!(sink = NAME, already_written = ids.len(), ?window, "replay window checked");
         if let Ok(mut replay) = self.replay.lock() {
             *replay = (window.clone(), ids);
@@ -696,31 +879,42 @@ impl Output for BigQueryOutput {
     }
 
     fn send(&self, delivery: &Delivery<'_>) -> Result<(), OutputError> {
-        if !self.settings.include.takes(delivery) {
-            return Ok(());
-        }
-        let Outcome::Classified { prediction, .. } = delivery.outcome else { return Ok(()) };
+        let topic = &self.settings.source_topic;
+        let (insert_id, row, event, dead_letter) = match delivery.outcome {
+            Outcome::Classified { prediction, .. } if self.settings.include.takes(delivery) => {
+                let row = serde_json::to_value(encode_row(prediction, topic, delivery.position));
+                let event =
+                    EventMeta { id: prediction.image_id.clone(), source: prediction.source, ..EventMeta::default() };
+                (prediction.prediction_id.clone(), row, event, false)
+            }
+            Outcome::Rejected { name, rejected, .. }
+                if self.settings.dead_letter_table.is_some()
+                    && delivery.routed.destination == Destination::DeadLetter =>
+            {
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+                let row = encode_dead_letter(name, rejected, topic, delivery.position, &now);
+                (row.dead_letter_id.clone(), serde_json::to_value(row), rejected.event.clone(), true)
+            }
+            _ => return Ok(()),
+        };
         if let Some(position) = delivery.position {
-            let written = self
-                .replay
-                .lock()
-                .is_ok_and(|replay| replay.0.contains(position) && replay.1.contains(&prediction.prediction_id));
+            let written =
+                self.replay.lock().is_ok_and(|replay| replay.0.contains(position) && replay.1.contains(&insert_id));
             if written {
                 events::sink_replay_skipped(NAME, 1);
                 return Ok(());
             }
         }
-        let row = encode_row(prediction, &self.settings.source_topic, delivery.position);
-        let row =
-            serde_json::to_value(&row).map_err(|source| OutputError::Serialize { output: NAME.into(), source })?;
+        let row = row.map_err(|source| OutputError::Serialize { output: NAME.into(), source })?;
         let bytes = row.to_string().len();
         self.queue.push(PendingRow {
-            insert_id: prediction.prediction_id.clone(),
+            dead_letter,
+            insert_id,
             row,
             bytes,
             key: delivery.routed.key.clone(),
             position: delivery.position,
-            event: EventMeta { id: prediction.image_id.clone(), source: prediction.source, ..EventMeta::default() },
+            event,
         })
     }
 
@@ -732,6 +926,10 @@ impl Output for BigQueryOutput {
     fn health(&self) -> OutputHealth {
         self.health.get()
     }
+
+    fn backlog(&self) -> u64 {
+        self.queue.backlog().get()
+    }
 }
 
 /// The worker: collects rows into batches and inserts them, halving on "too large".
@@ -740,6 +938,7 @@ struct Writer {
     settings: BigQuerySettings,
     health: Health,
     failed: FailedFlag,
+    backlog: sink::Backlog,
     pending: Vec<PendingRow>,
     pending_bytes: usize,
     refused: Vec<SinkRejection>,
@@ -779,12 +978,25 @@ impl Writer {
         if let Some(error) = self.failed_error() {
             return Err(error);
         }
+        // Predictions first, then dead letters: each batch goes to one table.
+        let (mut rows, dead_letters): (Vec<PendingRow>, Vec<PendingRow>) =
+            rows.into_iter().partition(|r| !r.dead_letter);
+        let predictions = rows.len();
+        rows.extend(dead_letters);
         let sizes: Vec<usize> = rows.iter().map(|r| r.bytes).collect();
-        let mut work: VecDeque<Range<usize>> =
-            plan_batches(&sizes, self.settings.max_batch_rows, self.settings.max_batch_bytes).into();
+        let (max_rows, max_bytes) = (self.settings.max_batch_rows, self.settings.max_batch_bytes);
+        let mut work: VecDeque<Range<usize>> = plan_batches(&sizes[..predictions], max_rows, max_bytes)
+            .into_iter()
+            .chain(
+                plan_batches(&sizes[predictions..], max_rows, max_bytes)
+                    .into_iter()
+                    .map(|r| r.start + predictions..r.end + predictions),
+            )
+            .collect();
         while let Some(batch) = work.pop_front() {
             match self.insert(&rows[batch.clone()]).await {
                 Ok(refused) => {
+                    self.backlog.done(batch.len() as u64);
                     for (index, message) in refused {
                         let row = &rows[batch.start + index];
                         events::sink_error(NAME, "rejected_row");
@@ -799,6 +1011,7 @@ impl Writer {
                     work.push_front(batch.start..middle);
                 }
                 Err(InsertFailure::TooLarge(message)) => {
+                    self.backlog.done(1);
                     events::sink_error(NAME, "rejected_row");
                     self.refused.push(rejection(&rows[batch.start], &format!("the row alone is too large: {message}")));
                 }
@@ -815,13 +1028,17 @@ impl Writer {
 
     /// One batch, retried on transient errors until the retry limit; `Err(Transient)` means it gave up.
     async fn insert(&self, rows: &[PendingRow]) -> Result<BTreeMap<usize, String>, InsertFailure> {
+        let s = &self.settings;
+        let table = match rows.first() {
+            Some(row) if row.dead_letter => s.dead_letter_table.as_deref().unwrap_or(&s.table),
+            _ => &s.table,
+        };
         let mut request = TableDataInsertAllRequest::new();
         request.skip_invalid_rows();
         for row in rows {
             request.add_row(Some(row.insert_id.clone()), &row.row).map_err(|e| InsertFailure::Fatal(e.to_string()))?;
         }
         let bytes: usize = rows.iter().map(|r| r.bytes).sum();
-        let s = &self.settings;
         let started = Instant::now();
         let last = Mutex::new(None);
         let result = sink::with_retries(NAME, &s.retry, &self.health, || {
@@ -829,7 +1046,7 @@ impl Writer {
             let last = &last;
             async move {
                 let attempt = Instant::now();
-                match self.client.tabledata().insert_all(&s.project, &s.dataset, &s.table, request).await {
+                match self.client.tabledata().insert_all(&s.project, &s.dataset, table, request).await {
                     Ok(response) => Ok((response, attempt.elapsed())),
                     Err(e) => match classify(&e) {
                         InsertFailure::Transient(m) => Err(Failure::Transient(m)),
@@ -919,22 +1136,22 @@ mod tests {
     #[test]
     fn the_schema_check_names_the_missing_or_different_column() {
         let fields = schema().fields().clone().unwrap();
-        assert_eq!(check_schema("t", &fields), Ok(()));
+        assert_eq!(check_schema("t", columns(), &fields), Ok(()));
         // The seed's own aliases are compatible.
         let mut aliased = fields.clone();
         aliased[2].r#type = FieldType::Float;
         aliased[4].r#type = FieldType::Integer;
-        assert_eq!(check_schema("t", &aliased), Ok(()));
+        assert_eq!(check_schema("t", columns(), &aliased), Ok(()));
         let without: Vec<_> = fields.iter().filter(|f| f.name != "label").cloned().collect();
-        assert!(check_schema("t", &without).unwrap_err().contains("no column `label` (STRING)"));
+        assert!(check_schema("t", columns(), &without).unwrap_err().contains("no column `label` (STRING)"));
         let mut wrong = fields.clone();
         wrong[4].r#type = FieldType::String;
-        assert!(check_schema("t", &wrong)
+        assert!(check_schema("t", columns(), &wrong)
             .unwrap_err()
             .contains("`processing_time_ms` of table t is STRING, expected INT64"));
         let mut flat = fields;
         flat[14].mode = None;
-        assert!(check_schema("t", &flat).unwrap_err().contains("`top_k`"));
+        assert!(check_schema("t", columns(), &flat).unwrap_err().contains("`top_k`"));
     }
 
     #[test]

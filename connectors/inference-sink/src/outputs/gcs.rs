@@ -409,6 +409,7 @@ impl GcsOutput {
             health: health.clone(),
             open: BTreeMap::new(),
             failed,
+            backlog: queue.backlog().clone(),
         };
         runtime.spawn(uploader.run(rx));
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -471,6 +472,10 @@ impl Output for GcsOutput {
     fn health(&self) -> OutputHealth {
         self.health.get()
     }
+
+    fn backlog(&self) -> u64 {
+        self.queue.backlog().get()
+    }
 }
 
 /// The worker: appends rows to their partition's open object and uploads objects when they roll or at a flush.
@@ -480,6 +485,7 @@ struct Uploader {
     health: Health,
     open: BTreeMap<u32, OpenObject>,
     failed: FailedFlag,
+    backlog: sink::Backlog,
 }
 
 impl Uploader {
@@ -551,6 +557,7 @@ impl Uploader {
             .await;
             match uploaded {
                 Ok(()) => {
+                    self.backlog.done(object.rows);
                     events::sink_written(NAME, object.rows, bytes, started.elapsed().as_secs_f64());
                     tracing::debug!(sink = NAME, object = %name, rows = object.rows, bytes, "uploaded");
                 }

@@ -158,6 +158,8 @@ pub struct KafkaOutput {
     producer: FutureProducer<HealthContext>,
     health: Health,
     in_flight: Mutex<Vec<InFlight>>,
+    /// Messages sent and not yet confirmed by a delivery report: the backlog.
+    unconfirmed: std::sync::atomic::AtomicU64,
 }
 
 impl KafkaOutput {
@@ -182,7 +184,13 @@ impl KafkaOutput {
                 .error("topic", format!("an existing topic: `{}` is not on the brokers", settings.topic)));
         }
         health.healthy();
-        Ok(Self { settings, producer, health, in_flight: Mutex::new(Vec::new()) })
+        Ok(Self {
+            settings,
+            producer,
+            health,
+            in_flight: Mutex::new(Vec::new()),
+            unconfirmed: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 }
 
@@ -224,6 +232,7 @@ impl Output for KafkaOutput {
         if let Ok(mut in_flight) = self.in_flight.lock() {
             in_flight.push(InFlight { delivery: sent, bytes: value.len() as u64, sent: Instant::now() });
         }
+        self.unconfirmed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -234,7 +243,9 @@ impl Output for KafkaOutput {
             let (mut rows, mut bytes) = (0u64, 0u64);
             let started = Instant::now();
             for message in in_flight {
-                match message.delivery.await {
+                let report = message.delivery.await;
+                self.unconfirmed.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                match report {
                     Ok(Ok(_)) => {
                         rows += 1;
                         bytes += message.bytes;
@@ -279,6 +290,11 @@ impl Output for KafkaOutput {
 
     fn health(&self) -> OutputHealth {
         self.health.get()
+    }
+
+    /// Messages sent whose delivery report has not arrived (or not been collected) yet.
+    fn backlog(&self) -> u64 {
+        self.unconfirmed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -38,7 +38,7 @@ pub use console::ConsoleOutput;
 pub use fluvio::{FluvioOutput, TopicProducer};
 pub use jsonl::{JsonlLine, JsonlOutput};
 pub use route::{route, Destination, Routed};
-pub use set::{DeliveryError, OutputSet};
+pub use set::{DeliveryError, LocalOutputs, OutputSet};
 
 /// Where an outcome's record sat in the consumed topic. Outputs that name objects after offsets or
 /// de-duplicate a replay use it; outcomes of the embedded pipeline (files, stdin) have none.
@@ -177,4 +177,21 @@ pub trait Output: Send + Sync {
     fn health(&self) -> OutputHealth {
         OutputHealth::Healthy
     }
+
+    /// Rows accepted by [`Output::send`] and not yet stored downstream (queued, batched, or awaiting
+    /// their delivery report): what a sink that is down holds back. Bounded by the output's `queue`.
+    fn backlog(&self) -> u64 {
+        0
+    }
+}
+
+/// One output's state, for the status page, `/metrics` and the summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputReport {
+    /// The output's name (the `sink` label).
+    pub name: String,
+    /// Writing normally or retrying.
+    pub health: OutputHealth,
+    /// Rows accepted and not yet stored ([`Output::backlog`]).
+    pub backlog: u64,
 }

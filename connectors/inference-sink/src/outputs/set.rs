@@ -6,9 +6,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
 
-use super::{route, Delivery, Destination, Output, OutputError, Routed, SinkRejection, SourcePosition};
-use crate::config::BelowThreshold;
+use fvision_connector_common::ConfigError;
+
+use super::{route, Delivery, Destination, JsonlOutput, Output, OutputError, Routed, SinkRejection, SourcePosition};
+use crate::config::{BelowThreshold, SinkSettings};
 use crate::pipeline::Outcome;
+
+/// What a run adds to the outputs its YAML configures: the connector has Fluvio topics and appends to
+/// its JSONL file, `fvision run` has neither topics nor the console output (its table is its console) and
+/// truncates the file it is given. Everything else comes from the YAML, through [`OutputSet::build`].
+pub struct LocalOutputs {
+    /// The connector's Fluvio topics; they take the dead letters of every output.
+    pub topics: Option<Box<dyn Output>>,
+    /// Whether to print predictions with [`super::ConsoleOutput`].
+    pub console: bool,
+    /// The JSONL file, already opened by the caller. Without topics it takes the dead letters.
+    pub jsonl: Option<JsonlOutput>,
+    /// How predictions below the threshold are routed (`fvision run` has no review topic).
+    pub below: BelowThreshold,
+    /// The consumed topic, written into BigQuery's `source_topic` column (empty for `fvision run`).
+    pub source_topic: String,
+}
 
 /// An outcome could not be delivered or confirmed: offsets must not be committed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +71,33 @@ impl OutputSet {
         Self { outputs: Vec::new(), dead_letters: None, below, delivered: AtomicU64::new(0) }
     }
 
+    /// Every output of a run, in one place for the connector and `fvision run` (so `fvision run --config`
+    /// writes where the connector would): the topics, the console, the JSONL file, then the external sinks
+    /// the `inference` section configures (BigQuery, Kafka, GCS), each connected and checked now, so a
+    /// missing table or bucket stops the start with an error naming the file and the field. The topics
+    /// take the dead letters; without them, the JSONL file does; without either, a row an external sink
+    /// refuses stops the run (it is never dropped).
+    pub fn build(settings: &SinkSettings, local: LocalOutputs) -> Result<Self, ConfigError> {
+        let mut outputs = Self::new(local.below);
+        let jsonl_takes_dead_letters = local.topics.is_none();
+        if let Some(topics) = local.topics {
+            outputs = outputs.with_dead_letters(topics);
+        }
+        if local.console {
+            outputs = outputs.with(Box::new(super::ConsoleOutput));
+        }
+        if let Some(jsonl) = local.jsonl {
+            outputs = match jsonl_takes_dead_letters {
+                true => outputs.with_dead_letters(Box::new(jsonl)),
+                false => outputs.with(Box::new(jsonl)),
+            };
+        }
+        for external in super::sink::connect_external(&settings.inference, &settings.path, &local.source_topic)? {
+            outputs = outputs.with(external);
+        }
+        Ok(outputs)
+    }
+
     /// Adds an output.
     pub fn with(mut self, output: Box<dyn Output>) -> Self {
         crate::events::output_added(output.name());
@@ -75,6 +120,25 @@ impl OutputSet {
     /// Each output's name and health.
     pub fn health(&self) -> Vec<(String, super::OutputHealth)> {
         self.outputs.iter().map(|o| (o.name().to_string(), o.health())).collect()
+    }
+
+    /// Each output's name, health and backlog, also set as the `fvision_output_retrying` and
+    /// `fvision_output_backlog` gauges (so whoever polls for the page or the summary keeps `/metrics`
+    /// current too).
+    pub fn reports(&self) -> Vec<super::OutputReport> {
+        self.outputs
+            .iter()
+            .map(|o| {
+                let report =
+                    super::OutputReport { name: o.name().to_string(), health: o.health(), backlog: o.backlog() };
+                crate::events::output_state(
+                    &report.name,
+                    report.health != super::OutputHealth::Healthy,
+                    report.backlog,
+                );
+                report
+            })
+            .collect()
     }
 
     /// Calls [`Output::prepare`] on every output, before the first delivery.

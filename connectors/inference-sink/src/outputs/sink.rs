@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,12 +163,36 @@ pub enum Command<R> {
 /// Set by a sink's worker when it gave up or failed for good (the error's text); shared with its queue.
 pub type FailedFlag = Arc<Mutex<Option<String>>>;
 
+/// Rows pushed into a sink's queue and not yet stored (or refused) by its worker: its
+/// [`super::Output::backlog`]. The queue adds, the worker subtracts what it stored.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicU64>);
+
+impl Backlog {
+    /// The rows not yet stored.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// `rows` more were queued.
+    pub fn add(&self, rows: u64) {
+        self.0.fetch_add(rows, Ordering::AcqRel);
+    }
+
+    /// `rows` were stored or refused.
+    pub fn done(&self, rows: u64) {
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(rows)));
+    }
+}
+
 /// The sending half of a sink's bounded queue.
 pub struct SinkQueue<R> {
     sink: String,
     tx: async_channel::Sender<Command<R>>,
     /// Set by the worker when it gave up or failed for good; every later call fails with it.
     failed: FailedFlag,
+    /// Rows queued and not yet stored; the worker holds a clone ([`SinkQueue::backlog`]).
+    backlog: Backlog,
 }
 
 impl<R: Send + 'static> SinkQueue<R> {
@@ -175,7 +200,12 @@ impl<R: Send + 'static> SinkQueue<R> {
     pub fn new(sink: &str, capacity: usize) -> (Self, async_channel::Receiver<Command<R>>, FailedFlag) {
         let (tx, rx) = async_channel::bounded(capacity.max(1));
         let failed = Arc::new(Mutex::new(None));
-        (Self { sink: sink.to_string(), tx, failed: Arc::clone(&failed) }, rx, failed)
+        (Self { sink: sink.to_string(), tx, failed: Arc::clone(&failed), backlog: Backlog::default() }, rx, failed)
+    }
+
+    /// The rows queued and not yet stored, shared with the worker, which calls [`Backlog::done`].
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     fn check(&self) -> Result<(), OutputError> {
@@ -192,15 +222,23 @@ impl<R: Send + 'static> SinkQueue<R> {
     /// Queues one row; blocks while the queue is full (back-pressure, timed in metrics).
     pub fn push(&self, row: R) -> Result<(), OutputError> {
         self.check()?;
+        // Counted before it is queued, so the worker never subtracts a row not yet added.
+        self.backlog.add(1);
         let row = match self.tx.try_send(Command::Row(row)) {
             Ok(()) => return Ok(()),
-            Err(async_channel::TrySendError::Closed(_)) => return Err(self.error("the sink's worker stopped")),
+            Err(async_channel::TrySendError::Closed(_)) => {
+                self.backlog.done(1);
+                return Err(self.error("the sink's worker stopped"));
+            }
             Err(async_channel::TrySendError::Full(row)) => row,
         };
         let waiting = Instant::now();
         let sent = self.tx.send_blocking(row);
         events::sink_backpressure(&self.sink, waiting.elapsed().as_secs_f64());
-        sent.map_err(|_| self.error("the sink's worker stopped"))
+        sent.map_err(|_| {
+            self.backlog.done(1);
+            self.error("the sink's worker stopped")
+        })
     }
 
     /// Asks the worker to make everything queued so far durable; resolves with its answer.
@@ -295,6 +333,16 @@ pub fn connect_external(
     topic: &str,
 ) -> Result<Vec<Box<dyn super::Output>>, ConfigError> {
     let mut outputs: Vec<Box<dyn super::Output>> = Vec::new();
+    for name in [
+        settings.bigquery.as_ref().map(|_| super::bigquery::NAME),
+        settings.kafka.as_ref().map(|_| super::kafka::NAME),
+        settings.gcs.as_ref().map(|_| super::gcs::NAME),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        events::sink_added(name);
+    }
     if let Some(config) = &settings.bigquery {
         outputs.push(Box::new(super::bigquery::BigQueryOutput::connect(config.settings(path, topic)?)?));
     }
@@ -308,14 +356,16 @@ pub fn connect_external(
 }
 
 /// The end of the summary line for the outputs that are retrying: `; bigquery retrying for 12 s (7
-/// attempts): HTTP 503: ...`; empty when all are healthy. Pure.
-pub fn retrying_note(health: &[(String, OutputHealth)], now: Instant) -> String {
+/// attempts, 31 rows held back): HTTP 503: ...`; empty when all are healthy. Pure.
+pub fn retrying_note(reports: &[super::OutputReport], now: Instant) -> String {
     let mut note = String::new();
-    for (name, health) in health {
+    for super::OutputReport { name, health, backlog } in reports {
         if let OutputHealth::Retrying { since, attempts, last_error } = health {
             let error: String = last_error.chars().take(160).collect();
             let secs = now.saturating_duration_since(*since).as_secs();
-            note.push_str(&format!("; {name} retrying for {secs} s ({attempts} attempts): {error}"));
+            note.push_str(&format!(
+                "; {name} retrying for {secs} s ({attempts} attempts, {backlog} rows held back): {error}"
+            ));
         }
     }
     note
@@ -330,13 +380,17 @@ mod tests {
         let now = Instant::now();
         let since = now - Duration::from_secs(12);
         let health = vec![
-            ("fluvio".to_string(), OutputHealth::Healthy),
-            (
-                "bigquery".to_string(),
-                OutputHealth::Retrying { since, attempts: 7, last_error: "HTTP 503: down".into() },
-            ),
+            super::super::OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
+            super::super::OutputReport {
+                name: "bigquery".into(),
+                health: OutputHealth::Retrying { since, attempts: 7, last_error: "HTTP 503: down".into() },
+                backlog: 31,
+            },
         ];
-        assert_eq!(retrying_note(&health, now), "; bigquery retrying for 12 s (7 attempts): HTTP 503: down");
+        assert_eq!(
+            retrying_note(&health, now),
+            "; bigquery retrying for 12 s (7 attempts, 31 rows held back): HTTP 503: down"
+        );
         assert_eq!(retrying_note(&health[..1], now), "");
     }
 

@@ -83,9 +83,9 @@ function render(s) {
     .concat(s.in_flight == null ? [] : ['<tr><td>in flight (read, not delivered)</td><td class="num">' + num(s.in_flight) + "</td></tr>"])
     .concat(['<tr><td>inference batches</td><td class="num">' + num(b.count) + "</td></tr>",
       '<tr><td>mean batch size</td><td class="num">' + (b.mean == null ? "–" : b.mean.toFixed(2)) + "</td></tr>"]));
-  rows("outputs", ["output", "health", "attempts", "last error"], s.outputs.map((o) =>
+  rows("outputs", ["output", "health", "backlog", "attempts", "last error"], s.outputs.map((o) =>
     "<tr><td>" + esc(o.name) + "</td><td class=\"" + (o.healthy ? "healthy\">healthy" : "retrying\">retrying " + Math.round(o.failing_s) + " s") +
-    '</td><td class="num">' + o.attempts + "</td><td>" + esc(o.last_error || "") + "</td></tr>"));
+    '</td><td class="num">' + o.backlog + '</td><td class="num">' + o.attempts + "</td><td>" + esc(o.last_error || "") + "</td></tr>"));
   rows("partitions", ["partition", "delivered", "committed", "end", "lag", "last commit"], s.partitions.map((p) =>
     '<tr><td>' + p.partition + '</td><td class="num">' + num(p.delivered) + '</td><td class="num">' + num(p.committed) +
     '</td><td class="num">' + num(p.end) + '</td><td class="num">' + num(p.lag) + "</td><td>" +
