@@ -177,11 +177,19 @@ fn wait_for(name: &str, pid: u32, log: &Path, ready: impl Fn() -> bool) -> Resul
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ready() {
         if !supervisor::alive(pid) {
-            bail!("{name} exited before it answered; its log {}:\n{}", log.display(), super::deploy::status::log_tail(log, 20));
+            bail!(
+                "{name} exited before it answered; its log {}:\n{}",
+                log.display(),
+                super::deploy::status::log_tail(log, 20)
+            );
         }
         if Instant::now() > deadline {
             supervisor::stop(pid, Duration::from_secs(5));
-            bail!("{name} did not answer within 90 s; its log {}:\n{}", log.display(), super::deploy::status::log_tail(log, 20));
+            bail!(
+                "{name} did not answer within 90 s; its log {}:\n{}",
+                log.display(),
+                super::deploy::status::log_tail(log, 20)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -201,10 +209,8 @@ fn site_packages(venv: &Path) -> Result<PathBuf> {
 fn up(args: UpArgs) -> Result<ExitCode> {
     let dir = default_dir(args.state_dir.as_deref());
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    let mut state: DevState = std::fs::read_to_string(state_file(&dir))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let mut state: DevState =
+        std::fs::read_to_string(state_file(&dir)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     state.processes.retain(|p| supervisor::alive_as(p.pid, &p.word));
     let running = |state: &DevState, name: &str| state.processes.iter().any(|p| p.name == name);
     let save = |state: &DevState| -> Result<()> {
@@ -236,7 +242,12 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             bail!("port {} (Kafka) is taken by another process: pass --kafka-port", args.kafka_port);
         }
         let log = dir.join("kafka.log");
-        let pid = supervisor::spawn_detached(&exe, &["dev".into(), "broker".into(), "--port".into(), args.kafka_port.to_string()], &[], &log)?;
+        let pid = supervisor::spawn_detached(
+            &exe,
+            &["dev".into(), "broker".into(), "--port".into(), args.kafka_port.to_string()],
+            &[],
+            &log,
+        )?;
         let address = format!("127.0.0.1:{}", args.kafka_port);
         wait_for("the Kafka broker", pid, &log, || resources::tcp_answers(&address))?;
         state.processes.push(DevProcess { name: "kafka".into(), pid, word: "broker".into(), endpoint: address });
@@ -252,7 +263,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(&extensions)?;
         for ext in ["spatial", "avro"] {
             let file = format!("{ext}.duckdb_extension");
-            let source = site_packages(&venv)?.join(format!("duckdb_extension_{ext}/extensions/{DUCKDB_VERSION}/{file}"));
+            let source =
+                site_packages(&venv)?.join(format!("duckdb_extension_{ext}/extensions/{DUCKDB_VERSION}/{file}"));
             let link = extensions.join(&file);
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&source, &link).with_context(|| format!("linking {}", source.display()))?;
@@ -261,8 +273,18 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         let log = dir.join("bigquery.log");
         let program = venv.join("bin/bqemulator");
         let argv: Vec<String> = [
-            "start", "--rest-host", "127.0.0.1", "--rest-port", &args.bigquery_port.to_string(), "--grpc-host", "127.0.0.1",
-            "--grpc-port", &grpc.to_string(), "--ephemeral", "--project", PROJECT,
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            &args.bigquery_port.to_string(),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            &grpc.to_string(),
+            "--ephemeral",
+            "--project",
+            PROJECT,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -283,10 +305,11 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         }
         let venv = venv("gcs")?;
         let log = dir.join("gcs.log");
-        let argv: Vec<String> = ["start", "--host", "127.0.0.1", "--port", &args.gcs_port.to_string(), "--in-memory", "-q"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> =
+            ["start", "--host", "127.0.0.1", "--port", &args.gcs_port.to_string(), "--in-memory", "-q"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let pid = supervisor::spawn_detached(&venv.join("bin/gcp-storage-emulator"), &argv, &[], &log)?;
         wait_for("the GCS emulator", pid, &log, || http_ok(args.gcs_port, "/storage/v1/b"))?;
         state.processes.push(DevProcess {
@@ -306,10 +329,21 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         let venv = venv("pubsub")?;
         let launcher = dir.join("cloudbox311.py");
         std::fs::write(&launcher, CLOUDBOX_LAUNCHER)?;
-        let mut env = vec![("CLOUDBOX_HOST".to_string(), "127.0.0.1".to_string()), ("CLOUDBOX_PROJECT".into(), PROJECT.into())];
-        for service in
-            ["GCS", "PUBSUB", "PUBSUB_REST", "FIRESTORE", "SECRETMANAGER", "TASKS", "BIGQUERY", "SPANNER", "LOGGING", "SCHEDULER", "ADMIN"]
-        {
+        let mut env =
+            vec![("CLOUDBOX_HOST".to_string(), "127.0.0.1".to_string()), ("CLOUDBOX_PROJECT".into(), PROJECT.into())];
+        for service in [
+            "GCS",
+            "PUBSUB",
+            "PUBSUB_REST",
+            "FIRESTORE",
+            "SECRETMANAGER",
+            "TASKS",
+            "BIGQUERY",
+            "SPANNER",
+            "LOGGING",
+            "SCHEDULER",
+            "ADMIN",
+        ] {
             let port = match service {
                 "PUBSUB" => args.pubsub_port,
                 "PUBSUB_REST" => args.pubsub_rest_port,
@@ -325,7 +359,10 @@ fn up(args: UpArgs) -> Result<ExitCode> {
             name: "pubsub".into(),
             pid,
             word: "cloudbox311".into(),
-            endpoint: format!("127.0.0.1:{} (gRPC), http://127.0.0.1:{} (REST)", args.pubsub_port, args.pubsub_rest_port),
+            endpoint: format!(
+                "127.0.0.1:{} (gRPC), http://127.0.0.1:{} (REST)",
+                args.pubsub_port, args.pubsub_rest_port
+            ),
         });
         save(&state)?;
     }
@@ -404,7 +441,8 @@ fn broker(args: BrokerArgs) -> Result<ExitCode> {
     let stop = fvision_connector_common::binary::stop_on_signals()?;
     let mock = rdkafka::mocking::MockCluster::new(1).map_err(|e| anyhow!("starting the Kafka mock cluster: {e}"))?;
     let target = mock.bootstrap_servers();
-    let listener = TcpListener::bind(("127.0.0.1", args.port)).with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
+    let listener =
+        TcpListener::bind(("127.0.0.1", args.port)).with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
     listener.set_nonblocking(true)?;
     println!("Kafka mock cluster: bootstrap 127.0.0.1:{} -> broker {target}", args.port);
     while !stop.load(Ordering::Relaxed) {

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per capability (ripgrep's layout).
 
+mod deploy;
 mod emulators;
 mod fuzz_corpus;
 mod pipeline_embedded;

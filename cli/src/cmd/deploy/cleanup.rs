@@ -61,7 +61,8 @@ pub fn run(args: CleanupArgs) -> Result<ExitCode> {
     let mut failures = 0usize;
     for entry in &config.connectors {
         let files = Files::new(&dir, &entry.name);
-        let supervisor_pid = supervisor::read_pid(&files.supervisor_pid).filter(|p| supervisor::alive_as(*p, "supervise"));
+        let supervisor_pid =
+            supervisor::read_pid(&files.supervisor_pid).filter(|p| supervisor::alive_as(*p, "supervise"));
         let child = supervisor::read_pid(&files.pid).filter(|p| supervisor::alive_as(*p, entry.kind.binary()));
         match supervisor_pid {
             Some(pid) => {
@@ -137,13 +138,17 @@ fn delete(deployment: &Deployment, resource: &Resource) -> Result<()> {
         Resource::SmartModule { name } => resources::fluvio(&["smartmodule", "delete", name]).map(|_| ()),
         Resource::KafkaTopic { servers, name } => resources::delete_kafka_topic(servers, name),
         Resource::BigQueryDataset { project, dataset } => {
-            let mut bq = config.bigquery.clone().ok_or_else(|| anyhow::anyhow!("the deployment file has no bigquery section now"))?;
+            let mut bq = config
+                .bigquery
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the deployment file has no bigquery section now"))?;
             bq.project = project.clone();
             bq.dataset = dataset.clone();
             resources::delete_bigquery_dataset(&bq)
         }
         Resource::GcsBucket { bucket } => {
-            let gcs = config.gcs.as_ref().ok_or_else(|| anyhow::anyhow!("the deployment file has no gcs section now"))?;
+            let gcs =
+                config.gcs.as_ref().ok_or_else(|| anyhow::anyhow!("the deployment file has no gcs section now"))?;
             resources::Gcs::new(gcs)?.delete_bucket(bucket)
         }
         Resource::PubSubTopic { topic, .. } => {

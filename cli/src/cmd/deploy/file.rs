@@ -274,7 +274,8 @@ impl Deployment {
 
     /// Parses and checks `text`; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let field = |field: &str, expected: String| ConfigError::Field { path: path.into(), field: field.into(), expected };
+        let field =
+            |field: &str, expected: String| ConfigError::Field { path: path.into(), field: field.into(), expected };
         let de = serde_yaml::Deserializer::from_str(text);
         let mut config: DeploymentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
@@ -285,16 +286,26 @@ impl Deployment {
         if !valid_name(&config.name) {
             return Err(field("name", format!("letters, digits, `-` and `_`, not `{}`", config.name)));
         }
-        for (key, topic) in [("images", &config.topics.images), ("predictions", &config.topics.predictions), ("dlq", &config.topics.dlq)] {
+        for (key, topic) in [
+            ("images", &config.topics.images),
+            ("predictions", &config.topics.predictions),
+            ("dlq", &config.topics.dlq),
+        ] {
             if !valid_name(&topic.name) || topic.name.len() > 63 || topic.name.contains('_') {
-                return Err(field(&format!("topics.{key}.name"), format!("a Fluvio topic name (lowercase letters, digits, `-`), not `{}`", topic.name)));
+                return Err(field(
+                    &format!("topics.{key}.name"),
+                    format!("a Fluvio topic name (lowercase letters, digits, `-`), not `{}`", topic.name),
+                ));
             }
             if topic.partitions == Some(0) {
                 return Err(field(&format!("topics.{key}.partitions"), "at least 1".into()));
             }
         }
         if !fvision_is_image_validate(&config.smartmodule.name) {
-            return Err(field("smartmodule.name", format!("`image-validate` or `image-validate-<suffix>`, not `{}`", config.smartmodule.name)));
+            return Err(field(
+                "smartmodule.name",
+                format!("`image-validate` or `image-validate-<suffix>`, not `{}`", config.smartmodule.name),
+            ));
         }
         if config.connectors.is_empty() {
             return Err(field("connectors", "at least one connector".into()));
@@ -302,10 +313,16 @@ impl Deployment {
         let mut names = BTreeSet::new();
         for (i, entry) in config.connectors.iter().enumerate() {
             if !valid_name(&entry.name) {
-                return Err(field(&format!("connectors[{i}].name"), format!("letters, digits, `-` and `_`, not `{}`", entry.name)));
+                return Err(field(
+                    &format!("connectors[{i}].name"),
+                    format!("letters, digits, `-` and `_`, not `{}`", entry.name),
+                ));
             }
             if !names.insert(entry.name.clone()) {
-                return Err(field(&format!("connectors[{i}].name"), format!("a unique name; `{}` is used twice", entry.name)));
+                return Err(field(
+                    &format!("connectors[{i}].name"),
+                    format!("a unique name; `{}` is used twice", entry.name),
+                ));
             }
             if entry.partition.is_some() && entry.kind != ConnectorKind::InferenceSink {
                 return Err(field(&format!("connectors[{i}].partition"), "only for an inference-sink".into()));
@@ -313,12 +330,19 @@ impl Deployment {
             let needs = match entry.kind {
                 ConnectorKind::KafkaSource => config.kafka.is_none().then_some("kafka"),
                 ConnectorKind::GcsSource => {
-                    if config.gcs.is_none() { Some("gcs") } else { config.pubsub.is_none().then_some("pubsub") }
+                    if config.gcs.is_none() {
+                        Some("gcs")
+                    } else {
+                        config.pubsub.is_none().then_some("pubsub")
+                    }
                 }
                 ConnectorKind::InferenceSink => None,
             };
             if let Some(section) = needs {
-                return Err(field(&format!("connectors[{i}].type"), format!("a `{section}` section for a {}", entry.kind.binary())));
+                return Err(field(
+                    &format!("connectors[{i}].type"),
+                    format!("a `{section}` section for a {}", entry.kind.binary()),
+                ));
             }
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -434,7 +458,8 @@ pub fn render_connector(deployment: &Deployment, entry: &ConnectorEntry, text: &
         ConnectorKind::KafkaSource => {
             let kafka = config.kafka.as_ref().ok_or_else(|| err("the deployment has no `kafka` section".into()))?;
             set(&mut doc, &[section, "bootstrap-servers"], kafka.bootstrap_servers.as_str().into()).map_err(err)?;
-            set(&mut doc, &[section, "topics"], Value::Sequence(vec![kafka.input_topic.as_str().into()])).map_err(err)?;
+            set(&mut doc, &[section, "topics"], Value::Sequence(vec![kafka.input_topic.as_str().into()]))
+                .map_err(err)?;
             set(&mut doc, &[section, "dlq-topic"], topics.dlq.name.as_str().into()).map_err(err)?;
         }
         ConnectorKind::GcsSource => {
@@ -549,7 +574,7 @@ mod tests {
         let good = std::fs::read_to_string(repo().join("fluvio-config/deploy/local.yaml")).unwrap();
         let path = Path::new("/x/deploy.yaml");
         let cases = [
-            (good.replace("topics:", "topicz: {}\ntopics:"), "field `.`: unknown field `topicz`"),
+            (good.replace("topics:", "topicz: {}\ntopics:"), "field `topicz`: unknown field `topicz`"),
             (good.replace("name: image-validate", "name: jolt"), "field `smartmodule.name`"),
             (good.replace("type: kafka-source", "type: kafka-sauce"), "field `connectors[1].type`"),
             (good.replace("name: fvision-local", "name: a/b"), "field `name`"),
@@ -566,7 +591,8 @@ mod tests {
         let text = std::fs::read_to_string(repo().join("fluvio-config/deploy/local.yaml")).unwrap();
         let mut deployment = Deployment::parse(&text, &repo().join("fluvio-config/deploy/local.yaml")).unwrap();
         deployment.config.topics.images.name = "img-7".into();
-        let mut entry = deployment.config.connectors.iter().find(|c| c.kind == ConnectorKind::InferenceSink).unwrap().clone();
+        let mut entry =
+            deployment.config.connectors.iter().find(|c| c.kind == ConnectorKind::InferenceSink).unwrap().clone();
         entry.partition = Some(1);
         entry.metrics_port = Some(40001);
         let sink = "apiVersion: 0.2.0\nmeta: {version: 0.1.0, name: x, type: inference-sink, topic: images}\n\

@@ -94,7 +94,8 @@ pub fn connector_binary(entry: &ConnectorEntry) -> Option<PathBuf> {
         return binary.is_file().then(|| binary.clone()).or_else(|| on_path(&binary.to_string_lossy()));
     }
     let name = entry.kind.binary();
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(name))).filter(|p| p.is_file());
+    let beside =
+        std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(name))).filter(|p| p.is_file());
     beside.or_else(|| on_path(name))
 }
 
@@ -119,7 +120,10 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
     let mut missing = Vec::new();
     let config = &deployment.config;
     if resources::fluvio_cli().is_none() {
-        missing.push("the `fluvio` CLI is not installed (not on PATH, not in ~/.fluvio/bin): install Fluvio (RUNBOOK section 1)".into());
+        missing.push(
+            "the `fluvio` CLI is not installed (not on PATH, not in ~/.fluvio/bin): install Fluvio (RUNBOOK section 1)"
+                .into(),
+        );
     }
     if let Err(e) = resources::connect() {
         missing.push(format!(
@@ -138,7 +142,9 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
                 .into(),
         ),
     }
-    for (key, topic) in [("images", &config.topics.images), ("predictions", &config.topics.predictions), ("dlq", &config.topics.dlq)] {
+    for (key, topic) in
+        [("images", &config.topics.images), ("predictions", &config.topics.predictions), ("dlq", &config.topics.dlq)]
+    {
         if let Err(e) = std::fs::read_to_string(&topic.config) {
             missing.push(format!("topics.{key}.config: cannot read {}: {e}", topic.config.display()));
         }
@@ -181,7 +187,9 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
         if let Some(endpoint) = &bq.endpoint {
             let url = format!("{}/bigquery/v2/projects/{}/datasets", endpoint.trim_end_matches('/'), bq.project);
             if ureq::get(&url).call().is_err_and(|e| !matches!(e, ureq::Error::StatusCode(_))) {
-                missing.push(format!("bigquery.endpoint: {endpoint} does not answer (`fvision dev up` starts the emulator)"));
+                missing.push(format!(
+                    "bigquery.endpoint: {endpoint} does not answer (`fvision dev up` starts the emulator)"
+                ));
             }
         }
     }
@@ -199,9 +207,8 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
     }
     if let Some(pubsub) = &config.pubsub {
         match &pubsub.emulator_host {
-            Some(host) if !resources::tcp_answers(host) => {
-                missing.push(format!("pubsub.emulator-host: {host} does not answer (`fvision dev up` starts the emulator)"))
-            }
+            Some(host) if !resources::tcp_answers(host) => missing
+                .push(format!("pubsub.emulator-host: {host} does not answer (`fvision dev up` starts the emulator)")),
             Some(_) => {}
             None => missing.push(
                 "pubsub.emulator-host: gcs-source reaches Pub/Sub only through an emulator in this build (no Google \
@@ -241,7 +248,8 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
 
     for topic in [&config.topics.images, &config.topics.predictions, &config.topics.dlq] {
         let text = std::fs::read_to_string(&topic.config)?;
-        let rendered = file::render_topic(&text, &topic.name, topic.partitions).map_err(|e| anyhow::anyhow!("{}: {e}", topic.config.display()))?;
+        let rendered = file::render_topic(&text, &topic.name, topic.partitions)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", topic.config.display()))?;
         let path = dir.join(format!("topic-{}.yaml", topic.name));
         std::fs::write(&path, &rendered)?;
         let change = resources::ensure_fluvio_topic(&fluvio, &topic.name, &path)?;
@@ -259,9 +267,15 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
     }
     if let Some(kafka) = &config.kafka {
         for topic in [&kafka.input_topic, &kafka.results_topic] {
-            if say(resources::ensure_kafka_topic(kafka, topic)?, &format!("Kafka topic {topic} on {}", kafka.bootstrap_servers)) {
+            if say(
+                resources::ensure_kafka_topic(kafka, topic)?,
+                &format!("Kafka topic {topic} on {}", kafka.bootstrap_servers),
+            ) {
                 changes += 1;
-                ledger.record(Resource::KafkaTopic { servers: kafka.bootstrap_servers.clone(), name: topic.clone() }, &dir)?;
+                ledger.record(
+                    Resource::KafkaTopic { servers: kafka.bootstrap_servers.clone(), name: topic.clone() },
+                    &dir,
+                )?;
             }
         }
     }
@@ -269,7 +283,8 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
         let (dataset, table) = resources::ensure_bigquery(bq)?;
         if say(dataset, &format!("BigQuery dataset {}.{}", bq.project, bq.dataset)) {
             changes += 1;
-            ledger.record(Resource::BigQueryDataset { project: bq.project.clone(), dataset: bq.dataset.clone() }, &dir)?;
+            ledger
+                .record(Resource::BigQueryDataset { project: bq.project.clone(), dataset: bq.dataset.clone() }, &dir)?;
         }
         changes += usize::from(say(table, &format!("BigQuery table {}.{}.{}", bq.project, bq.dataset, bq.table)));
     }
@@ -277,12 +292,19 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
         let (topic, subscription) = resources::ensure_pubsub(pubsub)?;
         if say(topic, &format!("Pub/Sub topic {}", pubsub.topic)) {
             changes += 1;
-            ledger.record(Resource::PubSubTopic { project: pubsub.project.clone(), topic: pubsub.topic.clone() }, &dir)?;
+            ledger
+                .record(Resource::PubSubTopic { project: pubsub.project.clone(), topic: pubsub.topic.clone() }, &dir)?;
         }
-        if say(subscription, &format!("Pub/Sub subscription {} (ack deadline {} s)", pubsub.subscription, pubsub.ack_deadline_seconds)) {
+        if say(
+            subscription,
+            &format!("Pub/Sub subscription {} (ack deadline {} s)", pubsub.subscription, pubsub.ack_deadline_seconds),
+        ) {
             changes += 1;
             ledger.record(
-                Resource::PubSubSubscription { project: pubsub.project.clone(), subscription: pubsub.subscription.clone() },
+                Resource::PubSubSubscription {
+                    project: pubsub.project.clone(),
+                    subscription: pubsub.subscription.clone(),
+                },
                 &dir,
             )?;
         }
@@ -296,7 +318,10 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
         if gcs.notify {
             let pubsub = config.pubsub.as_ref().context("gcs.notify needs a pubsub section")?;
             let change = client.ensure_notification(&gcs.bucket, &pubsub.project, &pubsub.topic, &gcs.input_prefix)?;
-            changes += usize::from(say(change, &format!("GCS notification gs://{}/{} -> {}", gcs.bucket, gcs.input_prefix, pubsub.topic)));
+            changes += usize::from(say(
+                change,
+                &format!("GCS notification gs://{}/{} -> {}", gcs.bucket, gcs.input_prefix, pubsub.topic),
+            ));
         }
     }
 
@@ -360,7 +385,8 @@ fn wait_started(started: &[(&ConnectorEntry, Files, Option<u16>)], limit: Durati
     let begin = Instant::now();
     for (entry, files, port) in started {
         loop {
-            let restarts: u32 = std::fs::read_to_string(&files.restarts).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+            let restarts: u32 =
+                std::fs::read_to_string(&files.restarts).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
             if restarts > 0 {
                 bail!(
                     "connector {} exited right after its start (its supervisor restarts it with backoff); the end of {}:\n{}",

@@ -82,7 +82,9 @@ impl Resource {
             Self::FluvioTopic { name } => format!("Fluvio topic {name}"),
             Self::SmartModule { name } => format!("SmartModule {name}"),
             Self::KafkaTopic { name, servers } => format!("Kafka topic {name} on {servers}"),
-            Self::BigQueryDataset { project, dataset } => format!("BigQuery dataset {project}.{dataset} (and its tables)"),
+            Self::BigQueryDataset { project, dataset } => {
+                format!("BigQuery dataset {project}.{dataset} (and its tables)")
+            }
             Self::GcsBucket { bucket } => format!("GCS bucket gs://{bucket} (and its objects)"),
             Self::PubSubTopic { project, topic } => format!("Pub/Sub topic projects/{project}/topics/{topic}"),
             Self::PubSubSubscription { project, subscription } => {
@@ -98,7 +100,11 @@ impl Resource {
 }
 
 /// Runs `f` on its own thread; an error after `limit` (clients that retry forever against a dead server).
-pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -123,7 +129,8 @@ pub fn fluvio_cli() -> Option<PathBuf> {
 
 /// Runs the `fluvio` CLI; its output on failure.
 pub fn fluvio(args: &[&str]) -> Result<String> {
-    let cli = fluvio_cli().ok_or_else(|| anyhow!("the `fluvio` CLI is not installed (not on PATH, not in ~/.fluvio/bin)"))?;
+    let cli =
+        fluvio_cli().ok_or_else(|| anyhow!("the `fluvio` CLI is not installed (not on PATH, not in ~/.fluvio/bin)"))?;
     let out = Command::new(&cli).args(args).output().with_context(|| format!("running {}", cli.display()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
@@ -143,7 +150,8 @@ pub fn connect() -> Result<Fluvio> {
 pub fn fluvio_topic_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
     run_block_on(async {
         let admin = fluvio.admin().await;
-        let listed = admin.list::<TopicSpec, _>(vec![name.to_string()]).await.map_err(|e| anyhow!("listing topics: {e}"))?;
+        let listed =
+            admin.list::<TopicSpec, _>(vec![name.to_string()]).await.map_err(|e| anyhow!("listing topics: {e}"))?;
         Ok(listed.iter().any(|t| t.name == name))
     })
 }
@@ -161,8 +169,10 @@ pub fn ensure_fluvio_topic(fluvio: &Fluvio, name: &str, rendered: &Path) -> Resu
 pub fn smartmodule_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
     run_block_on(async {
         let admin = fluvio.admin().await;
-        let listed =
-            admin.list::<SmartModuleSpec, _>(vec![name.to_string()]).await.map_err(|e| anyhow!("listing SmartModules: {e}"))?;
+        let listed = admin
+            .list::<SmartModuleSpec, _>(vec![name.to_string()])
+            .await
+            .map_err(|e| anyhow!("listing SmartModules: {e}"))?;
         Ok(listed.iter().any(|s| s.name == name))
     })
 }
@@ -180,7 +190,8 @@ pub fn ensure_smartmodule(fluvio: &Fluvio, name: &str, wasm: &Path) -> Result<Ch
 pub fn end_offsets(fluvio: &Fluvio, topic: &str) -> Result<Vec<(u32, i64)>> {
     run_block_on(async {
         let admin = fluvio.admin().await;
-        let listed = admin.list::<PartitionSpec, String>(vec![]).await.map_err(|e| anyhow!("listing partitions: {e}"))?;
+        let listed =
+            admin.list::<PartitionSpec, String>(vec![]).await.map_err(|e| anyhow!("listing partitions: {e}"))?;
         let mut out: Vec<(u32, i64)> = listed
             .into_iter()
             .filter_map(|p| {
@@ -194,7 +205,11 @@ pub fn end_offsets(fluvio: &Fluvio, topic: &str) -> Result<Vec<(u32, i64)>> {
 }
 
 /// The committed offsets of `consumer_id` on `topic`, by partition.
-pub fn committed_offsets(fluvio: &Fluvio, consumer_id: &str, topic: &str) -> Result<Vec<(u32, i64, Option<std::time::SystemTime>)>> {
+pub fn committed_offsets(
+    fluvio: &Fluvio,
+    consumer_id: &str,
+    topic: &str,
+) -> Result<Vec<(u32, i64, Option<std::time::SystemTime>)>> {
     run_block_on(async {
         let offsets = fluvio.consumer_offsets().await.map_err(|e| anyhow!("reading consumer offsets: {e}"))?;
         let mut out: Vec<_> = offsets
@@ -306,9 +321,11 @@ pub fn ensure_bigquery(config: &BigQueryConfig) -> Result<(Change, Change)> {
         let dataset = match client.dataset().get(&config.project, &config.dataset).await {
             Ok(_) => Change::Exists,
             Err(e) if not_found(&e) => {
-                client.dataset().create(Dataset::new(&config.project, &config.dataset)).await.map_err(|e| {
-                    anyhow!("creating BigQuery dataset {}.{}: {e}", config.project, config.dataset)
-                })?;
+                client
+                    .dataset()
+                    .create(Dataset::new(&config.project, &config.dataset))
+                    .await
+                    .map_err(|e| anyhow!("creating BigQuery dataset {}.{}: {e}", config.project, config.dataset))?;
                 Change::Created
             }
             Err(e) => bail!("BigQuery ({}): {e}", config.endpoint.as_deref().unwrap_or("Google Cloud")),
@@ -318,7 +335,11 @@ pub fn ensure_bigquery(config: &BigQueryConfig) -> Result<(Change, Change)> {
             Err(e) if not_found(&e) => {
                 let table = Table::new(&config.project, &config.dataset, &config.table, schema())
                     .description("fluvio-vision predictions (docs/records.md)");
-                client.table().create(table).await.map_err(|e| anyhow!("creating table {}: {e}", settings.table_ref()))?;
+                client
+                    .table()
+                    .create(table)
+                    .await
+                    .map_err(|e| anyhow!("creating table {}: {e}", settings.table_ref()))?;
                 Change::Created
             }
             Err(e) => bail!("BigQuery table {}: {e}", settings.table_ref()),
@@ -381,7 +402,11 @@ impl Gcs {
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build();
-        Ok(Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, agent: ureq::Agent::new_with_config(agent_config) })
+        Ok(Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::Agent::new_with_config(agent_config),
+        })
     }
 
     fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u16, serde_json::Value)> {
@@ -390,17 +415,23 @@ impl Gcs {
         let response = match (method, body) {
             ("GET", _) => {
                 let mut r = self.agent.get(&url);
-                if let Some(a) = &auth { r = r.header("Authorization", a); }
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
                 r.call()
             }
             ("DELETE", _) => {
                 let mut r = self.agent.delete(&url);
-                if let Some(a) = &auth { r = r.header("Authorization", a); }
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
                 r.call()
             }
             (_, body) => {
                 let mut r = self.agent.post(&url).header("Content-Type", "application/json");
-                if let Some(a) = &auth { r = r.header("Authorization", a); }
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
                 r.send(body.unwrap_or_default().to_string().as_bytes())
             }
         };
@@ -421,8 +452,11 @@ impl Gcs {
         match status {
             200 => Ok(Change::Exists),
             404 => {
-                let (status, body) =
-                    self.call("POST", &format!("/storage/v1/b?project={project}"), Some(serde_json::json!({"name": bucket})))?;
+                let (status, body) = self.call(
+                    "POST",
+                    &format!("/storage/v1/b?project={project}"),
+                    Some(serde_json::json!({"name": bucket})),
+                )?;
                 match status {
                     200 => Ok(Change::Created),
                     409 => Ok(Change::Exists),
@@ -440,7 +474,8 @@ impl Gcs {
             bail!("listing the notifications of gs://{bucket}: HTTP {status}: {body}");
         }
         let full = format!("//pubsub.googleapis.com/projects/{project}/topics/{topic}");
-        let exists = body["items"].as_array().is_some_and(|items| items.iter().any(|n| n["topic"].as_str() == Some(&full)));
+        let exists =
+            body["items"].as_array().is_some_and(|items| items.iter().any(|n| n["topic"].as_str() == Some(&full)));
         if exists {
             return Ok(Change::Exists);
         }
@@ -473,7 +508,9 @@ impl Gcs {
             if status != 200 {
                 bail!("listing gs://{bucket}/{prefix}: HTTP {status}: {body}");
             }
-            names.extend(body["items"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)));
+            names.extend(
+                body["items"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)),
+            );
             match body["nextPageToken"].as_str() {
                 Some(token) if !token.is_empty() => page = Some(token.to_string()),
                 _ => return Ok(names),
@@ -484,8 +521,11 @@ impl Gcs {
     /// Deletes every object, then the bucket.
     pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
         for name in self.list(bucket, "")? {
-            let (status, body) =
-                self.call("DELETE", &format!("/storage/v1/b/{bucket}/o/{}", gcs_source::gcs::encode_segment(&name)), None)?;
+            let (status, body) = self.call(
+                "DELETE",
+                &format!("/storage/v1/b/{bucket}/o/{}", gcs_source::gcs::encode_segment(&name)),
+                None,
+            )?;
             if !matches!(status, 200 | 204 | 404) {
                 bail!("deleting gs://{bucket}/{name}: HTTP {status}: {body}");
             }
@@ -518,14 +558,22 @@ pub fn ensure_pubsub(config: &PubSubConfig) -> Result<(Change, Change)> {
             Change::Created
         };
         let subscription = client.subscription(&config.subscription);
-        let sub_change =
-            if subscription.exists(None).await.map_err(|e| anyhow!("Pub/Sub subscription {}: {e}", config.subscription))? {
-                Change::Exists
-            } else {
-                gcs_source::pubsub::ensure_subscription(&client, &config.topic, &config.subscription, config.ack_deadline_seconds)
-                    .await?;
-                Change::Created
-            };
+        let sub_change = if subscription
+            .exists(None)
+            .await
+            .map_err(|e| anyhow!("Pub/Sub subscription {}: {e}", config.subscription))?
+        {
+            Change::Exists
+        } else {
+            gcs_source::pubsub::ensure_subscription(
+                &client,
+                &config.topic,
+                &config.subscription,
+                config.ack_deadline_seconds,
+            )
+            .await?;
+            Change::Created
+        };
         Ok((topic_change, sub_change))
     })
 }

@@ -179,7 +179,10 @@ pub fn gather(deployment: &Deployment, dir: &std::path::Path, sample: Duration) 
                     if topic.name == config.topics.images.name {
                         image_ends = ends.clone();
                     }
-                    topics.push(TopicStatus { name: topic.name.clone(), end_offsets: ends.iter().map(|e| e.1).collect() });
+                    topics.push(TopicStatus {
+                        name: topic.name.clone(),
+                        end_offsets: ends.iter().map(|e| e.1).collect(),
+                    });
                 }
                 Err(e) => errors.push(format!("topic {}: {e:#}", topic.name)),
             }
@@ -203,7 +206,8 @@ pub fn gather(deployment: &Deployment, dir: &std::path::Path, sample: Duration) 
     for ((entry, port), first) in config.connectors.iter().zip(&ports).zip(first) {
         let files = Files::new(dir, &entry.name);
         let pid = supervisor::read_pid(&files.pid).filter(|pid| supervisor::alive(*pid));
-        let supervised = supervisor::read_pid(&files.supervisor_pid).is_some_and(|p| supervisor::alive_as(p, "supervise"));
+        let supervised =
+            supervisor::read_pid(&files.supervisor_pid).is_some_and(|p| supervisor::alive_as(p, "supervise"));
         let restarts = std::fs::read_to_string(&files.restarts).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
         let second = port.and_then(scrape);
         let metric = counter(entry.kind);
@@ -220,7 +224,11 @@ pub fn gather(deployment: &Deployment, dir: &std::path::Path, sample: Duration) 
             (None, true) => "no metrics".to_string(),
             (Some(page), true) => {
                 let retrying = labels_set(page, "fvision_output_retrying", "sink");
-                if retrying.is_empty() { "ok".to_string() } else { format!("retrying {}", retrying.join(",")) }
+                if retrying.is_empty() {
+                    "ok".to_string()
+                } else {
+                    format!("retrying {}", retrying.join(","))
+                }
             }
         };
         let (mut partitions, mut last_commit, mut total_lag) = (Vec::new(), None, None);
@@ -273,12 +281,7 @@ pub fn gather(deployment: &Deployment, dir: &std::path::Path, sample: Duration) 
 pub fn lines(status: &Status) -> Vec<String> {
     let mut out = Vec::new();
     for c in &status.connectors {
-        let mut line = format!(
-            "{:<22} {:<15} {:<5}",
-            c.name,
-            c.kind.binary(),
-            if c.up { "up" } else { "DOWN" }
-        );
+        let mut line = format!("{:<22} {:<15} {:<5}", c.name, c.kind.binary(), if c.up { "up" } else { "DOWN" });
         if let Some(pid) = c.pid {
             line.push_str(&format!(" pid {pid}"));
         }
