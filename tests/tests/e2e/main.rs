@@ -3,6 +3,7 @@
 mod deploy;
 mod emulators;
 mod fuzz_corpus;
+mod packages;
 mod pipeline_embedded;
 mod sources;
 mod validate_wasm;
