@@ -1,5 +1,5 @@
 //! The supervisor `deploy` starts for each connector (`fvision supervise`, hidden): runs the connector,
-//! restarts it when it exits without being asked (backoff 1 s doubling to 30 s, back to 1 s after a minute
+//! restarts it when it exits without being asked (backoff 1 s doubling to 30 s, back to 1 s after 10 s
 //! up), and on SIGTERM passes SIGTERM on and waits for the connector's drain. Its files, in the state
 //! directory: `NAME.log` (the connector's output and the supervisor's own lines), `NAME.pid` (the running
 //! connector), `NAME.supervisor.pid`, `NAME.restarts`.
@@ -39,8 +39,9 @@ pub fn backoff(restarts: u32) -> Duration {
     Duration::from_secs(1u64 << restarts.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
-/// How long a connector must stay up for its next crash to count as the first again.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// How long a connector must stay up for its next exit to count as the first again: a connector killed
+/// after working for a while comes back after 1 s; one that cannot start backs off to 30 s.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 /// The files of connector `name` in `dir`.
 pub struct Files {
