@@ -139,7 +139,8 @@ fn every_runbook_deploy_command_runs() {
             }
         }
         let (ok, out) = run(&actual, &path);
-        eprintln!("$ {actual}\n{}", out.lines().take(12).collect::<Vec<_>>().join("\n"));
+        let head: Vec<String> = out.lines().take(12).map(|l| l.chars().take(200).collect()).collect();
+        eprintln!("$ {actual}\n{}", head.join("\n"));
         assert!(ok, "runbook command failed: {command}\n(run as: {actual})\n{out}");
         if command.starts_with("fvision deploy") {
             deploys += 1;
