@@ -33,9 +33,9 @@ Examples:
   fvision bench validate                   # validation throughput, WASM vs native
   fvision simulate --mode kafka --rate 10 --duration 60   # an image stream to Kafka
   fvision dev up                           # local Kafka broker and BigQuery/GCS/Pub/Sub emulators
-  fvision deploy fluvio-config/deploy/local.yaml          # topics, SmartModule, resources, connectors
-  fvision status fluvio-config/deploy/local.yaml          # processes, images/s, lag, dead letters
-  fvision cleanup fluvio-config/deploy/local.yaml --yes   # stop the connectors, delete what deploy made";
+  fvision deploy fluvio-config/deploy/local.yaml          # topics, resources, connectors
+  fvision status fluvio-config/deploy/local.yaml          # up, images/s, lag, dead letters
+  fvision cleanup fluvio-config/deploy/local.yaml --yes   # stop, delete what deploy made";
 
 #[derive(Debug, Subcommand)]
 enum Command {

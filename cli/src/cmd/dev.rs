@@ -71,6 +71,10 @@ pub struct UpArgs {
 
 /// `dev down`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  fvision dev down                         # stops what `fvision dev up` started
+  fvision dev down --state-dir /tmp/fvdev  # the state directory given to `dev up`")]
 pub struct DownArgs {
     /// The state directory given to `dev up`.
     #[arg(long, value_name = "DIR")]
