@@ -15,6 +15,7 @@ say "linting (clippy, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -p trap-smartmodule -- -D warnings
 say "running the tests"
+python3 -m unittest discover -s bench -q   # the benchmark's parsing and aggregation (standard library only)
 log=$(mktemp)
 FVISION_SKIP_LOG=$(mktemp)   # tests that cannot get their server list themselves here
 export FVISION_SKIP_LOG

@@ -16,7 +16,7 @@ pub mod validator;
 
 pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
 pub use engine::{find_in_target_dir, EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
-pub use producer::{image_producer_config, MAX_IMAGE_RECORD};
+pub use producer::{image_producer_config, MAX_EVENT_RECORD, MAX_IMAGE_RECORD};
 pub use secret::{Secret, Secrets};
 pub use source_output::{OutputError, SourceOutput};
 pub use validator::{locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

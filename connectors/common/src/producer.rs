@@ -10,6 +10,11 @@ use crate::config::{Compression as CompressionSetting, ProducerConfig};
 /// the inference sink); producers accept requests at least this large.
 pub const MAX_IMAGE_RECORD: ByteSize = ByteSize::mib(16);
 
+/// The largest ImageEvent a source may write: below [`MAX_IMAGE_RECORD`] with room for the key and the record
+/// framing, so the producer never refuses an event that passed the source's size check (a refused event
+/// would stop the source on every restart: a poison record blocking its partition or subscription).
+pub const MAX_EVENT_RECORD: ByteSize = ByteSize::mib(15);
+
 /// Producer settings for records that carry whole images: the client's defaults refuse a record over
 /// about 1 MiB, and a dead letter carries the original record, so requests fit the largest record a
 /// consumer may read ([`MAX_IMAGE_RECORD`]) whatever the batch size.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use serde::Deserialize;
 
 /// The name of this connector's own section in the YAML.
@@ -68,6 +68,9 @@ fn default_content_types() -> Vec<String> {
     ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"].map(String::from).to_vec()
 }
 
+/// The largest object read: its base64 (4/3 of it) plus the event's other fields fits [`MAX_EVENT_RECORD`].
+const MAX_OBJECT_BYTES: u64 = MAX_EVENT_RECORD.as_u64() / 4 * 3 - 64 * 1024;
+
 fn default_max_object_bytes() -> ByteSize {
     // base64 grows the object by 4/3: an 11 MiB object is a 15 MiB event, below the sink's 16 MiB fetch.
     ByteSize::mib(11)
@@ -108,8 +111,15 @@ impl GcsSettings {
         if !(Duration::from_secs(10)..=Duration::from_secs(600)).contains(&self.ack_deadline) {
             return Err(field("ack-deadline", "from 10s to 600s (Pub/Sub's limits)"));
         }
-        if self.max_object_bytes.as_u64() == 0 {
-            return Err(field("max-object-bytes", "a size above 0"));
+        // base64 grows an object by 4/3; the event must stay within what the producer sends.
+        if self.max_object_bytes.as_u64() == 0 || self.max_object_bytes.as_u64() > MAX_OBJECT_BYTES {
+            return Err(field(
+                "max-object-bytes",
+                &format!(
+                    "from 1 B to {} (its base64 event must fit {MAX_EVENT_RECORD})",
+                    ByteSize::b(MAX_OBJECT_BYTES)
+                ),
+            ));
         }
         Ok(())
     }

@@ -56,8 +56,11 @@ fn notifications_become_events_dead_letters_or_nothing_and_are_acked() {
     let good = upload("input-images/cat.jpg", &jpeg);
     messages.push(finalize_message(&good));
     messages.push(finalize_message(&good)); // Pub/Sub is at-least-once: a duplicate notification
-    let big = upload("input-images/big.jpg", &vec![0xffu8; 300 * 1024]);
+    let big = upload("input-images/big.jpg", &vec![0xffu8; 2560 * 1024]); // ten times max-object-bytes
     messages.push(finalize_message(&big));
+    // The same without a size in the notification: decided by reading at most the limit.
+    let unsized_big = ObjectRef { size: None, ..upload("input-images/big-unsized.jpg", &vec![0xffu8; 2560 * 1024]) };
+    messages.push(finalize_message(&unsized_big));
     let empty = upload("input-images/empty.jpg", b"");
     messages.push(finalize_message(&empty));
     let gone = upload("input-images/gone.jpg", &jpeg);
@@ -100,9 +103,9 @@ gcs:
     let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
     let args = ["--config", config.to_str().unwrap()];
     let mut source = Process::start(bin, &args, &env, &dir.path().join("run1.log"));
-    // 2 events (one duplicate), 4 dead letters; 2 ignored.
+    // 2 events (one duplicate), 5 dead letters; 2 ignored.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.read_all(&images).len() < 2 || cluster.read_all(&dlq).len() < 4 {
+    while cluster.read_all(&images).len() < 2 || cluster.read_all(&dlq).len() < 5 {
         source.assert_running();
         assert!(Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
         std::thread::sleep(Duration::from_millis(100));
@@ -110,7 +113,7 @@ gcs:
     source.signal("-TERM");
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
     let log = source.log();
-    assert!(log.contains("ignored=2") && log.contains("acked=8"), "{log}");
+    assert!(log.contains("ignored=2") && log.contains("acked=9"), "{log}");
 
     let events: Vec<ImageEvent> =
         cluster.read_all(&images).into_iter().map(|(_, v)| serde_json::from_slice(&v).unwrap()).collect();
@@ -131,6 +134,7 @@ gcs:
         })
         .collect();
     assert_eq!(dead.get(&big.id()), Some(&RejectReason::TooLarge), "{dead:?}");
+    assert_eq!(dead.get(&unsized_big.id()), Some(&RejectReason::TooLarge), "{dead:?}");
     assert_eq!(dead.get(&empty.id()), Some(&RejectReason::Empty), "{dead:?}");
     assert_eq!(dead.get(&gone.id()), Some(&RejectReason::NotFound), "{dead:?}");
     assert!(
@@ -147,4 +151,219 @@ gcs:
     assert!(source.wait(Duration::from_secs(30)).success(), "{}", source.log());
     assert!(source.log().contains("pulled=0"), "{}", source.log());
     assert_eq!(cluster.read_all(&images).len(), 2);
+}
+
+/// Messages acked so far, from the source's debug log (`count=N ... acked` lines).
+fn acked(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains("acked") && line.contains("count="))
+        .filter_map(|line| {
+            let at = line.find("count=")? + "count=".len();
+            line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()
+        })
+        .sum()
+}
+
+/// A crash at the worst moment (Fluvio acknowledged the second pull's events, its messages not yet acked):
+/// Pub/Sub redelivers exactly those messages after the ack deadline, with the same ids, and nothing is lost.
+#[test]
+fn a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_ids() {
+    let test = "a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_ids";
+    let Some(cluster) = local_cluster(test) else { return };
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-crash-images");
+    let dlq = unique_name("fvt-gs-crash-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
+    gcs.create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let objects: Vec<ObjectRef> = (0..6)
+        .map(|i| {
+            let name = format!("input-images/crash-{i}.png");
+            let generation = gcs.upload(BUCKET, &name, &png, "image/png").unwrap();
+            object(&name, generation, png.len())
+        })
+        .collect();
+    runtime.block_on(pubsub::publish(&client, TOPIC, objects.iter().map(finalize_message).collect())).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-crash
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  content-types: []
+  max-messages: 2
+  ack-deadline: 10s
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-crash.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let args = ["--config", config.to_str().unwrap()];
+    let crash = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
+    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
+    assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
+    let acked_before = acked(&source.log());
+    let held = cluster.read_all(&images).len();
+    assert!(held > acked_before, "Fluvio holds events whose messages were not acked ({held} vs {acked_before})");
+
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
+    let total = objects.len() + held - acked_before;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cluster.read_all(&images).len() < total {
+        source.assert_running();
+        assert!(Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, value) in cluster.read_all(&images) {
+        let event: ImageEvent = serde_json::from_slice(&value).unwrap();
+        *copies.entry(event.meta.id).or_default() += 1;
+    }
+    assert_eq!(copies.len(), objects.len(), "every object once by id: {copies:?}");
+    assert!(objects.iter().all(|o| copies.contains_key(&o.id())), "{copies:?}");
+    let twice = copies.values().filter(|&&n| n == 2).count();
+    assert_eq!(twice, held - acked_before, "only the un-acked pull was redelivered: {copies:?}");
+    assert!(copies.values().all(|&n| n <= 2), "{copies:?}");
+}
+
+/// The GCS emulator stopped under the source: downloads fail, the messages are left un-acked (not dead
+/// letters), and once GCS answers again their redelivery brings every object, once.
+#[test]
+fn gcs_stopped_under_the_source_delays_but_loses_nothing() {
+    let Some(cluster) = local_cluster("gcs_stopped_under_the_source_delays_but_loses_nothing") else { return };
+    let mut gcs_emulator = emulators::gcs_on_disk();
+    let pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-down-images");
+    let dlq = unique_name("fvt-gs-down-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
+    gcs.create_bucket(PROJECT, BUCKET).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let objects: Vec<ObjectRef> = (0..3)
+        .map(|i| {
+            let name = format!("input-images/down-{i}.png");
+            let generation = gcs.upload(BUCKET, &name, &png, "image/png").unwrap();
+            object(&name, generation, png.len())
+        })
+        .collect();
+    runtime.block_on(pubsub::publish(&client, TOPIC, objects.iter().map(finalize_message).collect())).unwrap();
+    gcs_emulator.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-down
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  content-types: []
+  ack-deadline: 10s
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-down.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("down.log"));
+    source.wait_log("left un-acked for redelivery", 1, Duration::from_secs(60));
+    source.assert_running();
+    assert!(cluster.read_all(&dlq).is_empty(), "a failed download is not a dead letter");
+    gcs_emulator.start();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cluster.read_all(&images).len() < objects.len() {
+        source.assert_running();
+        assert!(Instant::now() < deadline, "not everything arrived; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let mut ids: Vec<String> = cluster
+        .read_all(&images)
+        .into_iter()
+        .map(|(_, value)| serde_json::from_slice::<ImageEvent>(&value).unwrap().meta.id)
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = objects.iter().map(ObjectRef::id).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every object once");
+    assert!(cluster.read_all(&dlq).is_empty(), "no dead letters");
+}
+
+/// Pub/Sub stopped under the running source: the source keeps running and says why it cannot pull, and
+/// SIGTERM still stops it cleanly (exit 0) while Pub/Sub is unreachable.
+#[test]
+fn pubsub_stopped_under_the_source_keeps_it_running_and_stoppable() {
+    let Some(cluster) = local_cluster("pubsub_stopped_under_the_source_keeps_it_running_and_stoppable") else { return };
+    let gcs_emulator = emulators::gcs();
+    let mut pubsub_emulator = emulators::pubsub();
+    let images = unique_name("fvt-gs-psdown-images");
+    let dlq = unique_name("fvt-gs-psdown-dlq");
+    cluster.create_topic(&images);
+    cluster.create_topic(&dlq);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()))).unwrap();
+    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-psdown
+  type: gcs-source
+  topic: {images}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-psdown.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("psdown.log"));
+    source.wait_log("consuming", 1, Duration::from_secs(60));
+    pubsub_emulator.emulator.stop();
+    source.wait_log(&format!("pulling {SUBSCRIPTION}"), 1, Duration::from_secs(60));
+    source.assert_running();
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0 with Pub/Sub down:\n{}", source.log());
 }

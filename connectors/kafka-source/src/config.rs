@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytesize::ByteSize;
-use fvision_connector_common::{ConfigError, ConnectorConfig};
+use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use serde::Deserialize;
 
 /// The name of this connector's own section in the YAML.
@@ -79,6 +79,10 @@ pub struct KafkaSettings {
     /// Most Kafka records per Fluvio produce and offset commit: what a crash may replay.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Most bytes of Kafka values per batch (a batch ends at whichever of `max-batch` and this comes first;
+    /// a single larger record is a batch on its own): what the source holds in memory at once.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: ByteSize,
     /// Further librdkafka properties (`security.protocol`, `sasl.mechanism`, `sasl.username`,
     /// `sasl.password`, `ssl.ca.location`, `session.timeout.ms`, ...); put credentials in secrets.
     #[serde(default)]
@@ -105,7 +109,11 @@ fn default_max_record_bytes() -> ByteSize {
 }
 
 fn default_max_batch() -> usize {
-    4
+    64
+}
+
+fn default_max_batch_bytes() -> ByteSize {
+    ByteSize::mib(32)
 }
 
 /// Properties the connector sets itself: offsets must be committed by it, after Fluvio acknowledged.
@@ -135,8 +143,14 @@ impl KafkaSettings {
         if self.max_batch == 0 || self.max_batch > 10_000 {
             return Err(field("max-batch", "a count from 1 to 10000"));
         }
-        if self.max_record_bytes.as_u64() < 1024 {
-            return Err(field("max-record-bytes", "at least 1 KiB"));
+        if self.max_batch_bytes.as_u64() < 1024 {
+            return Err(field("max-batch-bytes", "at least 1 KiB"));
+        }
+        if self.max_record_bytes.as_u64() < 1024 || self.max_record_bytes > MAX_EVENT_RECORD {
+            return Err(field(
+                "max-record-bytes",
+                &format!("from 1 KiB to {MAX_EVENT_RECORD} (what the producer and the inference sink take)"),
+            ));
         }
         for key in self.client.keys() {
             if OWNED_PROPERTIES.contains(&key.as_str()) {

@@ -166,6 +166,7 @@ impl KafkaSource {
             report.produced += produced;
             report.dead_letters += dead;
             // Fluvio confirmed every record of the batch: only now are the offsets committed.
+            fvision_connector_common::source_output::crash_before_commit_if_asked();
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in &next {
                 if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
@@ -190,12 +191,14 @@ impl KafkaSource {
         Ok(report)
     }
 
-    /// Up to `max-batch` converted records: waits [`POLL`] for the first, then takes what is ready.
+    /// Up to `max-batch` converted records (and about `max-batch-bytes` of values): waits [`POLL`] for the
+    /// first, then takes what is ready.
     fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Out)> {
         let settings = &self.config.custom;
         let mut batch = Vec::new();
+        let mut bytes = 0u64;
         let mut wait = POLL;
-        while batch.len() < settings.max_batch {
+        while batch.len() < settings.max_batch && bytes < settings.max_batch_bytes.as_u64() {
             match consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
@@ -217,6 +220,7 @@ impl KafkaSource {
                         headers,
                         value: message.payload(),
                     };
+                    bytes += record.value.map_or(0, |v| v.len() as u64);
                     let converted = match convert(&record, settings.value_format, &settings.data_field) {
                         Converted::Event(event) => match serde_json::to_vec(&event) {
                             Ok(value) if value.len() as u64 <= settings.max_record_bytes.as_u64() => {

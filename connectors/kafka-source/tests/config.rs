@@ -16,8 +16,9 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!(kafka.topics, ["image-stream"]);
     assert_eq!((kafka.group_id.as_str(), kafka.start), ("fluvio-vision-kafka-source", StartFrom::Earliest));
     assert_eq!((kafka.value_format, kafka.data_field.as_str()), (ValueFormat::Auto, "image_data"));
-    assert_eq!((kafka.dlq_topic.as_str(), kafka.max_batch), ("images-dlq", 4));
+    assert_eq!((kafka.dlq_topic.as_str(), kafka.max_batch), ("images-dlq", 64));
     assert_eq!(kafka.max_record_bytes.as_u64(), 15 << 20);
+    assert_eq!(kafka.max_batch_bytes.as_u64(), 32 << 20);
     // The connector owns the offset settings, whatever the pass-through says.
     let source = KafkaSource::new(config, "kafka-source.yaml").unwrap();
     let client = source.client_config();

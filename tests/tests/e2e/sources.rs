@@ -111,7 +111,8 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
         cluster.create_topic(topic);
     }
     let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(KAFKA_TOPIC, 1, 1).unwrap();
+    // 35 sample images are about 5 MiB, what the mock keeps per partition (fvision_tests::kafka).
+    mock.create_topic(KAFKA_TOPIC, 4, 1).unwrap();
     let servers = mock.bootstrap_servers();
     let gcs_emulator = emulators::gcs();
     let pubsub_emulator = emulators::pubsub();
@@ -154,6 +155,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let kafka_count = simulated.iter().filter(|id| !id.starts_with("gs://")).count();
     let gcs_count = simulated.len() - kafka_count;
     assert_eq!((kafka_count, gcs_count), (15 + 20, 10 + 20), "{simulated:?}");
+    fvision_tests::kafka::assert_kept_all(&servers, KAFKA_TOPIC, kafka_count);
 
     // Both sources at once; each is killed (SIGKILL) mid-stream after a few commits, then restarted.
     let kafka_config = source_config(
@@ -367,7 +369,9 @@ fn bench_sources() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let mock = MockCluster::new(1).unwrap();
-    mock.create_topic(KAFKA_TOPIC, 1, 1).unwrap();
+    // 1,000 sample images are ~150 MiB; the mock keeps 5 MiB per partition and deletes the oldest records
+    // beyond (with one partition the source found only the last ~31-90 records: the "stall" once recorded here).
+    mock.create_topic(KAFKA_TOPIC, 48, 1).unwrap();
     let servers = mock.bootstrap_servers();
     let topics = Topics {
         images: unique_name("fvb-images"),
@@ -392,18 +396,31 @@ fn bench_sources() {
         }
     }
 
-    // kafka-source on 300 sample images already in Kafka.
+    // A reference in the same run: the same 1,000 sample images produced straight to Fluvio, unpaced, by the
+    // simulator's Fluvio mode (the sources' producer settings; one send at a time, settled every 256).
+    let ceiling_topic = unique_name("fvb-ceiling");
+    cluster.create_topic(&ceiling_topic);
+    let process = simulate(
+        dir,
+        "fvbf",
+        &["--mode", "fluvio", "--rate", "100000", "--count", "1000", "--fluvio-topic", &ceiling_topic],
+    );
+    finish_simulate(process, dir, "fvbf");
+    let log = std::fs::read_to_string(dir.join("fvbf.log")).unwrap_or_default();
+    let ceiling = log.lines().find(|l| l.contains("achieved_rate")).unwrap_or_default().to_string();
+    eprintln!("simulate --mode fluvio, unpaced, sample images (reference): {}", ceiling.trim());
+
+    // kafka-source on 1,000 sample images already in Kafka.
     let process =
-        simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "300", "--kafka-servers", &servers]);
+        simulate(dir, "fvbk", &["--mode", "kafka", "--rate", "100000", "--count", "1000", "--kafka-servers", &servers]);
     finish_simulate(process, dir, "fvbk");
+    fvision_tests::kafka::assert_kept_all(&servers, KAFKA_TOPIC, 1000);
     let config = source_config(
         dir,
         "fvb-kafka",
         "kafka-source",
         &topics,
-        &format!(
-            "kafka:\n  bootstrap-servers: {servers}\n  topics: [{KAFKA_TOPIC}]\n  group-id: fvb\n  max-batch: 64\n"
-        ),
+        &format!("kafka:\n  bootstrap-servers: {servers}\n  topics: [{KAFKA_TOPIC}]\n  group-id: fvb\n"),
     );
     let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fluvio=warn")];
     let mut source = Process::start(
@@ -413,7 +430,7 @@ fn bench_sources() {
         &dir.join("k.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(300);
-    while counted(&source.log(), "committed", "records=") < 300 && Instant::now() < deadline {
+    while counted(&source.log(), "committed", "records=") < 1000 && Instant::now() < deadline {
         source.assert_running();
         std::thread::sleep(Duration::from_millis(200));
     }
