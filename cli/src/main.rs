@@ -31,7 +31,11 @@ Examples:
   fvision bench inference --model all      # per-stage cost of every model
   fvision bench pipeline                   # the embedded pipeline vs its limits
   fvision bench validate                   # validation throughput, WASM vs native
-  fvision simulate --mode kafka --rate 10 --duration 60   # an image stream to Kafka";
+  fvision simulate --mode kafka --rate 10 --duration 60   # an image stream to Kafka
+  fvision dev up                           # local Kafka broker and BigQuery/GCS/Pub/Sub emulators
+  fvision deploy fluvio-config/deploy/local.yaml          # topics, resources, connectors
+  fvision status fluvio-config/deploy/local.yaml          # up, images/s, lag, dead letters
+  fvision cleanup fluvio-config/deploy/local.yaml --yes   # stop, delete what deploy made";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -49,6 +53,18 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Send an image stream at a given rate to Fluvio, Kafka, GCS (+ Pub/Sub), or Kafka and GCS at once.
     Simulate(cmd::simulate::SimulateArgs),
+    /// Start or stop the local stand-ins (Kafka broker, BigQuery, GCS and Pub/Sub emulators).
+    #[command(subcommand)]
+    Dev(cmd::dev::DevCommand),
+    /// Deploy the pipeline from a deployment file: topics, SmartModule, resources, supervised connectors.
+    Deploy(cmd::deploy::DeployArgs),
+    /// One line per component of a deployment: process, images/s, lag, dead letters, health.
+    Status(cmd::deploy::status::StatusArgs),
+    /// Stop a deployment's connectors and delete what deploy created.
+    Cleanup(cmd::deploy::cleanup::CleanupArgs),
+    /// Run a connector and restart it when it crashes (started by deploy).
+    #[command(hide = true)]
+    Supervise(cmd::deploy::supervisor::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +77,11 @@ fn main() -> ExitCode {
         Command::Models(command) => cmd::models::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Dev(command) => cmd::dev::run(command),
+        Command::Deploy(args) => cmd::deploy::run(args),
+        Command::Status(args) => cmd::deploy::status::run(args),
+        Command::Cleanup(args) => cmd::deploy::cleanup::run(args),
+        Command::Supervise(args) => cmd::deploy::supervisor::run(args),
     };
     match result {
         Ok(code) => code,

@@ -128,6 +128,11 @@ fn every_command_has_help_with_examples() {
         &["bench", "validate", "--help"],
         &["bench", "inference", "--help"],
         &["bench", "pipeline", "--help"],
+        &["dev", "up", "--help"],
+        &["dev", "down", "--help"],
+        &["deploy", "--help"],
+        &["status", "--help"],
+        &["cleanup", "--help"],
     ] {
         let out = fvision(args, None);
         assert!(out.status.success(), "{args:?}");

@@ -97,6 +97,11 @@ impl Process {
         }
     }
 
+    /// Its exit status when it has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Fails the test (with the log) if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
@@ -110,4 +115,10 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SIGKILLs a process the test did not start itself (a connector under `fvision deploy`'s supervisor);
+/// false when there was no such process.
+pub fn kill_pid(pid: u32) -> bool {
+    Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }

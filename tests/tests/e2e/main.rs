@@ -1,8 +1,12 @@
 //! End-to-end tests: one binary, a module per capability (ripgrep's layout).
 
+mod campaign;
+mod deploy;
 mod emulators;
 mod fuzz_corpus;
+mod packages;
 mod pipeline_embedded;
+mod runbook;
 mod sources;
 mod validate_wasm;
 mod wasm_memory;

@@ -1,0 +1,613 @@
+//! The things a deployment creates outside its own processes, each with an idempotent `ensure` (says
+//! whether it created or found it) and a `delete`: Fluvio topics and the SmartModule (the `fluvio` CLI and
+//! the Rust admin client), Kafka topics, the BigQuery dataset and table, the GCS bucket and its
+//! notification, the Pub/Sub topic and subscription.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use fluvio::metadata::partition::PartitionSpec;
+use fluvio::metadata::smartmodule::SmartModuleSpec;
+use fluvio::metadata::topic::TopicSpec;
+use fluvio::Fluvio;
+use fluvio_future::task::run_block_on;
+use serde::{Deserialize, Serialize};
+
+use super::file::{BigQueryConfig, GcsConfig, KafkaConfig, PubSubConfig};
+
+/// What deploy did to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It was missing and is now there.
+    Created,
+    /// It was already there; nothing done.
+    Exists,
+}
+
+/// One resource deploy created, as the state directory's ledger keeps it for cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Resource {
+    /// A Fluvio topic.
+    FluvioTopic {
+        /// Name.
+        name: String,
+    },
+    /// A SmartModule on the cluster.
+    SmartModule {
+        /// Name.
+        name: String,
+    },
+    /// A Kafka topic.
+    KafkaTopic {
+        /// Bootstrap servers.
+        servers: String,
+        /// Name.
+        name: String,
+    },
+    /// A BigQuery dataset (with the table in it).
+    BigQueryDataset {
+        /// Project.
+        project: String,
+        /// Dataset.
+        dataset: String,
+    },
+    /// A GCS bucket (with every object in it).
+    GcsBucket {
+        /// Bucket.
+        bucket: String,
+    },
+    /// A Pub/Sub topic.
+    PubSubTopic {
+        /// Project.
+        project: String,
+        /// Topic.
+        topic: String,
+    },
+    /// A Pub/Sub subscription.
+    PubSubSubscription {
+        /// Project.
+        project: String,
+        /// Subscription.
+        subscription: String,
+    },
+}
+
+impl Resource {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::FluvioTopic { name } => format!("Fluvio topic {name}"),
+            Self::SmartModule { name } => format!("SmartModule {name}"),
+            Self::KafkaTopic { name, servers } => format!("Kafka topic {name} on {servers}"),
+            Self::BigQueryDataset { project, dataset } => {
+                format!("BigQuery dataset {project}.{dataset} (and its tables)")
+            }
+            Self::GcsBucket { bucket } => format!("GCS bucket gs://{bucket} (and its objects)"),
+            Self::PubSubTopic { project, topic } => format!("Pub/Sub topic projects/{project}/topics/{topic}"),
+            Self::PubSubSubscription { project, subscription } => {
+                format!("Pub/Sub subscription projects/{project}/subscriptions/{subscription}")
+            }
+        }
+    }
+
+    /// Whether deleting it deletes data (cleanup asks first).
+    pub fn holds_data(&self) -> bool {
+        !matches!(self, Self::SmartModule { .. } | Self::PubSubSubscription { .. } | Self::PubSubTopic { .. })
+    }
+}
+
+/// Runs `f` on its own thread; an error after `limit` (clients that retry forever against a dead server).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).map_err(|_| anyhow!("{what}: no answer within {limit:?}"))?
+}
+
+// ---------------------------------------------------------------- Fluvio
+
+/// The `fluvio` CLI: on PATH, else where Fluvio's installer puts it.
+pub fn fluvio_cli() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("fluvio"))
+        .find(|path| path.is_file());
+    on_path.or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".fluvio/bin/fluvio")).filter(|p| p.is_file())
+    })
+}
+
+/// Runs the `fluvio` CLI; its output on failure.
+pub fn fluvio(args: &[&str]) -> Result<String> {
+    let cli =
+        fluvio_cli().ok_or_else(|| anyhow!("the `fluvio` CLI is not installed (not on PATH, not in ~/.fluvio/bin)"))?;
+    let out = Command::new(&cli).args(args).output().with_context(|| format!("running {}", cli.display()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("fluvio {}: {}", args.join(" "), text.trim());
+    }
+    Ok(text)
+}
+
+/// Connects to the cluster of the current Fluvio profile, giving up after 10 s.
+pub fn connect() -> Result<Fluvio> {
+    within(Duration::from_secs(10), "connecting to the Fluvio cluster", || {
+        run_block_on(Fluvio::connect()).map_err(|e| anyhow!("{e}"))
+    })
+}
+
+/// Whether topic `name` exists.
+pub fn fluvio_topic_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
+    run_block_on(async {
+        let admin = fluvio.admin().await;
+        let listed =
+            admin.list::<TopicSpec, _>(vec![name.to_string()]).await.map_err(|e| anyhow!("listing topics: {e}"))?;
+        Ok(listed.iter().any(|t| t.name == name))
+    })
+}
+
+/// Creates topic `name` from the rendered topic file unless it exists.
+pub fn ensure_fluvio_topic(fluvio: &Fluvio, name: &str, rendered: &Path) -> Result<Change> {
+    if fluvio_topic_exists(fluvio, name)? {
+        return Ok(Change::Exists);
+    }
+    self::fluvio(&["topic", "create", "--config", &rendered.to_string_lossy()])?;
+    Ok(Change::Created)
+}
+
+/// Whether SmartModule `name` is loaded.
+pub fn smartmodule_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
+    run_block_on(async {
+        let admin = fluvio.admin().await;
+        let listed = admin
+            .list::<SmartModuleSpec, _>(vec![name.to_string()])
+            .await
+            .map_err(|e| anyhow!("listing SmartModules: {e}"))?;
+        Ok(listed.iter().any(|s| s.name == name))
+    })
+}
+
+/// Loads the SmartModule with `fluvio smartmodule create` unless it is loaded.
+pub fn ensure_smartmodule(fluvio: &Fluvio, name: &str, wasm: &Path) -> Result<Change> {
+    if smartmodule_exists(fluvio, name)? {
+        return Ok(Change::Exists);
+    }
+    self::fluvio(&["smartmodule", "create", name, "--wasm-file", &wasm.to_string_lossy()])?;
+    Ok(Change::Created)
+}
+
+/// Per partition of `topic`: its end offset (high watermark). Partition names are `topic-N`.
+pub fn end_offsets(fluvio: &Fluvio, topic: &str) -> Result<Vec<(u32, i64)>> {
+    run_block_on(async {
+        let admin = fluvio.admin().await;
+        let listed =
+            admin.list::<PartitionSpec, String>(vec![]).await.map_err(|e| anyhow!("listing partitions: {e}"))?;
+        let mut out: Vec<(u32, i64)> = listed
+            .into_iter()
+            .filter_map(|p| {
+                let (t, n) = p.name.rsplit_once('-')?;
+                (t == topic).then(|| Some((n.parse().ok()?, p.status.leader.hw)))?
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    })
+}
+
+/// The committed offsets of `consumer_id` on `topic`, by partition.
+pub fn committed_offsets(
+    fluvio: &Fluvio,
+    consumer_id: &str,
+    topic: &str,
+) -> Result<Vec<(u32, i64, Option<std::time::SystemTime>)>> {
+    run_block_on(async {
+        let offsets = fluvio.consumer_offsets().await.map_err(|e| anyhow!("reading consumer offsets: {e}"))?;
+        let mut out: Vec<_> = offsets
+            .into_iter()
+            .filter(|o| o.consumer_id == consumer_id && o.topic == topic)
+            .map(|o| {
+                let at = (o.modified_time > 0).then(|| std::time::UNIX_EPOCH + Duration::from_secs(o.modified_time));
+                (o.partition, o.offset, at)
+            })
+            .collect();
+        out.sort_by_key(|o| o.0);
+        Ok(out)
+    })
+}
+
+/// Deletes a consumer id's offsets on `topic`, partition by partition.
+pub fn delete_consumer(fluvio: &Fluvio, consumer_id: &str, topic: &str, partitions: &[u32]) {
+    for partition in partitions {
+        let _ = run_block_on(fluvio.delete_consumer_offset(consumer_id, (topic.to_string(), *partition)));
+    }
+}
+
+// ---------------------------------------------------------------- Kafka
+
+fn kafka_client(servers: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", servers).set("socket.timeout.ms", "5000");
+    config
+}
+
+/// The topics the broker has.
+pub fn kafka_topics(servers: &str) -> Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka_client(servers).create().context("a Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| anyhow!("the Kafka broker at {servers} does not answer: {e}"))?;
+    Ok(metadata.topics().iter().map(|t| t.name().to_string()).collect())
+}
+
+/// Creates Kafka topic `name` unless it exists: with the admin API, or, on a broker without it (librdkafka's
+/// mock cluster), by the broker's automatic creation on a metadata request.
+pub fn ensure_kafka_topic(config: &KafkaConfig, name: &str) -> Result<Change> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let servers = &config.bootstrap_servers;
+    if kafka_topics(servers)?.iter().any(|t| t == name) {
+        return Ok(Change::Exists);
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka_client(servers).create().context("a Kafka admin client")?;
+    let topic = NewTopic::new(name, config.partitions as i32, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let created = run_block_on(admin.create_topics([&topic], &options));
+    let ok = matches!(&created, Ok(results) if results.iter().all(Result::is_ok));
+    if !ok {
+        let consumer: BaseConsumer =
+            kafka_client(servers).set("allow.auto.create.topics", "true").create().context("a Kafka client")?;
+        let _ = consumer.fetch_metadata(Some(name), Duration::from_secs(5));
+        if !kafka_topics(servers)?.iter().any(|t| t == name) {
+            bail!("creating Kafka topic {name} on {servers}: {created:?}");
+        }
+    }
+    Ok(Change::Created)
+}
+
+/// Deletes Kafka topic `name`; an error when the broker cannot (librdkafka's mock cluster has no DeleteTopics).
+pub fn delete_kafka_topic(servers: &str, name: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = kafka_client(servers).create().context("a Kafka admin client")?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(3)));
+    let results = run_block_on(admin.delete_topics(&[name], &options)).map_err(|e| anyhow!("{e}"))?;
+    for result in results {
+        result.map_err(|(topic, code)| anyhow!("deleting Kafka topic {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- BigQuery
+
+fn bigquery_settings(config: &BigQueryConfig) -> Result<inference_sink::outputs::bigquery::BigQuerySettings> {
+    let mut section = serde_yaml::Mapping::new();
+    section.insert("project".into(), config.project.as_str().into());
+    section.insert("dataset".into(), config.dataset.as_str().into());
+    section.insert("table".into(), config.table.as_str().into());
+    if let Some(endpoint) = &config.endpoint {
+        section.insert("endpoint".into(), endpoint.as_str().into());
+    }
+    if let Some(file) = &config.credentials_file {
+        section.insert("credentials-file".into(), file.display().to_string().into());
+    }
+    let parsed: inference_sink::outputs::bigquery::BigQueryConfig =
+        serde_yaml::from_value(serde_yaml::Value::Mapping(section)).context("the bigquery section")?;
+    Ok(parsed.settings(Path::new("deployment"), "images")?)
+}
+
+/// Creates the dataset and the table (the sink's schema) unless they exist.
+pub fn ensure_bigquery(config: &BigQueryConfig) -> Result<(Change, Change)> {
+    use gcp_bigquery_client::error::BQError;
+    use gcp_bigquery_client::model::dataset::Dataset;
+    use gcp_bigquery_client::model::table::Table;
+    use inference_sink::outputs::bigquery::{client, schema};
+    let settings = bigquery_settings(config)?;
+    let not_found = |e: &BQError| matches!(e, BQError::ResponseError { error } if error.error.code == 404);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = client(&settings).await?;
+        let dataset = match client.dataset().get(&config.project, &config.dataset).await {
+            Ok(_) => Change::Exists,
+            Err(e) if not_found(&e) => {
+                client
+                    .dataset()
+                    .create(Dataset::new(&config.project, &config.dataset))
+                    .await
+                    .map_err(|e| anyhow!("creating BigQuery dataset {}.{}: {e}", config.project, config.dataset))?;
+                Change::Created
+            }
+            Err(e) => bail!("BigQuery ({}): {e}", config.endpoint.as_deref().unwrap_or("Google Cloud")),
+        };
+        let table = match client.table().get(&config.project, &config.dataset, &config.table, None).await {
+            Ok(_) => Change::Exists,
+            Err(e) if not_found(&e) => {
+                let table = Table::new(&config.project, &config.dataset, &config.table, schema())
+                    .description("fluvio-vision predictions (docs/records.md)");
+                client
+                    .table()
+                    .create(table)
+                    .await
+                    .map_err(|e| anyhow!("creating table {}: {e}", settings.table_ref()))?;
+                Change::Created
+            }
+            Err(e) => bail!("BigQuery table {}: {e}", settings.table_ref()),
+        };
+        Ok((dataset, table))
+    })
+}
+
+/// Deletes the dataset with its tables.
+pub fn delete_bigquery_dataset(config: &BigQueryConfig) -> Result<()> {
+    let settings = bigquery_settings(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = inference_sink::outputs::bigquery::client(&settings).await?;
+        match client.dataset().delete(&config.project, &config.dataset, true).await {
+            Ok(()) => Ok(()),
+            Err(gcp_bigquery_client::error::BQError::ResponseError { error }) if error.error.code == 404 => Ok(()),
+            Err(e) => Err(anyhow!("deleting BigQuery dataset {}.{}: {e}", config.project, config.dataset)),
+        }
+    })
+}
+
+/// Rows in the table (`SELECT COUNT(*)`), for status.
+pub fn bigquery_rows(config: &BigQueryConfig) -> Result<u64> {
+    use inference_sink::outputs::bigquery::{client, first_column, query};
+    let settings = bigquery_settings(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = client(&settings).await?;
+        let rows = query(&client, &config.project, &format!("SELECT COUNT(*) AS n FROM {}", settings.table_ref()))
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        first_column(&rows).first().and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("no count in the answer"))
+    })
+}
+
+// ---------------------------------------------------------------- GCS
+
+/// The GCS JSON API for a deployment's bucket.
+pub struct Gcs {
+    endpoint: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Gcs {
+    /// A client for `config` (reads the token file).
+    pub fn new(config: &GcsConfig) -> Result<Self> {
+        let token = match &config.access_token_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("gcs.access-token-file: cannot read {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let endpoint = config.endpoint.clone().unwrap_or_else(|| "https://storage.googleapis.com".into());
+        let agent_config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        Ok(Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::Agent::new_with_config(agent_config),
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.endpoint);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = self.agent.post(&url).header("Content-Type", "application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body.unwrap_or_default().to_string().as_bytes())
+            }
+        };
+        let mut response = response.map_err(|e| anyhow!("GCS at {}: {e}", self.endpoint))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+    }
+
+    /// Whether the endpoint answers (any HTTP status).
+    pub fn answers(&self, project: &str) -> Result<()> {
+        self.call("GET", &format!("/storage/v1/b?project={project}"), None).map(|_| ())
+    }
+
+    /// Creates the bucket unless it exists.
+    pub fn ensure_bucket(&self, project: &str, bucket: &str) -> Result<Change> {
+        let (status, body) = self.call("GET", &format!("/storage/v1/b/{bucket}"), None)?;
+        match status {
+            200 => Ok(Change::Exists),
+            404 => {
+                let (status, body) = self.call(
+                    "POST",
+                    &format!("/storage/v1/b?project={project}"),
+                    Some(serde_json::json!({"name": bucket})),
+                )?;
+                match status {
+                    200 => Ok(Change::Created),
+                    409 => Ok(Change::Exists),
+                    _ => bail!("creating gs://{bucket}: HTTP {status}: {body}"),
+                }
+            }
+            _ => bail!("looking up gs://{bucket}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// The bucket's OBJECT_FINALIZE notification to `topic` (Google Cloud), unless one exists.
+    pub fn ensure_notification(&self, bucket: &str, project: &str, topic: &str, prefix: &str) -> Result<Change> {
+        let (status, body) = self.call("GET", &format!("/storage/v1/b/{bucket}/notificationConfigs"), None)?;
+        if status != 200 {
+            bail!("listing the notifications of gs://{bucket}: HTTP {status}: {body}");
+        }
+        let full = format!("//pubsub.googleapis.com/projects/{project}/topics/{topic}");
+        let exists =
+            body["items"].as_array().is_some_and(|items| items.iter().any(|n| n["topic"].as_str() == Some(&full)));
+        if exists {
+            return Ok(Change::Exists);
+        }
+        let config = serde_json::json!({
+            "topic": format!("projects/{project}/topics/{topic}"),
+            "payload_format": "JSON_API_V1",
+            "event_types": ["OBJECT_FINALIZE"],
+            "object_name_prefix": prefix,
+        });
+        let (status, body) = self.call("POST", &format!("/storage/v1/b/{bucket}/notificationConfigs"), Some(config))?;
+        if status != 200 {
+            bail!("creating the notification of gs://{bucket}: HTTP {status}: {body}");
+        }
+        Ok(Change::Created)
+    }
+
+    /// Object names under `prefix`.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut path = format!("/storage/v1/b/{bucket}/o?prefix={}", gcs_source::gcs::encode_segment(prefix));
+            if let Some(token) = &page {
+                path.push_str(&format!("&pageToken={}", gcs_source::gcs::encode_segment(token)));
+            }
+            let (status, body) = self.call("GET", &path, None)?;
+            if status == 404 {
+                return Ok(names);
+            }
+            if status != 200 {
+                bail!("listing gs://{bucket}/{prefix}: HTTP {status}: {body}");
+            }
+            names.extend(
+                body["items"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)),
+            );
+            match body["nextPageToken"].as_str() {
+                Some(token) if !token.is_empty() => page = Some(token.to_string()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// Deletes every object, then the bucket.
+    pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        for name in self.list(bucket, "")? {
+            let (status, body) = self.call(
+                "DELETE",
+                &format!("/storage/v1/b/{bucket}/o/{}", gcs_source::gcs::encode_segment(&name)),
+                None,
+            )?;
+            if !matches!(status, 200 | 204 | 404) {
+                bail!("deleting gs://{bucket}/{name}: HTTP {status}: {body}");
+            }
+        }
+        let (status, body) = self.call("DELETE", &format!("/storage/v1/b/{bucket}"), None)?;
+        if !matches!(status, 200 | 204 | 404) {
+            bail!("deleting gs://{bucket}: HTTP {status}: {body}");
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Pub/Sub
+
+fn pubsub_client(config: &PubSubConfig) -> Result<(tokio::runtime::Runtime, gcloud_pubsub::client::Client)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let client = runtime.block_on(gcs_source::pubsub::client(
+        &config.project,
+        config.emulator_host.as_deref(),
+        config.credentials_file.as_deref(),
+    ))?;
+    Ok((runtime, client))
+}
+
+/// Creates the topic and the subscription unless they exist.
+pub fn ensure_pubsub(config: &PubSubConfig) -> Result<(Change, Change)> {
+    let (runtime, client) = pubsub_client(config)?;
+    runtime.block_on(async {
+        let topic = client.topic(&config.topic);
+        let topic_change = if topic.exists(None).await.map_err(|e| anyhow!("Pub/Sub topic {}: {e}", config.topic))? {
+            Change::Exists
+        } else {
+            topic.create(None, None).await.map_err(|e| anyhow!("creating Pub/Sub topic {}: {e}", config.topic))?;
+            Change::Created
+        };
+        let subscription = client.subscription(&config.subscription);
+        let sub_change = if subscription
+            .exists(None)
+            .await
+            .map_err(|e| anyhow!("Pub/Sub subscription {}: {e}", config.subscription))?
+        {
+            Change::Exists
+        } else {
+            gcs_source::pubsub::ensure_subscription(
+                &client,
+                &config.topic,
+                &config.subscription,
+                config.ack_deadline_seconds,
+            )
+            .await?;
+            Change::Created
+        };
+        Ok((topic_change, sub_change))
+    })
+}
+
+/// Deletes a Pub/Sub topic or subscription (`subscription` true); a missing one is fine.
+pub fn delete_pubsub(config: &PubSubConfig, name: &str, subscription: bool) -> Result<()> {
+    let (runtime, client) = pubsub_client(config)?;
+    runtime.block_on(async {
+        if subscription {
+            let handle = client.subscription(name);
+            if handle.exists(None).await.map_err(|e| anyhow!("Pub/Sub subscription {name}: {e}"))? {
+                handle.delete(None).await.map_err(|e| anyhow!("deleting Pub/Sub subscription {name}: {e}"))?;
+            }
+        } else {
+            let handle = client.topic(name);
+            if handle.exists(None).await.map_err(|e| anyhow!("Pub/Sub topic {name}: {e}"))? {
+                handle.delete(None).await.map_err(|e| anyhow!("deleting Pub/Sub topic {name}: {e}"))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Whether `host:port` accepts TCP connections within 2 s.
+pub fn tcp_answers(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+}
