@@ -644,6 +644,31 @@ mod tests {
     }
 
     #[test]
+    fn an_input_gets_its_outcome_before_the_next_one_arrives() {
+        // Each input is offered only once the previous one has its outcome, as a slow source does: a stage
+        // that waited for a full validator batch (4) or for more images to batch would never get the next.
+        let config = PipelineSettings { max_batch: 4, max_wait: Duration::from_secs(3600), ..Default::default() };
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let mut photos = photos("one-by-one", 3).into_iter().enumerate();
+        let inputs = std::iter::from_fn(move || {
+            let (i, item) = photos.next()?;
+            if i > 0 {
+                done_rx.recv_timeout(Duration::from_secs(120)).expect("the previous input never got its outcome");
+            }
+            Some(item)
+        });
+        let mut outcomes = Vec::new();
+        run_pipeline(inputs, native, classifier(), &config, |o| {
+            outcomes.push(o);
+            let _ = done_tx.send(()); // after the last input the feeder is gone
+            Ok::<_, String>(())
+        })
+        .unwrap();
+        assert_eq!(outcomes.len(), 3);
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Classified { .. })));
+    }
+
+    #[test]
     fn a_panic_in_decode_is_one_dead_letter_and_the_workers_go_on() {
         arm("decode", "panic-decode-1");
         // One worker: if the panic killed it, nothing after the faulty image would be classified.
