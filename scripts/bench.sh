@@ -56,7 +56,7 @@ ensure_bench_venv
 build
 export PATH=$HOME/.fluvio/bin:$PATH
 export FVISION_SMARTMODULE_WASM=${FVISION_SMARTMODULE_WASM:-$CARGO_TARGET_DIR/wasm32-unknown-unknown/release-wasm/image_validate.wasm}
-export FVISION_MODELS_DIR=${FVISION_MODELS_DIR:-$REPO/models/presets} FVISION_DATA_DIR=$REPO/data
+# FVISION_MODELS_DIR and FVISION_DATA_DIR come from lib.sh
 
 day=$(date -u +%F)
 if $short; then

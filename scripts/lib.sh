@@ -6,6 +6,10 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FLUVIO_VISION_CACHE=${FLUVIO_VISION_CACHE:-$HOME/.cache/fluvio-vision}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUVIO_VISION_CACHE/target}
+# The binaries find the shipped models and data through these. Their built-in fallback is the source tree
+# they were compiled in, and cargo does not rebuild when the same cache serves a clone at another path.
+export FVISION_MODELS_DIR=${FVISION_MODELS_DIR:-$REPO/models/presets}
+export FVISION_DATA_DIR=${FVISION_DATA_DIR:-$REPO/data}
 ORT_VERSION=1.32.0
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -104,7 +104,8 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_batch: u16,
 
-    /// ...or when its first image has waited this long.
+    /// ...or, while more images are being decoded, when its first image has waited this long (an image
+    /// arriving at an idle pipeline never waits).
     #[arg(long, default_value_t = 5)]
     pub max_wait_ms: u64,
 

@@ -220,7 +220,9 @@ fn classify_prints_predictions_and_rejections_as_json() {
 #[test]
 fn models_list_and_show_describe_every_preset() {
     let list = String::from_utf8_lossy(&fvision(&["models", "list"], None).stdout).into_owned();
-    for name in ["efficientnet-lite0", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"] {
+    for name in
+        ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]
+    {
         assert!(list.contains(name), "{name}");
     }
     assert_eq!(list.matches("WEIGHT-FREE (meaningless output)").count(), 4, "{list}");

@@ -97,6 +97,27 @@ fn efficientnet_reproduces_the_reference_preprocessing_on_the_imagenet_sample() 
 }
 
 #[test]
+fn the_int8_preset_keeps_the_fp32_top1_on_the_imagenet_sample() {
+    // Calibrated on views of data/demo-images only (models/tools/quantize.py), so the sample is unseen.
+    let int8 = load("efficientnet-lite0-int8");
+    let refs = references();
+    let files: Vec<PathBuf> = refs.iter().map(|r| data(&format!("imagenet-sample/{}", r.file))).collect();
+    let predictions = int8.classify_batch(&prepare(&int8, &files), 5, 0.0).unwrap();
+    let fp32_correct = refs.iter().filter(|r| r.top1 == r.class_index).count();
+    let correct = refs.iter().zip(&predictions).filter(|(r, p)| p.class_index == r.class_index).count();
+    let agree: Vec<bool> = refs.iter().zip(&predictions).map(|(r, p)| p.class_index == r.top1).collect();
+    let agreeing = agree.iter().filter(|a| **a).count();
+    let stable_disagree: Vec<&str> =
+        refs.iter().zip(&agree).filter(|(r, a)| r.stable && !**a).map(|(r, _)| r.file.as_str()).collect();
+    println!("INT8 top-1 {correct}/100 (FP32 reference {fp32_correct}/100), same top-1 as FP32 on {agreeing}/100");
+    assert!(correct + 1 >= fp32_correct, "INT8 top-1 {correct}/100 is more than 1 point below FP32's {fp32_correct}");
+    assert!(
+        agreeing >= 95,
+        "INT8 and FP32 agree on only {agreeing}/100; filter-stable disagreements: {stable_disagree:?}"
+    );
+}
+
+#[test]
 fn results_do_not_depend_on_batch_size() {
     let model = efficientnet();
     let files: Vec<PathBuf> =
@@ -130,7 +151,10 @@ fn one_model_serves_many_threads() {
 fn every_preset_loads_and_runs() {
     let registry = Registry::open_default().unwrap();
     let names: Vec<&str> = registry.list().iter().map(|s| s.name()).collect();
-    assert_eq!(names, ["efficientnet-lite0", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]);
+    assert_eq!(
+        names,
+        ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]
+    );
     let chelsea = data("demo-images/chelsea.jpg");
     for spec in registry.list() {
         let model = if spec.name() == "efficientnet-lite0" { efficientnet() } else { &load(spec.name()) };

@@ -67,7 +67,8 @@ pub struct InferenceConfig {
     /// Largest inference batch.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long the first image of a batch waits for more.
+    /// How long the first image of a batch may wait for more, and only while another image is being decoded
+    /// (an image reaching an idle inference stage runs at once).
     #[serde(default = "default_max_wait", with = "humantime_serde")]
     pub max_wait: Duration,
     /// Decode workers [default: every core].

@@ -9,6 +9,7 @@ pub mod connector;
 pub mod dashboard;
 pub mod endpoint;
 pub mod events;
+pub mod memory;
 pub mod outputs;
 pub mod pipeline;
 pub mod summary;

@@ -32,6 +32,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    inference_sink::memory::limit_malloc_arenas();
     binary::init_logging(binary::CONNECTOR_LOG_FILTER);
     binary::exit_code(run(Args::parse()))
 }

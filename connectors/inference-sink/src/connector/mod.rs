@@ -246,7 +246,6 @@ impl Connector {
         // One record per call: the validator must never wait for more records than the consumer has read,
         // or the commit barrier (which waits for every read record) would wait forever.
         pipeline.validate_batch = 1;
-        pipeline.queue = QUEUE.max(2 * pipeline.max_batch);
         let outputs = Arc::new(outputs);
         let health = HealthCheck { outputs: Arc::clone(&outputs) };
         if let Some(dashboard) = &dashboard {
