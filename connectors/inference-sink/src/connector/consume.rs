@@ -478,6 +478,20 @@ impl Checkpoint {
 /// How long a stopping connector still waits for a cluster call in progress.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How many times a re-read that brought nothing is tried again when the record is there and fits.
+const STALL_RETRIES: u32 = 3;
+
+/// What a raw read of one offset found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The record, of this many bytes.
+    Found(u64),
+    /// A later record: this one is larger than even the probe's fetch.
+    Larger,
+    /// Nothing within the read timeout.
+    Nothing,
+}
+
 /// What a read from a stream gave.
 enum Read {
     Record(Record),
@@ -542,6 +556,7 @@ impl<B: Barrier> Run<'_, B> {
         end: i64,
     ) -> Result<(), ConsumeError> {
         let mut next = range.start;
+        let mut stalls = 0;
         while next < range.end {
             let mut stream = self.cluster(source.open(StreamStart::At { partition, offset: next })).await??;
             let first = next;
@@ -564,57 +579,87 @@ impl<B: Barrier> Run<'_, B> {
                 }
             }
             if next > first {
+                stalls = 0;
                 continue;
             }
-            // Nothing at `next`: it is skipped (`beyond`) or nothing comes at all.
-            let skipped = beyond.unwrap_or(next + 1).min(range.end);
+            let Some(beyond) = beyond else {
+                // Nothing came at all: a record whose fetch cannot fit looks like this, and so does an SPU too
+                // busy to answer within read-timeout. A record that fits is read again before it is given up.
+                let probe = self.probe(source, partition, next).await?;
+                let fits = matches!(probe, Probe::Found(size) if size <= self.settings.max_bytes.as_u64());
+                if (fits || probe == Probe::Nothing) && stalls < STALL_RETRIES {
+                    stalls += 1;
+                    tracing::warn!(
+                        partition,
+                        offset = next,
+                        attempt = stalls,
+                        "nothing came within read-timeout though the record is there: reading it again"
+                    );
+                    continue;
+                }
+                self.too_large(partition, next, end.max(range.end), probe)?;
+                next += 1;
+                stalls = 0;
+                continue;
+            };
+            // The stream skipped `next`: its record batch does not fit a fetch.
+            let skipped = beyond.min(range.end);
             for offset in next..skipped {
-                self.probe(source, partition, offset, end.max(range.end)).await?;
+                let probe = self.probe(source, partition, offset).await?;
+                self.too_large(partition, offset, end.max(range.end), probe)?;
             }
             next = skipped;
+            stalls = 0;
         }
         Ok(())
     }
 
-    /// Reads the record at `offset` raw and sends it to the dead-letter topic by reference if it is too large.
-    async fn probe(
-        &mut self,
-        source: &mut impl Source,
-        partition: u32,
-        offset: i64,
-        end: i64,
-    ) -> Result<(), ConsumeError> {
-        let settings = self.settings;
-        let unreadable =
-            |detail: String| ConsumeError::Unreadable { topic: settings.topic.clone(), partition, offset, end, detail };
+    /// Reads the record at `offset` raw, with a fetch large enough for any record the cluster takes.
+    async fn probe(&mut self, source: &mut impl Source, partition: u32, offset: i64) -> Result<Probe, ConsumeError> {
         let mut stream = self.cluster(source.open(StreamStart::Probe { partition, offset })).await??;
-        let max = settings.max_bytes;
-        let size = match self.read(stream.next()).await? {
-            Read::Record(record) if record.offset() == offset => Some(record.value().len() as u64),
+        Ok(match self.read(stream.next()).await? {
+            Read::Record(record) if record.offset() == offset => Probe::Found(record.value().len() as u64),
             // The probe's larger fetch skipped it too.
-            Read::Record(_) => None,
-            Read::Ended | Read::Waited(_) => {
-                return Err(unreadable(format!(
-                    "the stream stopped there and the record itself cannot be fetched either (a SmartModule or \
-                     SPU failure, or a record larger than {}; meta.consumer.max-bytes is {max})",
-                    ByteSize::b(settings.probe_max_bytes())
-                )))
+            Read::Record(_) => Probe::Larger,
+            Read::Ended | Read::Waited(_) => Probe::Nothing,
+        })
+    }
+
+    /// Sends the record at `offset`, which no fetch could bring, to the dead-letter topic by reference; an
+    /// error naming the offset when even the probe found nothing there.
+    fn too_large(&mut self, partition: u32, offset: i64, end: i64, probe: Probe) -> Result<(), ConsumeError> {
+        let settings = self.settings;
+        let max = settings.max_bytes;
+        let (detail, size) = match probe {
+            Probe::Nothing => {
+                return Err(ConsumeError::Unreadable {
+                    topic: settings.topic.clone(),
+                    partition,
+                    offset,
+                    end,
+                    detail: format!(
+                        "the stream stopped there and the record itself cannot be fetched either (a SmartModule \
+                         or SPU failure, or a record larger than {}; meta.consumer.max-bytes is {max})",
+                        ByteSize::b(settings.probe_max_bytes())
+                    ),
+                })
             }
-        };
-        let detail = match size {
-            Some(size) if size > max.as_u64() => {
+            Probe::Found(size) if size > max.as_u64() => (
                 format!(
                     "the record is {} ({size} bytes), larger than meta.consumer.max-bytes ({max})",
                     ByteSize::b(size)
-                )
-            }
-            Some(size) => format!(
-                "the record ({size} bytes) fits meta.consumer.max-bytes ({max}) but its record batch, or the \
-                 SmartModule's output for it, does not"
+                ),
+                Some(size),
             ),
-            None => format!("the record is larger than {}", ByteSize::b(settings.probe_max_bytes())),
+            Probe::Found(size) => (
+                format!(
+                    "the record ({size} bytes) fits meta.consumer.max-bytes ({max}) but its record batch, or the \
+                     SmartModule's output for it, does not"
+                ),
+                Some(size),
+            ),
+            Probe::Larger => (format!("the record is larger than {}", ByteSize::b(settings.probe_max_bytes())), None),
         };
-        drop(stream);
         let name = settings.name(partition, offset);
         tracing::warn!(record = %name, %detail, "a record does not fit meta.consumer.max-bytes: dead letter by reference");
         let rejected = RejectedImage::by_reference(RejectReason::TooLarge, detail, Stage::Ingest, name.clone(), size);
@@ -886,6 +931,9 @@ mod tests {
         Trap,
         /// Nothing comes back for it, raw or not (a lost SPU).
         Lost,
+        /// The main stream ends before it and re-reads bring nothing `Log::slow_rereads` times (a busy SPU);
+        /// a probe reads it.
+        Slow(&'static str),
     }
 
     const MAX_BYTES: usize = 1024;
@@ -904,6 +952,8 @@ mod tests {
         /// A commit that covered an offset not delivered (partition, committed offset, missing offset).
         violations: Vec<(u32, i64, i64)>,
         commits: Vec<HashMap<u32, i64>>,
+        /// Re-reads of a `Slow` entry that still bring nothing.
+        slow_rereads: u32,
     }
 
     /// What the outputs got: records through the pipeline and dead letters by reference.
@@ -1022,6 +1072,13 @@ mod tests {
                         return steps;
                     }
                     Entry::Lost => return steps,
+                    Entry::Slow(_) if main => return steps,
+                    Entry::Slow(_) if log.slow_rereads > 0 => {
+                        log.slow_rereads -= 1;
+                        steps.push(Step::Stall);
+                        return steps;
+                    }
+                    Entry::Slow(value) => steps.push(Step::Yield(record(partition, offset, value.as_bytes().to_vec()))),
                 }
             }
             if skipped {
@@ -1052,7 +1109,9 @@ mod tests {
                 }
                 StreamStart::Probe { partition, offset } => {
                     match &log.partitions[partition as usize][offset as usize] {
-                        Entry::Fits(value) => vec![Step::Yield(record(partition, offset, value.as_bytes().to_vec()))],
+                        Entry::Fits(value) | Entry::Slow(value) => {
+                            vec![Step::Yield(record(partition, offset, value.as_bytes().to_vec()))]
+                        }
                         Entry::Big(size) => vec![Step::Yield(record(partition, offset, vec![b'x'; *size]))],
                         Entry::Trap => vec![Step::Yield(record(partition, offset, b"trap".to_vec()))],
                         Entry::Lost => vec![],
@@ -1184,6 +1243,32 @@ mod tests {
         assert_eq!(log.committed.get(&0), Some(&1));
         assert_eq!(log.violations, vec![]);
         assert_eq!((report.consumed, report.too_large), (2, 1));
+    }
+
+    #[test]
+    fn a_record_that_fits_is_read_again_when_a_busy_spu_brings_nothing_for_a_while() {
+        let entries = vec![Entry::Fits("a"), Entry::Slow("late"), Entry::Fits("b")];
+        let log = Log { partitions: vec![entries], slow_rereads: STALL_RETRIES, ..Log::default() };
+        let (result, log, outputs) = run(log, &fake_settings(), Arc::default());
+        result.unwrap();
+        assert_eq!(outputs.dead.lock().unwrap().len(), 0, "a record that fits is never a dead letter for a slow read");
+        assert_eq!(delivered(&outputs), ["t/0@0", "t/0@1", "t/0@2"]);
+        assert_eq!(log.violations, vec![]);
+    }
+
+    #[test]
+    fn a_record_that_fits_but_never_comes_is_a_dead_letter_after_the_retries() {
+        let entries = vec![Entry::Fits("a"), Entry::Slow("never"), Entry::Fits("b")];
+        let log = Log { partitions: vec![entries], slow_rereads: u32::MAX, ..Log::default() };
+        let (result, log, outputs) = run(log, &fake_settings(), Arc::default());
+        result.unwrap();
+        let dead = outputs.dead.lock().unwrap().clone();
+        assert_eq!(dead.iter().map(|d| d.record.clone().unwrap()).collect::<Vec<_>>(), ["t/0@1"]);
+        assert!(dead[0].detail.contains("its record batch"), "{}", dead[0].detail);
+        let rereads = log.opened.iter().filter(|s| **s == StreamStart::At { partition: 0, offset: 1 }).count();
+        assert_eq!(rereads as u32, STALL_RETRIES + 1, "{:?}", log.opened);
+        assert_eq!(delivered(&outputs), ["t/0@0", "t/0@2"]);
+        assert_eq!(log.violations, vec![]);
     }
 
     #[test]
