@@ -102,6 +102,15 @@ impl LocalCluster {
         self.create(&["topic", "create", name]);
     }
 
+    /// Creates a source's events topic and dead-letter topic, named uniquely from `prefix`.
+    pub fn create_source_topics(&self, prefix: &str) -> (String, String) {
+        let images = unique_name(&format!("{prefix}-images"));
+        let dlq = unique_name(&format!("{prefix}-dlq"));
+        self.create_topic(&images);
+        self.create_topic(&dlq);
+        (images, dlq)
+    }
+
     /// Creates a topic with `partitions` partitions (deleted when the cluster guard drops).
     pub fn create_topic_with_partitions(&self, name: &str, partitions: u32) {
         self.create(&["topic", "create", name, "--partitions", &partitions.to_string()]);

@@ -8,10 +8,11 @@ use fvision_connector_common::google::{GoogleAuth, GoogleAuthError, SCOPE_PUBSUB
 
 use gcloud_gax::conn::Environment;
 use gcloud_googleapis::pubsub::v1::PubsubMessage;
-use gcloud_pubsub::client::{Client, ClientConfig};
+use gcloud_pubsub::client::ClientConfig;
 use gcloud_pubsub::subscription::SubscriptionConfig;
 
 pub use gcloud_gax::grpc::Status;
+pub use gcloud_pubsub::client::Client;
 pub use gcloud_pubsub::subscription::Subscription;
 
 /// A Pub/Sub call that failed.

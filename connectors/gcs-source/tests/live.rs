@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fvision_records::{ImageEvent, RejectReason, ValidationRecord};
-use fvision_tests::cluster::{local_cluster, unique_name};
+use fvision_tests::cluster::{local_cluster, LocalCluster};
 use fvision_tests::emulators::{self, PROJECT};
 use fvision_tests::process::Process;
 use gcs_source::{finalize_message, pubsub, GcsClient, ObjectRef};
@@ -17,6 +17,28 @@ use gcs_source::{finalize_message, pubsub, GcsClient, ObjectRef};
 const BUCKET: &str = "fvt-bucket";
 const TOPIC: &str = "gcs-image-notifications";
 const SUBSCRIPTION: &str = "image-stream-sub";
+
+/// What every test here starts from: the Fluvio topics, the bucket on the GCS emulator and the subscription
+/// on the Pub/Sub emulator.
+struct Stand {
+    images: String,
+    dlq: String,
+    gcs: GcsClient,
+    runtime: tokio::runtime::Runtime,
+    client: pubsub::Client,
+}
+
+impl Stand {
+    fn new(cluster: &LocalCluster, prefix: &str, gcs_url: &str, pubsub_host: &str) -> Self {
+        let (images, dlq) = cluster.create_source_topics(prefix);
+        let gcs = GcsClient::new(gcs_url, None, Duration::from_secs(30));
+        gcs.create_bucket(PROJECT, BUCKET).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let client = runtime.block_on(pubsub::client(PROJECT, Some(pubsub_host), None)).unwrap();
+        runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+        Self { images, dlq, gcs, runtime, client }
+    }
+}
 
 fn object(name: &str, generation: i64, size: usize) -> ObjectRef {
     ObjectRef {
@@ -36,16 +58,8 @@ fn notifications_become_events_dead_letters_or_nothing_and_are_acked() {
     };
     let gcs_emulator = emulators::gcs();
     let pubsub_emulator = emulators::pubsub();
-    let images = unique_name("fvt-gs-images");
-    let dlq = unique_name("fvt-gs-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
-
-    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
-    gcs.create_bucket(PROJECT, BUCKET).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
-    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let Stand { images, dlq, gcs, runtime, client } =
+        Stand::new(&cluster, "fvt-gs", &gcs_emulator.url(), &pubsub_emulator.grpc_host());
 
     let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
     let mut messages = Vec::new();
@@ -172,15 +186,8 @@ fn a_crash_between_the_acknowledgement_and_the_ack_is_redelivered_with_the_same_
     let Some(cluster) = local_cluster(test) else { return };
     let gcs_emulator = emulators::gcs();
     let pubsub_emulator = emulators::pubsub();
-    let images = unique_name("fvt-gs-crash-images");
-    let dlq = unique_name("fvt-gs-crash-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
-    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
-    gcs.create_bucket(PROJECT, BUCKET).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
-    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let Stand { images, dlq, gcs, runtime, client } =
+        Stand::new(&cluster, "fvt-gs-crash", &gcs_emulator.url(), &pubsub_emulator.grpc_host());
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let objects: Vec<ObjectRef> = (0..6)
         .map(|i| {
@@ -254,15 +261,8 @@ fn gcs_stopped_under_the_source_delays_but_loses_nothing() {
     let Some(cluster) = local_cluster("gcs_stopped_under_the_source_delays_but_loses_nothing") else { return };
     let mut gcs_emulator = emulators::gcs_on_disk();
     let pubsub_emulator = emulators::pubsub();
-    let images = unique_name("fvt-gs-down-images");
-    let dlq = unique_name("fvt-gs-down-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
-    let gcs = GcsClient::new(&gcs_emulator.url(), None, Duration::from_secs(30));
-    gcs.create_bucket(PROJECT, BUCKET).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
-    runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();
+    let Stand { images, dlq, gcs, runtime, client } =
+        Stand::new(&cluster, "fvt-gs-down", &gcs_emulator.url(), &pubsub_emulator.grpc_host());
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let objects: Vec<ObjectRef> = (0..3)
         .map(|i| {
@@ -330,10 +330,7 @@ fn pubsub_stopped_under_the_source_keeps_it_running_and_stoppable() {
     let Some(cluster) = local_cluster("pubsub_stopped_under_the_source_keeps_it_running_and_stoppable") else { return };
     let gcs_emulator = emulators::gcs();
     let mut pubsub_emulator = emulators::pubsub();
-    let images = unique_name("fvt-gs-psdown-images");
-    let dlq = unique_name("fvt-gs-psdown-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
+    let (images, dlq) = cluster.create_source_topics("fvt-gs-psdown");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(pubsub::client(PROJECT, Some(&pubsub_emulator.grpc_host()), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, TOPIC, SUBSCRIPTION, 10)).unwrap();

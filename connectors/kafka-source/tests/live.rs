@@ -53,10 +53,7 @@ fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
     let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let servers = mock.bootstrap_servers();
-    let images = unique_name("fvt-ks-images");
-    let dlq = unique_name("fvt-ks-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
+    let (images, dlq) = cluster.create_source_topics("fvt-ks");
 
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
@@ -207,10 +204,7 @@ fn large_batches_of_image_sized_records_all_arrive() {
     // The mock keeps at most 5 MiB per partition (fvision_tests::kafka): 300 sample images are ~45 MiB.
     mock.create_topic(TOPIC, 16, 1).unwrap();
     let servers = mock.bootstrap_servers();
-    let images = unique_name("fvt-ks-big-images");
-    let dlq = unique_name("fvt-ks-big-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-big");
 
     let samples = fvision_tests::data_files("imagenet-sample");
     const COUNT: usize = 300;
@@ -299,10 +293,7 @@ fn a_crash_between_the_acknowledgement_and_the_commit_replays_only_the_uncommitt
     let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let servers = mock.bootstrap_servers();
-    let images = unique_name("fvt-ks-crash-images");
-    let dlq = unique_name("fvt-ks-crash-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-crash");
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     const COUNT: i64 = 9;
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
@@ -355,10 +346,7 @@ fn the_broker_going_down_and_up_under_the_source_loses_nothing() {
     let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
     mock.create_topic(TOPIC, 1, 1).unwrap();
     let servers = mock.bootstrap_servers();
-    let images = unique_name("fvt-ks-down-images");
-    let dlq = unique_name("fvt-ks-down-dlq");
-    cluster.create_topic(&images);
-    cluster.create_topic(&dlq);
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-down");
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     let send = |n: usize| {
         let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
