@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
+use fvision_connector_common::google::GoogleAuth;
 use fvision_connector_common::ConfigError;
-use gcp_bigquery_client::yup_oauth2;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
@@ -196,7 +196,7 @@ pub struct GcsClient {
     http: reqwest::Client,
     endpoint: Url,
     bucket: String,
-    auth: Option<yup_oauth2::authenticator::DefaultAuthenticator>,
+    auth: Option<GoogleAuth>,
 }
 
 #[derive(Deserialize)]
@@ -237,27 +237,11 @@ impl GcsClient {
             .map_err(|e| settings.origin.error("endpoint", format!("an HTTP client could not be built: {e}")))?;
         let auth = if settings.anonymous {
             None
-        } else if let Some(file) = &settings.credentials_file {
-            let key_error = |e: std::io::Error| {
-                settings
-                    .origin
-                    .error("credentials-file", format!("a service-account key file ({}: {e})", file.display()))
-            };
-            let key = yup_oauth2::read_service_account_key(file).await.map_err(key_error)?;
-            Some(yup_oauth2::ServiceAccountAuthenticator::builder(key).build().await.map_err(key_error)?)
         } else {
-            use yup_oauth2::authenticator::ApplicationDefaultCredentialsTypes as Adc;
-            let options = yup_oauth2::ApplicationDefaultCredentialsFlowOpts::default();
-            let built = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(options).await {
-                Adc::ServiceAccount(builder) => builder.build().await,
-                Adc::InstanceMetadata(builder) => builder.build().await,
-            };
-            Some(built.map_err(|e| {
-                settings.origin.error(
-                    "credentials-file",
-                    format!("a service-account key; no application default credentials either ({e})"),
-                )
-            })?)
+            let auth = GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE])
+                .await
+                .map_err(|e| settings.origin.error("credentials-file", e.to_string()))?;
+            Some(auth)
         };
         Ok(Self { http, endpoint: settings.endpoint.clone(), bucket: settings.bucket.clone(), auth })
     }
@@ -275,10 +259,7 @@ impl GcsClient {
         match &self.auth {
             None => Ok(request),
             Some(auth) => {
-                let token =
-                    auth.token(&[SCOPE]).await.map_err(|e| Failure::Transient(format!("getting a token: {e}")))?;
-                let token =
-                    token.token().ok_or_else(|| Failure::Fatal("the token service returned no token".into()))?;
+                let token = auth.access_token().await.map_err(|e| Failure::Transient(e.to_string()))?;
                 Ok(request.bearer_auth(token))
             }
         }
