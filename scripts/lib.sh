@@ -26,9 +26,11 @@ ensure_wasm_target() {
 # as the reference (Pillow) does.
 ensure_build_tools() {
   local missing=()
-  for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  for tool in cmake nasm pkg-config; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  # OpenSSL's headers, for librdkafka's TLS (Kafka sink and source).
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]} with apt-get (to build libjpeg-turbo)"
+    say "installing ${missing[*]} with apt-get (to build libjpeg-turbo and librdkafka with TLS)"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq

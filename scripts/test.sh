@@ -20,7 +20,7 @@ log=$(mktemp)
 FVISION_SKIP_LOG=$(mktemp)   # tests that cannot get their server list themselves here
 export FVISION_SKIP_LOG
 trap 'rm -f "$log" "$FVISION_SKIP_LOG"' EXIT
-cargo test --release --workspace 2>&1 | tee "$log"
+cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
 cat "$FVISION_SKIP_LOG"
 # One closing line over every test binary (cargo prints one per binary); a test that skipped itself
 # returned early, so cargo counted it as passed: it is moved to the skipped count here.

@@ -709,7 +709,7 @@ fn a_missing_or_malformed_key_file_is_a_start_up_error_naming_it() {
 /// field, never a silent plaintext connection. SASL settings from secrets reach the producer as they are
 /// (`tests/config.rs` checks the substitution); SASL_PLAINTEXT is accepted.
 #[test]
-fn kafka_security_settings_reach_librdkafka_and_tls_is_refused_by_name() {
+fn kafka_security_settings_reach_librdkafka_with_tls_built_in() {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     cluster.create_topic("image-stream-results", 1, 1).unwrap();
     let connect = |properties: &str| {
@@ -717,11 +717,14 @@ fn kafka_security_settings_reach_librdkafka_and_tls_is_refused_by_name() {
         let config: KafkaConfig = serde_yaml::from_str(&yaml).unwrap();
         KafkaOutput::connect(config.settings(Path::new("sink.yaml")).unwrap()).err().map(|e| e.to_string())
     };
-    let tls = connect("security.protocol: SSL").expect("refused at start-up");
-    assert!(
-        tls.starts_with("sink.yaml: field `inference.kafka.properties`") && tls.contains("security.protocol"),
-        "{tls}"
-    );
+    // TLS is built in: the client takes SSL (the plaintext mock broker then fails the handshake, which is
+    // reported as brokers that do not answer, never as an unsupported setting).
+    if let Some(error) = connect("security.protocol: SSL") {
+        assert!(!error.contains("field `inference.kafka.properties`"), "{error}");
+    }
+    // The TLS settings reach OpenSSL: a CA file that does not exist is refused at start-up, by name.
+    let ca = connect("security.protocol: SSL, ssl.ca.location: /nonexistent/fvision-ca.pem").expect("refused");
+    assert!(ca.starts_with("sink.yaml: field `inference.kafka.properties`") && ca.contains("ssl.ca.location"), "{ca}");
     // A SASL mechanism librdkafka knows is accepted by the client (the mock broker then refuses the handshake,
     // which is reported as brokers that do not answer, not as an unknown setting).
     let sasl =

@@ -250,6 +250,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("sleep.log");
         let pid = spawn_detached(Path::new("sleep"), &["30".into()], &[], &log).unwrap();
+        // Until the child has exec'd, its command line is still this test's.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !alive_as(pid, "sleep") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(alive_as(pid, "sleep"));
         assert!(!alive_as(pid, "kafka-source"));
         assert!(stop(pid, Duration::from_secs(5)));
