@@ -28,6 +28,17 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("finding a free loopback port: {e}"))
 }
 
+/// `N` distinct free loopback ports: every listener is held until all are found, so the OS cannot hand the
+/// same port out twice (one emulator process listening on several ports needs them all different).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("finding a free loopback port: {e}")))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i].local_addr().map(|addr| addr.port()).unwrap_or_else(|e| panic!("reading a bound port: {e}"))
+    })
+}
+
 /// The folder holding the emulators' virtualenvs.
 pub fn emulators_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FVISION_EMULATORS") {
@@ -190,7 +201,7 @@ fn bigquery_with(persistent: bool) -> Emulator {
         std::os::unix::fs::symlink(&source, extensions.join(&file))
             .unwrap_or_else(|e| panic!("linking {}: {e}", source.display()));
     }
-    let port = free_port();
+    let [port, grpc_port] = free_ports();
     let mut command = Command::new(venv.join("bin/bqemulator"));
     command.env("HOME", dir.path()).args([
         "start",
@@ -201,7 +212,7 @@ fn bigquery_with(persistent: bool) -> Emulator {
         "--grpc-host",
         "127.0.0.1",
         "--grpc-port",
-        &free_port().to_string(),
+        &grpc_port.to_string(),
         "--project",
         PROJECT,
     ]);
@@ -276,7 +287,7 @@ pub fn pubsub() -> PubSub {
     command.arg(launcher).env("CLOUDBOX_HOST", "127.0.0.1").env("CLOUDBOX_PROJECT", PROJECT);
     let mut grpc_port = 0;
     let mut rest_port = 0;
-    for service in [
+    const SERVICES: [&str; 11] = [
         "GCS",
         "PUBSUB",
         "PUBSUB_REST",
@@ -288,8 +299,8 @@ pub fn pubsub() -> PubSub {
         "LOGGING",
         "SCHEDULER",
         "ADMIN",
-    ] {
-        let port = free_port();
+    ];
+    for (service, port) in SERVICES.into_iter().zip(free_ports::<11>()) {
         command.env(format!("CLOUDBOX_{service}_PORT"), port.to_string());
         match service {
             "PUBSUB" => grpc_port = port,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fvision_records::{Prediction, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name};
-use fvision_tests::emulators::{self, free_port, PROJECT};
+use fvision_tests::emulators::{self, free_ports, PROJECT};
 use fvision_tests::process::{kill_pid, target_binary, Process};
 use fvision_tests::repo_root;
 use rdkafka::mocking::MockCluster;
@@ -111,6 +111,7 @@ fn fault_campaign() {
     let file = dir.join("deploy.yaml");
     let cfg = repo_root().join("fluvio-config");
     let c = cfg.display();
+    let [p1, p2, p3] = free_ports();
     let yaml = format!(
         "name: {base}\nstate-dir: {state}\ntopics:\n  images: {{name: {images}, config: {c}/topics/images.yaml}}\n  \
          predictions: {{name: {predictions}, config: {c}/topics/predictions.yaml}}\n  dlq: {{name: {dlq}, config: \
@@ -124,9 +125,6 @@ fn fault_campaign() {
         bq = bigquery.url(),
         gcs_url = gcs.url(),
         grpc = pubsub.grpc_host(),
-        p1 = free_port(),
-        p2 = free_port(),
-        p3 = free_port(),
     );
     std::fs::write(&file, yaml).unwrap();
     let file_arg = file.to_str().unwrap().to_string();

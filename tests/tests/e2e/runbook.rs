@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fvision_tests::cluster::{local_cluster, unique_name};
-use fvision_tests::emulators::free_port;
+use fvision_tests::emulators::free_ports;
 use fvision_tests::process::target_binary;
 use fvision_tests::repo_root;
 
@@ -32,7 +32,7 @@ fn runbook_commands() -> Vec<String> {
 
 /// Fixed ports and shared names of the runbook → this run's.
 fn substitutions(dir: &Path, suffix: &str) -> Vec<(String, String)> {
-    let [kafka, bigquery, gcs, pubsub, rest, sink, kafka_source, gcs_source] = [(); 8].map(|_| free_port());
+    let [kafka, bigquery, gcs, pubsub, rest, sink, kafka_source, gcs_source] = free_ports();
     let dev = dir.join("dev");
     vec![
         ("fluvio-config/deploy/local.yaml".into(), dir.join("local.yaml").display().to_string()),
