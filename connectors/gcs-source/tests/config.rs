@@ -1,13 +1,10 @@
 //! The source's connector YAML: the shipped file and the bad fixtures beside it.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gcs_source::load;
 
-fn config_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors")
-}
+use fvision_tests::fixtures::connectors_dir as config_dir;
 
 #[test]
 fn the_shipped_config_reads_as_documented() {
@@ -24,19 +21,5 @@ fn the_shipped_config_reads_as_documented() {
 
 #[test]
 fn every_bad_fixture_fails_with_the_error_it_names() {
-    let dir = config_dir().join("test-data");
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gcs-source-error-")))
-        .collect();
-    fixtures.sort();
-    assert!(fixtures.len() >= 4);
-    for path in fixtures {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("first line: # expect: ...");
-        let err = load(&path, None).expect_err(&path.display().to_string()).to_string();
-        assert!(err.starts_with(&path.display().to_string()), "the error names the file: {err}");
-        assert!(err.contains(expect), "{}:\n  expected `{expect}`\n  got      `{err}`", path.display());
-    }
+    fvision_tests::fixtures::check_bad_fixtures("gcs-source-error-", 4, |path| load(path, None));
 }

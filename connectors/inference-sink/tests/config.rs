@@ -7,9 +7,7 @@ use fvision_connector_common::config::{OffsetStart, OffsetStrategy, PartitionSel
 use inference_sink::config::{is_image_validate, load, BelowThreshold};
 use inference_sink::ValidateAt;
 
-fn config_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/connectors")
-}
+use fvision_tests::fixtures::connectors_dir as config_dir;
 
 #[test]
 fn the_shipped_config_reads_as_documented() {
@@ -84,21 +82,7 @@ fn image_validate_params_are_valid(params: &std::collections::BTreeMap<String, S
 
 #[test]
 fn every_bad_fixture_fails_with_the_error_it_names() {
-    let dir = config_dir().join("test-data");
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("error-")))
-        .collect();
-    fixtures.sort();
-    assert!(fixtures.len() >= 9);
-    for path in fixtures {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("first line: # expect: ...");
-        let err = load(&path, None).expect_err(&path.display().to_string()).to_string();
-        assert!(err.starts_with(&path.display().to_string()), "the error names the file: {err}");
-        assert!(err.contains(expect), "{}:\n  expected `{expect}`\n  got      `{err}`", path.display());
-    }
+    fvision_tests::fixtures::check_bad_fixtures("error-", 9, |path| load(path, None));
 }
 
 #[test]
