@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use fvision_tests::emulators::{self, PROJECT};
 use inference_sink::outputs::bigquery;
@@ -22,30 +21,6 @@ fn column(settings: &bigquery::BigQuerySettings, sql: &str) -> Vec<String> {
         let rows = bigquery::query(&client, &settings.project, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         bigquery::first_column(&rows)
     })
-}
-
-/// The keys of every message on `topic`, read from the beginning until `expected` arrived (and a quiet
-/// half second after, so a duplicate would show).
-fn kafka_keys(brokers: &str, topic: &str, expected: usize) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "run-readback")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut keys = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(message) => keys.push(String::from_utf8(message.unwrap().key().unwrap().to_vec()).unwrap()),
-            None if keys.len() >= expected => break,
-            None => {}
-        }
-    }
-    keys
 }
 
 #[test]
@@ -110,7 +85,8 @@ fn run_with_a_config_writes_to_its_bigquery_and_kafka_sections() {
     let from_file: BTreeSet<String> = lines.iter().filter_map(|l| l["reason"].as_str().map(str::to_string)).collect();
     assert_eq!(reasons.into_iter().collect::<BTreeSet<_>>(), from_file);
 
-    let mut keys = kafka_keys(&kafka.bootstrap_servers(), "image-stream-results", image_ids.len());
+    let mut keys =
+        fvision_tests::kafka::message_keys(&kafka.bootstrap_servers(), "image-stream-results", image_ids.len());
     let mut expected = image_ids;
     keys.sort();
     expected.sort();

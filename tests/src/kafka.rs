@@ -35,3 +35,35 @@ pub fn assert_kept_all(servers: &str, topic: &str, count: usize) {
         "the Kafka mock cluster deleted records of {topic} (it keeps 5 MiB per partition): use more partitions"
     );
 }
+
+/// A consumer of `topic` from its first message, in a group of its own.
+pub fn reader(servers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", crate::cluster::unique_name("fvt-readback"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap_or_else(|e| panic!("a Kafka client for {servers}: {e}"));
+    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+    consumer
+}
+
+/// The keys of every message on `topic`, read from the beginning until at least `at_least` arrived and a
+/// quiet half second followed (so a duplicate would show), for at most 30 s.
+pub fn message_keys(servers: &str, topic: &str, at_least: usize) -> Vec<String> {
+    use rdkafka::message::Message;
+    let consumer = reader(servers, topic);
+    let mut keys = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(message) => {
+                let message = message.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+                keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
+            }
+            None if keys.len() >= at_least => break,
+            None => {}
+        }
+    }
+    keys
+}

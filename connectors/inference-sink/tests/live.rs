@@ -911,28 +911,6 @@ fn gcs_lines(settings: &inference_sink::outputs::gcs::GcsSettings) -> (Vec<Strin
     })
 }
 
-fn kafka_keys(brokers: &str, topic: &str, at_least: usize) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique_name("fvt-readback"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut keys = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(300)) {
-            Some(message) => keys.push(String::from_utf8(message.unwrap().key().unwrap().to_vec()).unwrap()),
-            None if keys.len() >= at_least => break,
-            None => {}
-        }
-    }
-    keys
-}
-
 #[test]
 fn external_sinks_hold_each_prediction_once_after_a_crash_before_the_commit() {
     use fvision_tests::emulators::{self, PROJECT};
@@ -1006,7 +984,7 @@ fn external_sinks_hold_each_prediction_once_after_a_crash_before_the_commit() {
     let (objects, lines) = gcs_lines(&gcs_settings);
     let distinct: std::collections::HashSet<&String> = lines.iter().collect();
     assert_eq!((lines.len(), distinct.len()), (classified, classified), "GCS lines, distinct ids: {objects:?}");
-    let keys = kafka_keys(&kafka.bootstrap_servers(), "image-stream-results", 2 * classified);
+    let keys = fvision_tests::kafka::message_keys(&kafka.bootstrap_servers(), "image-stream-results", 2 * classified);
     let distinct_keys: std::collections::HashSet<&String> = keys.iter().collect();
     assert_eq!(distinct_keys.len(), classified, "every image id on Kafka");
     assert_eq!(keys.len(), 2 * classified, "the replay window re-sent, same keys (documented)");

@@ -572,7 +572,6 @@ fn gcs_down_for_an_outage_applies_back_pressure_then_drains() {
 
 #[test]
 fn kafka_messages_carry_the_image_id_key_and_the_prediction() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
 
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
@@ -582,13 +581,7 @@ fn kafka_messages_carry_the_image_id_key_and_the_prediction() {
     send(&output, 0, 0..30);
     assert!(run_block_on(output.acknowledge()).unwrap().is_empty());
 
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", "readback")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["image-stream-results"]).unwrap();
+    let consumer = fvision_tests::kafka::reader(&cluster.bootstrap_servers(), "image-stream-results");
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < above(0..30) && Instant::now() < deadline {
@@ -616,8 +609,6 @@ fn kafka_start_up_errors_name_the_file_and_the_field() {
 
 #[test]
 fn kafka_broker_down_applies_back_pressure_then_delivers_everything() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     cluster.create_topic("image-stream-results", 1, 1).unwrap();
     let config: KafkaConfig = serde_yaml::from_str(&format!(
@@ -645,13 +636,7 @@ fn kafka_broker_down_applies_back_pressure_then_delivers_everything() {
     sender.join().unwrap();
     assert!(run_block_on(output.acknowledge()).unwrap().is_empty());
     assert_eq!(output.backlog(), 0, "every delivery report collected");
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", "readback")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["image-stream-results"]).unwrap();
+    let consumer = fvision_tests::kafka::reader(&cluster.bootstrap_servers(), "image-stream-results");
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while count < 100 && Instant::now() < deadline {
