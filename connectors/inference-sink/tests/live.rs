@@ -679,7 +679,7 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     let dir = tempfile::tempdir().unwrap();
     let images = unique_name("fvt-parts-images");
     cluster.create_topic_with_partitions(&images, 2);
-    let inputs = inputs("efficientnet-lite0", 90, &[], 0.0);
+    let inputs = inputs("efficientnet-lite0", 100, &[], 0.0);
     // A small first wave to commit, then a long second one, so the slow sink is still working through
     // partition 0 when it is killed, however fast the machine.
     let (wave1, wave2) = inputs.records.split_at(20);
@@ -697,8 +697,9 @@ fn two_sinks_split_the_partitions_and_an_all_partitions_sink_reads_both() {
     };
     let (zero, one, all) = (outputs("fvt-parts-0"), outputs("fvt-parts-1"), outputs("fvt-parts-all"));
     let ids = [unique_name("fvt-parts-0"), unique_name("fvt-parts-1"), unique_name("fvt-parts-all")];
-    // The partition-0 sink is slow (one image at a time with a large model), so it can be killed mid-stream.
-    let slow = "  model: resnet50\n  max-batch: 1\n  workers: 1\n  validate-at: connector";
+    // The partition-0 sink is slow (one image at a time with the largest model, ~70 ms each on an idle
+    // 2-core machine), so it is still mid-stream when the test sees its first answer and kills it.
+    let slow = "  model: vgg16\n  max-batch: 1\n  workers: 1\n  validate-at: connector";
     let fast = "  model: efficientnet-lite0\n  validate-at: connector";
     let config_zero = write_config_with(dir.path(), &ids[0], &zero, slow, "", "\n    partition: 0");
     let config_one = write_config_with(dir.path(), &ids[1], &one, fast, "", "\n    partition: 1");
