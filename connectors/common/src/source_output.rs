@@ -133,20 +133,20 @@ impl SourceOutput {
     }
 }
 
-/// Environment variable of the sources' crash test hook: with `FVISION_CRASH_BEFORE_COMMIT=N` a source aborts
-/// (no clean-up, like SIGKILL) right after Fluvio acknowledged its N-th batch and before it commits the batch's
-/// input (Kafka offsets, Pub/Sub acks): the worst moment, where a crash replays what Fluvio already holds.
-/// The inference sink's hook has the same name and meaning. Tests only.
+/// Environment variable of the connectors' crash test hook: with `FVISION_CRASH_BEFORE_COMMIT=N` a connector
+/// aborts (no clean-up, like SIGKILL) at its N-th commit point, after what it wrote was acknowledged and before
+/// it commits its input (a source's Kafka offsets or Pub/Sub acks, the sink's Fluvio offsets): the worst
+/// moment, where a crash replays what the other side already holds. Tests only.
 pub const CRASH_BEFORE_COMMIT: &str = "FVISION_CRASH_BEFORE_COMMIT";
 
-/// Aborts the process at the batch [`CRASH_BEFORE_COMMIT`] names; call it between the acknowledgement and the
-/// commit.
-pub fn crash_before_commit_if_asked() {
+/// Aborts the process at the commit point [`CRASH_BEFORE_COMMIT`] names; call it between the acknowledgement
+/// (by `acknowledged_by`, named in the log line) and the commit.
+pub fn crash_before_commit_if_asked(acknowledged_by: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static BATCHES: AtomicU64 = AtomicU64::new(0);
     let Some(at) = std::env::var(CRASH_BEFORE_COMMIT).ok().and_then(|v| v.parse::<u64>().ok()) else { return };
     if BATCHES.fetch_add(1, Ordering::SeqCst) + 1 >= at {
-        eprintln!("{CRASH_BEFORE_COMMIT}={at}: aborting after Fluvio acknowledged, before the commit");
+        eprintln!("{CRASH_BEFORE_COMMIT}={at}: aborting after {acknowledged_by} acknowledged, before the commit");
         std::process::abort();
     }
 }

@@ -204,7 +204,7 @@ impl GcsSource {
             }
             // Fluvio confirmed every record of the batch: only now are the messages acked.
             run_block_on(output.acknowledge())?;
-            fvision_connector_common::source_output::crash_before_commit_if_asked();
+            fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             events::records("produced", produced);
             events::records("dead_letter", dead);
             report.produced += produced;

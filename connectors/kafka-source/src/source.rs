@@ -166,7 +166,7 @@ impl KafkaSource {
             report.produced += produced;
             report.dead_letters += dead;
             // Fluvio confirmed every record of the batch: only now are the offsets committed.
-            fvision_connector_common::source_output::crash_before_commit_if_asked();
+            fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in &next {
                 if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {

@@ -690,7 +690,7 @@ impl<B: Barrier> Run<'_, B> {
         let settings = self.settings;
         let confirmed = async {
             self.outputs.acknowledge().await?;
-            crash_before_commit_if_asked();
+            fvision_connector_common::source_output::crash_before_commit_if_asked("the outputs");
             let failed = |e: ErrorCode| ConsumeError::Commit {
                 consumer_id: settings.consumer_id.clone(),
                 detail: e.to_string(),
@@ -830,19 +830,7 @@ impl Source for FluvioSource<'_> {
     }
 }
 
-/// Environment variable of the crash test hook: with `FVISION_CRASH_BEFORE_COMMIT=N`, the connector aborts
-/// (no clean-up, like SIGKILL) at its N-th commit barrier, after every output acknowledged and before the
-/// offset is committed: the point where a crash replays rows the outputs already hold. Tests only.
-pub const CRASH_BEFORE_COMMIT: &str = "FVISION_CRASH_BEFORE_COMMIT";
-
-fn crash_before_commit_if_asked() {
-    static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Some(at) = std::env::var(CRASH_BEFORE_COMMIT).ok().and_then(|v| v.parse::<u64>().ok()) else { return };
-    if BARRIERS.fetch_add(1, Ordering::SeqCst) + 1 >= at {
-        eprintln!("{CRASH_BEFORE_COMMIT}={at}: aborting after the outputs acknowledged, before the commit");
-        std::process::abort();
-    }
-}
+pub use fvision_connector_common::source_output::CRASH_BEFORE_COMMIT;
 
 #[cfg(test)]
 mod tests {
