@@ -103,6 +103,7 @@ GOALS = [
     ("connector_vs_embedded", "connector on the local cluster / embedded", 0.9, True),
     ("int8_pipeline_vs_fp32_limit", "INT8 pipeline / FP32 limit", 1.5, True),
     ("run_peak_rss_mib", "peak RSS of `fvision run` (MiB)", 150.0, False),
+    ("sink_peak_rss_mib", "peak RSS of the sink, `inference-sink` draining a backlog or in the sweep (MiB)", 150.0, False),
     ("p50_idle_vs_floor", "p50 at idle / compute floor", 1.5, False),
     ("p99_half_load_vs_floor", "p99 at 50 % of saturation / compute floor", 3.0, False),
 ]
@@ -187,6 +188,13 @@ def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", late
     peaks = [p for p in series(doc, "fvision-run", fp32, "peak_rss_mib") if p is not None]
     out["run_peak_rss_mib"] = max(peaks) if peaks else math.nan
     ranges["run_peak_rss_mib"] = (min(peaks), max(peaks)) if peaks else None
+    sink_peaks = [p for p in series(doc, "sink-drain", fp32, "peak_rss_mib") if p is not None] + [
+        level["sink_peak_rss_mib"]
+        for level in doc.get("connector_sweep", {}).get("levels", [])
+        if isinstance(level.get("sink_peak_rss_mib"), (int, float)) and not math.isnan(level["sink_peak_rss_mib"])
+    ]
+    out["sink_peak_rss_mib"] = max(sink_peaks) if sink_peaks else math.nan
+    ranges["sink_peak_rss_mib"] = (min(sink_peaks), max(sink_peaks)) if sink_peaks else None
     floor = median(series(doc, "compute-floor", fp32, "floor_ms"))
     out["floor_ms"] = floor
     idle, half = sweep_level(doc, "idle"), sweep_level(doc, "50%")

@@ -288,6 +288,23 @@ def report(json_path):
         lines += ["", "`fvision bench connector` (validation in the connector, the cluster's SC and SPU on the same cores)."]
     else:
         lines.append("Not measured in this run." + (f" Error: `{errors[0]['error'][-300:]}`" if errors else ""))
+    drains = measure.rows(doc, "sink-drain", FP32)
+    drain_errors = [r for r in doc["results"] if r["what"] == "sink-drain" and "error" in r]
+    lines += ["", "### The sink binary over a backlog", ""]
+    if drains:
+        lines += [
+            "`inference-sink --drain` as deployed (16 MiB fetches, validation in the connector) over a topic already "
+            "holding the records: the whole process, start-up included, and its peak RSS while every fetch is full.",
+            "",
+            "| rep | records | images/s (whole process) | images per CPU-second | peak RSS MiB |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in drains:
+            lines.append(
+                f"| {r['rep']} | {r['records']} | {fmt(r['images_per_s'])} | {fmt(r['images_per_cpu_s'])} | {fmt(r['peak_rss_mib'])} |"
+            )
+    else:
+        lines.append("Not measured in this run." + (f" Error: `{drain_errors[0]['error'][-300:]}`" if drain_errors else ""))
     levels = doc["sweep"]["levels"]
     lines += ["", "## Latency against offered load (open loop)", ""]
     if levels:
@@ -326,17 +343,18 @@ def report(json_path):
                 "resolution); a level of N % offers N % of the connector's median `bench connector` throughput of "
                 "this run; 10 warm-up records first, not counted.",
                 "",
-                "| level | offered /s | processed_at − event_time p50 / p99 / p999 ms | processing_time_ms p50 / p99 | p50 / floor |",
-                "| --- | ---: | --- | --- | ---: |",
+                "| level | offered /s | processed_at − event_time p50 / p99 / p999 ms | processing_time_ms p50 / p99 | p50 / floor | sink peak RSS MiB |",
+                "| --- | ---: | --- | --- | ---: | ---: |",
             ]
             for lv in clevels:
                 if "error" in lv:
-                    lines.append(f"| {lv['level']} | {fmt(lv['offered_per_s'])} | failed: {lv['error'][-120:]} | | |")
+                    lines.append(f"| {lv['level']} | {fmt(lv['offered_per_s'])} | failed: {lv['error'][-120:]} | | | |")
                     continue
                 r, p = lv["processed_at_minus_event_time"], lv["processing_time"]
                 lines.append(
                     f"| {lv['level']} | {fmt(lv['offered_per_s'])} | {fmt(r['p50_ms'])} / {fmt(r['p99_ms'])} / {fmt(r['p999_ms'])} "
-                    f"| {fmt(p['p50_ms'])} / {fmt(p['p99_ms'])} | {fmt(measure.ratio(r['p50_ms'], floor), 2)} |"
+                    f"| {fmt(p['p50_ms'])} / {fmt(p['p99_ms'])} | {fmt(measure.ratio(r['p50_ms'], floor), 2)} "
+                    f"| {fmt(lv.get('sink_peak_rss_mib', math.nan))} |"
                 )
         else:
             lines.append("Not swept in this run (embedded pipeline only).")

@@ -6,6 +6,7 @@ Usage: run.py --fvision PATH --out FILE.json [--reps 3] [--passes 10] [--short] 
 """
 import argparse
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -356,48 +357,86 @@ class Bench:
                 "e2e": measure.latency_summary(e2e), "processed_at_minus_event_time": measure.latency_summary(from_records),
                 "processing_time": measure.latency_summary(processing)}
 
+    def sink_config(self, tag, images, predictions, dlq, model):
+        """The `inference-sink` YAML the benchmark runs: the shipped defaults (16 MiB fetches), validation in
+        the connector, max batch 4, max wait 5 ms."""
+        config = self.work / f"{tag}.yaml"
+        config.write_text(
+            "apiVersion: 0.2.0\nmeta:\n"
+            f"  {{version: 0.1.0, name: {tag}, type: inference-sink, topic: {images},\n"
+            f"   consumer: {{id: {tag}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: 2}}}}}}}}\n"
+            "inference:\n"
+            f"  {{model: {model}, max-batch: 4, max-wait: 5ms, predictions-topic: {predictions}, dlq-topic: {dlq}, validate-at: connector}}\n"
+        )
+        return config
+
+    @contextlib.contextmanager
+    def fresh_topics(self, kind):
+        """Three new topics (images, predictions, dead letters) named after `kind`, deleted afterwards."""
+        tag = f"fvbench-{kind}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+        names = [f"{tag}-{k}" for k in ("images", "predictions", "dlq")]
+        created = []
+        try:
+            for topic in names:
+                subprocess.run(["fluvio", "topic", "create", topic], env=self.env, check=True, capture_output=True)
+                created.append(topic)
+            yield tag, names
+        finally:
+            for topic in created:
+                subprocess.run(["fluvio", "topic", "delete", topic], env=self.env, capture_output=True)
+
+    def run_sink_drain(self, rep, model):
+        """The `inference-sink` binary over a backlog (the sample x passes, written first by `fvision simulate
+        --mode fluvio`), whole process with `--drain`: images/s and CPU including its start-up, and its peak
+        RSS while fetches are full (the worst case for the client's buffers)."""
+        sink_bin = str(pathlib.Path(self.fvision).with_name("inference-sink"))
+        n = 100 * self.args.passes
+        try:
+            with self.fresh_topics("drain") as (tag, (images, predictions, dlq)):
+                subprocess.run([self.fvision, "simulate", "--mode", "fluvio", "--fluvio-topic", images, "--rate", "100000",
+                                "--count", str(n)], env=self.env, check=True, capture_output=True)
+                config = self.sink_config(tag, images, predictions, dlq, model)
+                res, _, _ = timed([sink_bin, "--config", str(config), "--drain"], self.env, label="inference-sink --drain")
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            self.add(rep, "sink-drain", model, error=str(err)[-500:])
+            return
+        self.add(rep, "sink-drain", model, records=n, images_per_s=n / res["wall_s"], images_per_cpu_s=n / res["cpu_s"],
+                 **{k: res[k] for k in ("wall_s", "cpu_s", "peak_rss_mib")})
+
     def connector_level(self, model, rate, n, warmup=10):
         """One offered rate through the connector on the live cluster: fresh topics, the `inference-sink`
         binary on them, `fvision simulate --mode fluvio` pacing the records (event_time = its send time,
         ms), latency = processed_at − event_time of each prediction read back; topics deleted after."""
         sink_bin = str(pathlib.Path(self.fvision).with_name("inference-sink"))
-        tag = f"fvbench-sweep-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
-        images, predictions, dlq = (f"{tag}-{k}" for k in ("images", "predictions", "dlq"))
-        created = []
-        sink = None
-        try:
-            for topic in (images, predictions, dlq):
-                subprocess.run(["fluvio", "topic", "create", topic], env=self.env, check=True, capture_output=True)
-                created.append(topic)
-            config = self.work / f"{tag}.yaml"
-            config.write_text(
-                "apiVersion: 0.2.0\nmeta:\n"
-                f"  {{version: 0.1.0, name: {tag}, type: inference-sink, topic: {images},\n"
-                f"   consumer: {{id: {tag}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: 2}}}}}}}}\n"
-                "inference:\n"
-                f"  {{model: {model}, max-batch: 4, max-wait: 5ms, predictions-topic: {predictions}, dlq-topic: {dlq}, validate-at: connector}}\n"
-            )
-            log = open(self.work / f"{tag}.log", "wb")
-            sink = subprocess.Popen([sink_bin, "--config", str(config)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-            simulate = [self.fvision, "simulate", "--mode", "fluvio", "--fluvio-topic", images]
-            # Warm-up records at a low rate: the sink's start-up (model, WASM) is not part of the level.
-            subprocess.run(simulate + ["--rate", "5", "--count", str(warmup)], env=self.env, check=True, capture_output=True)
-            self.wait_for(predictions, warmup, 120)
-            subprocess.run(simulate + ["--rate", f"{rate:.3f}", "--count", str(n)], env=self.env, check=True, capture_output=True)
-            rows = self.wait_for(predictions, warmup + n, 120)
-        finally:
-            if sink is not None:
-                sink.terminate()
-                try:
-                    sink.wait(30)
-                except subprocess.TimeoutExpired:
-                    sink.kill()
-            for topic in created:
-                subprocess.run(["fluvio", "topic", "delete", topic], env=self.env, capture_output=True)
+        sink = sampler = None
+        with self.fresh_topics("sweep") as (tag, (images, predictions, dlq)):
+            try:
+                config = self.sink_config(tag, images, predictions, dlq, model)
+                log = open(self.work / f"{tag}.log", "wb")
+                sink = subprocess.Popen([sink_bin, "--config", str(config)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                sampler = RssSampler(sink.pid)
+                sampler.start()
+                simulate = [self.fvision, "simulate", "--mode", "fluvio", "--fluvio-topic", images]
+                # Warm-up records at a low rate: the sink's start-up (model, WASM) is not part of the level.
+                subprocess.run(simulate + ["--rate", "5", "--count", str(warmup)], env=self.env, check=True, capture_output=True)
+                self.wait_for(predictions, warmup, 120)
+                subprocess.run(simulate + ["--rate", f"{rate:.3f}", "--count", str(n)], env=self.env, check=True, capture_output=True)
+                rows = self.wait_for(predictions, warmup + n, 120)
+            finally:
+                if sampler is not None:
+                    sampler.done.set()
+                    sampler.join()
+                if sink is not None:
+                    sink.terminate()
+                    try:
+                        sink.wait(30)
+                    except subprocess.TimeoutExpired:
+                        sink.kill()
         latencies = []
         for row in rows[warmup:]:
             latencies.append((measure.rfc3339_seconds(row["processed_at"]) - measure.rfc3339_seconds(row["event_time"])) * 1e3)
-        return {"offered_per_s": rate, "records": n, "processed_at_minus_event_time": measure.latency_summary(latencies),
+        return {"offered_per_s": rate, "records": n, "sink_peak_rss_mib": sampler.peak(),
+                "processed_at_minus_event_time": measure.latency_summary(latencies),
                 "processing_time": measure.latency_summary([r["processing_time_ms"] for r in rows[warmup:]])}
 
     def wait_for(self, topic, count, timeout):
@@ -499,6 +538,7 @@ def main():
         bench.run_python_parts(rep, FP32, files)
         if not args.no_connector:
             bench.run_connector(rep, FP32)
+            bench.run_sink_drain(rep, FP32)
     int8_vs_fp32 = label_check(ours[FP32], ours[INT8]) if INT8 in ours and FP32 in ours else None
     sweep, connector_sweep = [], []
     if not args.no_sweep and not args.only_connector_sweep:

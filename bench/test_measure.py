@@ -59,8 +59,8 @@ class Parsing(unittest.TestCase):
         self.assertEqual(measure.label_mismatches(ours, {"0/a": 1, "0/b": 5}), ["0/b", "0/c"])
 
 
-def doc_with(results, levels=()):
-    return {"results": results, "sweep": {"levels": list(levels)}}
+def doc_with(results, levels=(), connector_levels=()):
+    return {"results": results, "sweep": {"levels": list(levels)}, "connector_sweep": {"levels": list(connector_levels)}}
 
 
 class Figures(unittest.TestCase):
@@ -75,19 +75,25 @@ class Figures(unittest.TestCase):
                 results.append({"rep": rep, "what": "python-loop", "model": fp32, "images_per_s": loop, "images_per_cpu_s": loop})
         results.append({"rep": 0, "what": "pyspark", "model": fp32, "images_per_s": 50.0})
         results.append({"rep": 1, "what": "bench-connector", "model": fp32, "error": "no cluster"})
+        results.append({"rep": 0, "what": "sink-drain", "model": fp32, "peak_rss_mib": 140.0})
         for rep, floor in ((0, 8.0), (1, 10.0), (2, 12.0)):
             results.append({"rep": rep, "what": "compute-floor", "model": fp32, "floor_ms": floor})
         levels = [
             {"level": "idle", "e2e": {"p50_ms": 15.0, "p99_ms": 20.0}},
             {"level": "50%", "e2e": {"p50_ms": 20.0, "p99_ms": 40.0}},
         ]
-        values, ranges = measure.figures(doc_with(results, levels))
+        # The sink's peak is the highest over the connector sweep's levels; a failed level has none.
+        connector_levels = [{"level": "10%", "sink_peak_rss_mib": 120.0}, {"level": "50%", "sink_peak_rss_mib": 160.0},
+                            {"level": "90%", "error": "timed out"}]
+        values, ranges = measure.figures(doc_with(results, levels, connector_levels))
         self.assertEqual(values["run_vs_loop"], 2.5)  # median of 2.0 and 3.0
         self.assertEqual(ranges["run_vs_loop"], (2.0, 3.0))
         self.assertEqual(values["run_vs_pyspark"], 4.0)
         self.assertEqual(values["cpu_run_vs_loop"], 1.25)  # per CPU-second: half of the wall-clock ratios
         self.assertTrue(math.isnan(values["cpu_run_vs_pyspark"]))  # PySpark's row has no CPU figure
         self.assertEqual(values["run_peak_rss_mib"], 102.0)  # the highest peak, not the median
+        self.assertEqual(values["sink_peak_rss_mib"], 160.0)
+        self.assertEqual(ranges["sink_peak_rss_mib"], (120.0, 160.0))  # the drain's 140 lies between
         self.assertEqual(values["floor_ms"], 10.0)
         self.assertEqual(values["p50_idle_vs_floor"], 1.5)
         self.assertEqual(values["p99_half_load_vs_floor"], 4.0)
@@ -98,6 +104,7 @@ class Figures(unittest.TestCase):
         self.assertEqual(verdicts["run_vs_loop"], "met")  # 2.5 >= 1.6
         self.assertEqual(verdicts["run_vs_pyspark"], "met")  # 4.0 >= 2.5
         self.assertEqual(verdicts["run_peak_rss_mib"], "met")  # 102 <= 150
+        self.assertEqual(verdicts["sink_peak_rss_mib"], "not met")  # 160 > 150
         self.assertEqual(verdicts["p50_idle_vs_floor"], "met")  # 1.5 <= 1.5
         self.assertEqual(verdicts["p99_half_load_vs_floor"], "not met")  # 4.0 > 3
         self.assertEqual(verdicts["connector_vs_embedded"], "not measured")
