@@ -201,3 +201,48 @@ def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", late
     out["p50_idle_vs_floor"] = ratio(idle[latency]["p50_ms"], floor) if idle else math.nan
     out["p99_half_load_vs_floor"] = ratio(half[latency]["p99_ms"], floor) if half else math.nan
     return out, ranges
+
+
+# Where CPU samples go, by library and symbol: (category, library substring or None, symbol prefixes or None).
+# The first matching rule wins; both sides (ours and the Python loop) share the categories.
+PROFILE_RULES = [
+    ("inference (ONNX Runtime)", "onnxruntime", None),  # ours: libonnxruntime.so; Python: its pybind module
+    ("JPEG decode (libjpeg-turbo)", "libjpeg", None),
+    ("JPEG decode (libjpeg-turbo)", None, ("decode_mcu", "jsimd_", "jpeg_", "tj3", "ycc_rgb", "h2v", "decompress_", "process_data_",
+                                         "sep_upsample", "decode_mcu_fast", "jdhuff", "fill_bit_buffer", "jpeg_fill_bit_buffer")),
+    ("resize and normalise", None, ("fast_image_resize", "fvision_models::preprocess")),
+    ("resize and normalise", "_imaging", None),
+    ("WASM compile (wasmtime, cranelift)", None, ("cranelift", "regalloc2", "wasmtime", "wasmparser")),
+    ("WASM validation (compiled code)", "[JIT]", None),
+    ("JSON and base64", None, ("serde_json", "base64", "<serde_json", "<base64")),
+    ("Python interpreter, numpy", "libpython", None),
+    ("Python interpreter, numpy", "_multiarray", None),
+    ("Python interpreter, numpy", "openblas", None),
+    ("kernel", "[kernel", None),
+    ("libc (malloc, memcpy)", "libc.so", None),
+]
+
+
+def profile_categories(report_lines):
+    """CPU shares by category from `perf report --sort dso,sym --stdio -t '|'` lines ("7.88%|dso|[.] symbol"):
+    {category: share of samples, 0-1}; what no rule matches is `other`."""
+    shares = {}
+    for line in report_lines:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 3 or not parts[0].endswith("%"):
+            continue
+        try:
+            share = float(parts[0].rstrip("%")) / 100
+        except ValueError:
+            continue
+        dso, sym = parts[1], parts[2].split("] ", 1)[-1]
+        category = "other"
+        for name, library, prefixes in PROFILE_RULES:
+            if library is not None and library not in dso:
+                continue
+            if prefixes is not None and not sym.lstrip("<").startswith(tuple(p.lstrip("<") for p in prefixes)):
+                continue
+            category = name
+            break
+        shares[category] = shares.get(category, 0.0) + share
+    return shares

@@ -91,6 +91,32 @@ def plot_latency(doc, path, floor):
     return True
 
 
+def profile_section(profile):
+    """Where the CPU goes on each side (`perf record` once per run): CPU ms per image by category."""
+    lines = ["", "### Where the CPU goes (perf)", ""]
+    ours, loop = profile.get("ours"), profile.get("loop")
+    if not ours or not loop or "error" in ours or "error" in loop:
+        problem = profile.get("error") or (ours or {}).get("error") or (loop or {}).get("error") or "not run"
+        return lines + [f"Not profiled in this run: {problem}."]
+    categories = sorted(set(ours["cpu_ms_per_image"]) | set(loop["cpu_ms_per_image"]),
+                        key=lambda k: -(ours["cpu_ms_per_image"].get(k, 0) + loop["cpu_ms_per_image"].get(k, 0)))
+    lines += [
+        f"`perf record -F 499` of `fvision run` and of the Python loop over the same {ours['images']} images (FP32), once, "
+        "samples grouped by library and symbol (`bench/measure.py`, `PROFILE_RULES`); CPU ms per image = share x the "
+        "process tree's CPU time / images, start-up included.",
+        "",
+        "| category | ours: CPU ms per image (share) | Python loop: CPU ms per image (share) |",
+        "| --- | ---: | ---: |",
+    ]
+    for k in categories:
+        a, b = ours["cpu_ms_per_image"].get(k), loop["cpu_ms_per_image"].get(k)
+        cell = lambda side, v: f"{fmt(v, 2)} ({side['shares'][k]:.0%})" if v is not None else "-"  # noqa: E731
+        lines.append(f"| {k} | {cell(ours, a)} | {cell(loop, b)} |")
+    total = lambda side: side["cpu_s"] * 1e3 / side["images"]  # noqa: E731
+    lines.append(f"| **total** | **{fmt(total(ours), 2)}** | **{fmt(total(loop), 2)}** |")
+    return lines
+
+
 def plot_rss(doc, path):
     import matplotlib
 
@@ -272,6 +298,7 @@ def report(json_path):
             f"| {spread(measure.series(doc, 'bench-pipeline', model, 'limit_images_per_sec'))} "
             f"| {spread(measure.series(doc, 'bench-pipeline', model, 'ratio_vs_limit'), 2)} |"
         )
+    lines += profile_section(doc.get("profile") or {})
     conn = measure.rows(doc, "bench-connector", FP32)
     errors = [r for r in doc["results"] if r["what"] == "bench-connector" and "error" in r]
     lines += ["", "## The connector on the local cluster", ""]

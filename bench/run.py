@@ -257,6 +257,33 @@ class Bench:
         self.add(rep, "python-parts", model, preprocess_ms=pre["ms_per_image"], ort_b8_ms=ort["ms_per_image"],
                  ort_b8_images_per_s=1e3 / ort["ms_per_image"])
 
+    def profile(self, model, records, files):
+        """`perf record` of `fvision run` and of the Python loop over the same images, once: the share of CPU
+        samples by category (inference, JPEG decode, WASM compile, ...) and CPU ms per image in each."""
+        if not shutil.which("perf"):
+            return {"error": "perf is not installed (apt-get install linux-perf)"}
+        sides = {
+            "ours": ([self.fvision, "run", "-", "-m", model, "--output", os.devnull], records["default"]),
+            "loop": ([self.py, str(PEERS / "python_loop.py"), "--model", model, "--mode", "loop", "--passes", str(self.passes(model))]
+                     + [str(f) for f in files], None),
+        }
+        out = {}
+        for side, (cmd, stdin) in sides.items():
+            data = self.work / f"perf-{side}.data"
+            try:
+                m, _, _ = timed(["perf", "record", "-F", "499", "-o", str(data), "--"] + cmd, self.env, stdin=stdin, label=f"perf record {side}")
+                report = subprocess.run(["perf", "report", "-i", str(data), "--sort", "dso,sym", "--stdio", "-t", "|"],
+                                        env=self.env, capture_output=True, text=True, check=True).stdout
+            except (RuntimeError, subprocess.CalledProcessError) as err:
+                out[side] = {"error": str(err)[-300:]}
+                continue
+            images = 100 * self.passes(model)
+            shares = measure.profile_categories(report.splitlines())
+            out[side] = {"images": images, "cpu_s": m["cpu_s"], "shares": shares,
+                         "cpu_ms_per_image": {k: v * m["cpu_s"] * 1e3 / images for k, v in shares.items()}}
+            say(f"profile {side}: " + ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
+        return out
+
     def run_pipeline(self, rep, model):
         cmd = [self.fvision, "bench", "pipeline", "-m", model, "--repeat", str(self.args.pipeline_repeat), "--json"]
         _, stdout, _ = timed(cmd, self.env, label="bench pipeline")
@@ -502,6 +529,7 @@ def main():
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument("--no-connector", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--no-profile", action="store_true", help="skip the perf profiles")
     parser.add_argument("--shares", default="0.1,0.25,0.5,0.75,0.9,1.0,1.1,1.2")
     parser.add_argument("--level-seconds", type=float, default=8.0)
     parser.add_argument("--idle-records", type=int, default=30)
@@ -539,6 +567,7 @@ def main():
         if not args.no_connector:
             bench.run_connector(rep, FP32)
             bench.run_sink_drain(rep, FP32)
+    profile = {} if args.no_profile or args.only_connector_sweep else bench.profile(FP32, records, files)
     int8_vs_fp32 = label_check(ours[FP32], ours[INT8]) if INT8 in ours and FP32 in ours else None
     sweep, connector_sweep = [], []
     if not args.no_sweep and not args.only_connector_sweep:
@@ -561,6 +590,7 @@ def main():
         "models": models,
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,
+        "profile": profile,
         "sweep": {"model": FP32, "levels": sweep},
         "connector_sweep": {"model": FP32, "levels": connector_sweep},
     }

@@ -111,5 +111,31 @@ class Figures(unittest.TestCase):
         self.assertEqual(verdicts["int8_run_vs_loop"], "not measured")
 
 
+class Profile(unittest.TestCase):
+    def test_samples_fall_into_categories_by_library_then_symbol(self):
+        lines = [
+            "# comment",
+            " 40.00%  |libonnxruntime.so.1.32.0|[.] 0x00000000013e5ff2",
+            " 10.00%  |fvision                 |[.] decode_mcu",
+            "  5.00%  |fvision                 |[.] regalloc2::ion::Env::run",
+            "  5.00%  |fvision                 |[.] <fast_image_resize::convolution::Foo as Bar>::baz",
+            "  4.00%  |[JIT] tid 12393         |[.] 0x00007f28b24120b8",
+            "  6.00%  |libjpeg.so.62.4.0       |[.] 0x1234",
+            "  3.00%  |libpython3.11.so.1.0    |[.] _PyEval_EvalFrameDefault",
+            "  7.00%  |onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so|[.] 0x42",
+            "  2.00%  |[kernel.kallsyms]       |[k] clear_page_erms",
+            "  1.00%  |fvision                 |[.] std::thread::spawn",
+        ]
+        shares = measure.profile_categories(lines)
+        self.assertAlmostEqual(shares["inference (ONNX Runtime)"], 0.47)  # our library and Python's module
+        self.assertAlmostEqual(shares["JPEG decode (libjpeg-turbo)"], 0.16)  # ours by symbol, Pillow's by library
+        self.assertAlmostEqual(shares["WASM compile (wasmtime, cranelift)"], 0.05)
+        self.assertAlmostEqual(shares["resize and normalise"], 0.05)
+        self.assertAlmostEqual(shares["WASM validation (compiled code)"], 0.04)
+        self.assertAlmostEqual(shares["Python interpreter, numpy"], 0.03)
+        self.assertAlmostEqual(shares["kernel"], 0.02)
+        self.assertAlmostEqual(shares["other"], 0.01)
+
+
 if __name__ == "__main__":
     unittest.main()
