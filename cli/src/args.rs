@@ -21,6 +21,11 @@ pub struct ModelArgs {
     /// Threads ONNX Runtime uses inside an operator [default: every core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Decode JPEGs at least twice the model's resize target at 1/2, 1/4 or 1/8 scale: far faster on large
+    /// photos, not Pillow's exact pixels (accuracy cost: docs/benchmarks.md).
+    #[arg(long)]
+    pub fast_decode: bool,
 }
 
 impl ModelArgs {
@@ -31,6 +36,7 @@ impl ModelArgs {
         if let Some(threads) = self.threads {
             options.intra_threads = threads;
         }
+        options.fast_decode = self.fast_decode;
         let classifier = Classifier::load(spec, &options).with_context(|| format!("loading model {}", self.model))?;
         eprintln!(
             "model {} v{} loaded in {} ms (warm-up {} ms){}",

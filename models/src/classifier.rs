@@ -25,6 +25,8 @@ pub struct ClassifierOptions {
     /// batches of varying size it kept a block per size (8 MiB less peak RSS without, same throughput;
     /// docs/benchmarks.md).
     pub memory_pattern: bool,
+    /// Decode JPEGs at least twice the resize target at a reduced scale ([`Preprocessor::set_fast_decode`]).
+    pub fast_decode: bool,
 }
 
 impl Default for ClassifierOptions {
@@ -33,6 +35,7 @@ impl Default for ClassifierOptions {
             intra_threads: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             max_pixels: 50_000_000,
             memory_pattern: false,
+            fast_decode: false,
         }
     }
 }
@@ -108,7 +111,8 @@ impl Classifier {
         let outputs: Vec<TensorInfo> = session.outputs().iter().map(describe).collect();
         check_io(&spec, &inputs, &outputs, labels.len())?;
 
-        let preprocessor = Preprocessor::new(&spec, options.max_pixels);
+        let mut preprocessor = Preprocessor::new(&spec, options.max_pixels);
+        preprocessor.set_fast_decode(options.fast_decode);
         let mut classifier = Self {
             spec,
             labels,

@@ -82,12 +82,23 @@ impl Handle {
         Ok((width, height, cmyk))
     }
 
-    /// Decodes into `out` (`height` rows of `width * channels` bytes) as `format`. A warning leaves a
-    /// complete image (kept, as Pillow keeps it) unless it says the data ran out.
+    /// Makes the next decompression scale the image by `1 / denom` in the DCT (2, 4 or 8: libjpeg-turbo
+    /// then skips most of the inverse transform and the upsampling).
+    fn scale_down(&mut self, denom: u32) -> Result<(), JpegError> {
+        let factor = raw::tjscalingfactor { num: 1, denom: denom as c_int };
+        // SAFETY: the handle is valid; the factor is one of the library's supported ones (1/2, 1/4, 1/8).
+        if unsafe { raw::tj3SetScalingFactor(self.0, factor) } != 0 {
+            return Err(self.failure());
+        }
+        Ok(())
+    }
+
+    /// Decodes into `out` (`height` rows of `width * channels` bytes, at the scale set) as `format`. A
+    /// warning leaves a complete image (kept, as Pillow keeps it) unless it says the data ran out.
     fn decompress(&mut self, data: &[u8], out: &mut [u8], pitch: usize, format: raw::TJPF) -> Result<(), JpegError> {
         let pitch = c_int::try_from(pitch).map_err(|_| JpegError::Corrupt("the image is too wide".into()))?;
-        // SAFETY: `out` holds `height * pitch` bytes for the header's dimensions (checked by the caller),
-        // which is what tj3Decompress8 writes at scaling factor 1.
+        // SAFETY: `out` holds `height * pitch` bytes for the scaled dimensions (computed by the caller with
+        // `scaled`, libjpeg-turbo's own rounding), which is what tj3Decompress8 writes.
         let status = unsafe {
             raw::tj3Decompress8(self.0, data.as_ptr(), data.len() as raw::size_t, out.as_mut_ptr(), pitch, format)
         };
@@ -126,6 +137,25 @@ impl Drop for Handle {
 /// inverted as stored) by Pillow's own CMYK-to-RGB formula. Refuses more than `max_pixels` before it
 /// allocates the image.
 pub fn decode_rgb8(data: &[u8], max_pixels: u64) -> Result<RgbImage, JpegError> {
+    decode_rgb8_scaled(data, max_pixels, None)
+}
+
+/// The largest DCT scaling denominator (1, 2, 4 or 8) that keeps the shorter side at least `min_side`.
+pub fn scale_denominator(width: u32, height: u32, min_side: u32) -> u32 {
+    let short = width.min(height);
+    [8, 4, 2].into_iter().find(|&d| scaled(short, d) >= min_side.max(1)).unwrap_or(1)
+}
+
+/// A side after scaling by `1 / denom`, rounded up as libjpeg-turbo's `TJSCALED` does.
+fn scaled(side: u32, denom: u32) -> u32 {
+    side.div_ceil(denom)
+}
+
+/// [`decode_rgb8`], but when `min_side` is given and the shorter side is at least twice it, decoded at
+/// 1/2, 1/4 or 1/8 scale in the DCT ([`scale_denominator`]): much less work for large photos, at the cost
+/// of no longer matching Pillow bit for bit (the `fast-decode` option). `max_pixels` applies to the
+/// image's full size.
+pub fn decode_rgb8_scaled(data: &[u8], max_pixels: u64, min_side: Option<u32>) -> Result<RgbImage, JpegError> {
     let mut handle = Handle::new()?;
     let (width, height, cmyk) = handle.header(data)?;
     let pixels = (width as u64).saturating_mul(height as u64);
@@ -135,7 +165,12 @@ pub fn decode_rgb8(data: &[u8], max_pixels: u64) -> Result<RgbImage, JpegError> 
     if pixels == 0 {
         return Err(JpegError::Corrupt(format!("the header gives an empty {width}x{height} image")));
     }
-    let (w, h) = (width as u32, height as u32);
+    let denom = min_side.map_or(1, |side| scale_denominator(width as u32, height as u32, side));
+    if denom > 1 {
+        handle.scale_down(denom)?;
+    }
+    let (w, h) = (scaled(width as u32, denom), scaled(height as u32, denom));
+    let (width, height) = (w as usize, h as usize);
     if !cmyk {
         let mut rgb = vec![0u8; width * height * 3];
         handle.decompress(data, &mut rgb, width * 3, raw::TJPF_TJPF_RGB)?;
@@ -170,6 +205,19 @@ mod tests {
         assert_eq!(cmyk_to_rgb(255, 255, 255, 255), [255, 255, 255]);
         assert_eq!(cmyk_to_rgb(255, 255, 255, 0), [0, 0, 0]);
         assert_eq!(cmyk_to_rgb(0, 255, 255, 255), [0, 255, 255]);
+    }
+
+    #[test]
+    fn the_scale_keeps_the_shorter_side_at_least_the_target() {
+        // 4000x3000 for a 256 target: 1/8 gives 375, still above 256.
+        assert_eq!(scale_denominator(4000, 3000, 256), 8);
+        // 1411x1411: 1/4 gives 353; 1/8 would give 177.
+        assert_eq!(scale_denominator(1411, 1411, 256), 4);
+        // 600x511: half of 511 rounds up to 256, just enough.
+        assert_eq!(scale_denominator(600, 511, 256), 2);
+        // Under twice the target: no scaling.
+        assert_eq!(scale_denominator(500, 375, 256), 1);
+        assert_eq!(scale_denominator(0, 0, 0), 1);
     }
 
     #[test]

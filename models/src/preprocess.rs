@@ -142,6 +142,7 @@ pub struct Preprocessor {
     /// `lut[c][v]`: the normalised value of byte `v` in model channel `c`.
     lut: Box<[[f32; 256]; 3]>,
     max_pixels: u64,
+    fast_decode: bool,
     thumbnails: Option<Thumbnails>,
 }
 
@@ -165,8 +166,16 @@ impl Preprocessor {
             order: input.channel_order,
             lut,
             max_pixels,
+            fast_decode: false,
             thumbnails: None,
         }
+    }
+
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT when that still leaves the shorter side at
+    /// least the resize target (`jpeg::decode_rgb8_scaled`): far less decoding work for photos at least
+    /// twice the target, but no longer Pillow's pixels; its accuracy cost is in docs/benchmarks.md.
+    pub fn set_fast_decode(&mut self, on: bool) {
+        self.fast_decode = on;
     }
 
     /// From now on, also hand a JPEG of each decoded image, at most `side` pixels wide and high, to `sink`
@@ -189,7 +198,7 @@ impl Preprocessor {
     /// (`tensor_len()` floats, typically its slot in a batch tensor).
     pub fn prepare_into(&self, bytes: &[u8], meta: EventMeta, out: &mut [f32]) -> Result<ImageInfo, PreprocessError> {
         let started = Instant::now();
-        let rgb = self.decode(bytes)?;
+        let (rgb, (width, height)) = self.decode_at(bytes, self.fast_decode.then_some(self.resize_to))?;
         let decoded = Instant::now();
         let crop = self.resize(&rgb)?;
         let resized = Instant::now();
@@ -204,8 +213,8 @@ impl Preprocessor {
         Ok(ImageInfo {
             meta,
             size_bytes: bytes.len() as u64,
-            width: rgb.width(),
-            height: rgb.height(),
+            width,
+            height,
             times: StageTimes { decode: decoded - started, resize: resized - decoded, normalize: normalized - resized },
             started,
         })
@@ -215,6 +224,12 @@ impl Preprocessor {
     /// applied, grey replicated, alpha dropped (as Pillow's `convert("RGB")` does), 16-bit reduced by
     /// taking the high byte; JPEGs by libjpeg-turbo, pixel for pixel as Pillow decodes them ([`jpeg`]).
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+        self.decode_at(bytes, None).map(|(rgb, _)| rgb)
+    }
+
+    /// [`Self::decode`], JPEGs scaled down in the DCT when `min_side` allows (fast decode); also returns the
+    /// image's full size, oriented.
+    fn decode_at(&self, bytes: &[u8], min_side: Option<u32>) -> Result<(RgbImage, (u32, u32)), PreprocessError> {
         let decode_err = |e: image::ImageError| {
             let reason = match &e {
                 image::ImageError::Limits(_) => RejectReason::TooManyPixels,
@@ -245,12 +260,17 @@ impl Preprocessor {
         }
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
         let mut image = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            DynamicImage::ImageRgb8(jpeg::decode_rgb8(bytes, self.max_pixels).map_err(jpeg_error)?)
+            DynamicImage::ImageRgb8(jpeg::decode_rgb8_scaled(bytes, self.max_pixels, min_side).map_err(jpeg_error)?)
         } else {
             DynamicImage::from_decoder(decoder).map_err(decode_err)?
         };
         image.apply_orientation(orientation);
-        Ok(to_rgb8(image))
+        use image::metadata::Orientation::{Rotate270, Rotate270FlipH, Rotate90, Rotate90FlipH};
+        let size = match orientation {
+            Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (h, w),
+            _ => (w, h),
+        };
+        Ok((to_rgb8(image), size))
     }
 
     /// Resizes the crop region (or the whole image, for `squash`) to the input size.

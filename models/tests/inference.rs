@@ -117,6 +117,56 @@ fn the_int8_preset_keeps_the_fp32_top1_on_the_imagenet_sample() {
     );
 }
 
+/// A sample image enlarged four times and encoded again (quality 90): a large photo, as uploads often are.
+fn enlarged(file: &str) -> Vec<u8> {
+    let image = image::open(data(&format!("imagenet-sample/{file}"))).unwrap().to_rgb8();
+    let (w, h) = image.dimensions();
+    let big = image::imageops::resize(&image, w * 4, h * 4, image::imageops::FilterType::Lanczos3);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(big.as_raw(), w * 4, h * 4, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    jpeg
+}
+
+#[test]
+fn fast_decode_scales_large_jpegs_and_keeps_their_top1_and_full_size() {
+    let spec = Registry::open_default().unwrap().resolve("efficientnet-lite0").unwrap();
+    let fast =
+        Classifier::load(spec, &ClassifierOptions { fast_decode: true, ..ClassifierOptions::default() }).unwrap();
+    let full = efficientnet();
+    let refs: Vec<Reference> = references().into_iter().filter(|r| r.stable).take(12).collect();
+    let mut agree = 0;
+    for r in &refs {
+        let bytes = enlarged(&r.file);
+        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
+        // Decoded at a reduced scale (the shorter side stays at least the 256 resize target), not at full size.
+        let denom = fvision_models::jpeg::scale_denominator(w, h, 256);
+        assert!(denom >= 4, "{}: {w}x{h} scaled by 1/{denom} only", r.file);
+        let scaled = fvision_models::jpeg::decode_rgb8_scaled(&bytes, u64::MAX, Some(256)).unwrap();
+        assert_eq!(scaled.dimensions(), (w.div_ceil(denom), h.div_ceil(denom)), "{}", r.file);
+        assert!(w.min(h).div_ceil(denom) >= 256, "{}", r.file);
+        let classify = |model: &Classifier| {
+            let mut batch = PreparedBatch::with_capacity(model.preprocessor(), 1);
+            batch.push(model.preprocessor(), &bytes, EventMeta::default()).unwrap();
+            let info = batch.images()[0].clone();
+            (model.classify_batch(&batch, 1, 0.0).unwrap().remove(0), info)
+        };
+        let ((slow, full_info), (quick, fast_info)) = (classify(full), classify(&fast));
+        // The prediction reports the image's real size either way.
+        assert_eq!((fast_info.width, fast_info.height), (w, h), "{}", r.file);
+        assert_eq!((full_info.width, full_info.height), (w, h), "{}", r.file);
+        agree += usize::from(slow.class_index == quick.class_index);
+    }
+    // Measured on all 100 enlarged sample images: the same top-1 on 97 (docs/benchmarks.md).
+    assert!(
+        agree + 1 >= refs.len(),
+        "fast decode changed the top-1 of {} of {} images",
+        refs.len() - agree,
+        refs.len()
+    );
+}
+
 #[test]
 fn results_do_not_depend_on_batch_size() {
     let model = efficientnet();

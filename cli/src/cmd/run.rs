@@ -87,7 +87,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
             sink_settings = Some(settings.clone());
             let config = &settings.inference;
-            let model = ModelArgs { model: config.model.clone(), threads: args.model.threads };
+            let model = ModelArgs {
+                model: config.model.clone(),
+                threads: args.model.threads,
+                fast_decode: args.model.fast_decode || config.fast_decode,
+            };
             let output = args.output.clone().or_else(|| config.jsonl.clone());
             below = config.below_threshold;
             metrics_port = metrics_port.or(config.metrics_port);

@@ -74,6 +74,10 @@ pub struct InferenceConfig {
     /// Decode workers [default: every core].
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Decode JPEGs at least twice the model's resize target at 1/2, 1/4 or 1/8 scale: far less CPU for
+    /// large photos, not Pillow's exact pixels (its accuracy cost is in docs/benchmarks.md).
+    #[serde(default)]
+    pub fast_decode: bool,
     /// Topic for predictions.
     #[serde(default = "default_predictions_topic")]
     pub predictions_topic: String,

@@ -33,6 +33,10 @@ pub struct BenchInferenceArgs {
     #[arg(long)]
     threads: Option<usize>,
 
+    /// Decode large JPEGs at a reduced scale (`fvision run --fast-decode`).
+    #[arg(long)]
+    fast_decode: bool,
+
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -54,6 +58,7 @@ pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
     if let Some(threads) = args.threads {
         options.intra_threads = threads;
     }
+    options.fast_decode = args.fast_decode;
     let mut reports = Vec::new();
     for spec in specs {
         let model = fvision_models::Classifier::load(spec, &options)?;

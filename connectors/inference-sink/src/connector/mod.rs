@@ -223,8 +223,9 @@ impl Connector {
         let spec = Registry::open_default()
             .and_then(|registry| registry.resolve(&inference.model))
             .map_err(setup_error(format!("resolving model `{}`", inference.model)))?;
-        let mut classifier = Classifier::load(spec, &ClassifierOptions::default())
-            .map_err(setup_error(format!("loading model `{}`", inference.model)))?;
+        let options = ClassifierOptions { fast_decode: inference.fast_decode, ..ClassifierOptions::default() };
+        let mut classifier =
+            Classifier::load(spec, &options).map_err(setup_error(format!("loading model `{}`", inference.model)))?;
         events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
         tracing::info!(
             model = classifier.spec().name(), version = %classifier.spec().manifest.version,
