@@ -5,6 +5,17 @@
 
 use std::collections::{HashSet, VecDeque};
 
+/// The key the guard holds for a record: its id and a 128-bit hash of its whole value, so that only a true
+/// replay (the same input converted again: the same bytes) matches. An id alone would skip, and so lose, a
+/// different image that reuses an id (a producer's own event id, a Kafka position of a topic deleted and
+/// created again); empty for an empty id (never skipped).
+pub fn replay_key(id: &str, value: &[u8]) -> String {
+    if id.is_empty() {
+        return String::new();
+    }
+    format!("{id}\u{1f}{:032x}", xxhash_rust::xxh3::xxh3_128(value))
+}
+
 /// The last `capacity` distinct keys seen, oldest evicted first. Empty keys are never held.
 #[derive(Debug, Clone, Default)]
 pub struct RecentKeys {
@@ -87,6 +98,17 @@ mod tests {
         keys.insert("b");
         keys.insert("c");
         assert!(!keys.contains("a") && keys.contains("b") && keys.contains("c"));
+    }
+
+    #[test]
+    fn the_replay_key_matches_only_the_same_id_with_the_same_value() {
+        assert_eq!(replay_key("a", b"image 1"), replay_key("a", b"image 1"));
+        assert_ne!(replay_key("a", b"image 1"), replay_key("a", b"image 2"), "another image under a reused id");
+        assert_ne!(replay_key("a", b"image 1"), replay_key("b", b"image 1"));
+        assert_eq!(replay_key("", b"image 1"), "", "no id: never skipped");
+        let mut keys = RecentKeys::new(4);
+        keys.insert(&replay_key("kafka://t/0/5", b"{\"old\"}"));
+        assert!(!keys.contains(&replay_key("kafka://t/0/5", b"{\"new\"}")));
     }
 
     #[test]

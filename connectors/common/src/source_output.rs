@@ -4,9 +4,10 @@
 //! (Kafka offset, Pub/Sub ack).
 //!
 //! A source killed between that acknowledgement and its commit reads the same input again after its restart.
-//! [`SourceOutput`] remembers the ids its topics received most recently ([`RecentKeys`], seeded at
-//! [`SourceOutput::connect`] from the end of each topic, extended by every send) and does not write an id
-//! again: the replay is skipped ([`Sent::Replay`]) and the source commits its input as usual.
+//! [`SourceOutput`] remembers the records its topics received most recently ([`RecentKeys`] of
+//! [`replay_key`]s: id and a hash of the value; seeded at [`SourceOutput::connect`] from the end of each topic,
+//! extended by every send) and does not write the same record again: the replay is skipped ([`Sent::Replay`])
+//! and the source commits its input as usual. A different record under an id already held is written.
 
 use bytesize::ByteSize;
 use fluvio::consumer::ConsumerConfigExtBuilder;
@@ -18,7 +19,7 @@ use fvision_records::{ImageEvent, RejectedImage};
 use crate::config::MetaConfig;
 use crate::dead_letter;
 use crate::producer::{image_producer_config, MAX_IMAGE_RECORD};
-use crate::replay::{RecentKeys, Sent};
+use crate::replay::{replay_key, RecentKeys, Sent};
 
 /// Default `meta.replay-lookback`: ids remembered per partition of each written topic, and read back at
 /// start-up. It must cover what the sources sharing the topic write between a source's last acknowledged
@@ -30,8 +31,13 @@ pub const DEFAULT_REPLAY_LOOKBACK: usize = 4096;
 /// records are 100 KB to MBs, so this, not the count, usually bounds the read-back: about 600 records of 200 KB).
 pub const DEFAULT_REPLAY_LOOKBACK_BYTES: ByteSize = ByteSize::mib(128);
 
-/// Records per read of the read-back, which walks back from the end of a partition in windows of this size.
+/// Most records per read of the read-back, which walks back from the end of a partition in windows of at most
+/// this size.
 const READ_BACK_WINDOW: usize = 256;
+
+/// Records of the first (newest) window of a partition's read-back; later windows are sized from the bytes
+/// per record read so far, so that records of MBs do not read a whole window past `replay-lookback-bytes`.
+const FIRST_READ_BACK_WINDOW: usize = 16;
 
 /// Why records could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +74,7 @@ pub struct SourceOutput {
     dead_letters: (String, TopicProducerPool),
     pending: Vec<(String, ProduceOutput)>,
     recent_events: RecentKeys,
+    recent_event_ids: RecentKeys,
     recent_dead_letters: RecentKeys,
 }
 
@@ -105,13 +112,14 @@ impl SourceOutput {
         };
         let lookback = meta.replay_lookback.unwrap_or(DEFAULT_REPLAY_LOOKBACK);
         let bytes = meta.replay_lookback_bytes.unwrap_or(DEFAULT_REPLAY_LOOKBACK_BYTES).as_u64();
-        let recent_events = read_back(fluvio, &topic, lookback, bytes).await?;
-        let recent_dead_letters = read_back(fluvio, dlq_topic, lookback, bytes).await?;
+        let (recent_events, recent_event_ids) = read_back(fluvio, &topic, lookback, bytes).await?;
+        let (recent_dead_letters, _) = read_back(fluvio, dlq_topic, lookback, bytes).await?;
         Ok(Self {
             events: open(topic).await?,
             dead_letters: open(dlq_topic.to_string()).await?,
             pending: Vec::new(),
             recent_events,
+            recent_event_ids,
             recent_dead_letters,
         })
     }
@@ -121,16 +129,18 @@ impl SourceOutput {
         &self.events.0
     }
 
-    /// Whether the events topic received an ImageEvent with this id recently: sending it would be a replay
-    /// (a source may skip the work of building it).
+    /// Whether the events topic received an ImageEvent with this id recently, whatever its value. Only for ids
+    /// that name one immutable image (gcs-source's `gs://bucket/object#generation`), which a source may then skip
+    /// building; [`SourceOutput::send_event_bytes`] skips only the same record.
     pub fn is_replayed_event(&self, id: &str) -> bool {
-        self.recent_events.contains(id)
+        self.recent_event_ids.contains(id)
     }
 
-    /// Sends an already serialised ImageEvent keyed by its id, unless the events topic received that id
-    /// recently ([`Sent::Replay`]).
+    /// Sends an already serialised ImageEvent keyed by its id, unless the events topic received that same
+    /// record (id and value) recently ([`Sent::Replay`]).
     pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<Sent, OutputError> {
-        if self.recent_events.contains(id) {
+        let key = replay_key(id, &value);
+        if self.recent_events.contains(&key) {
             tracing::debug!(id, "not sent again: a replay");
             return Ok(Sent::Replay);
         }
@@ -140,34 +150,30 @@ impl SourceOutput {
             .await
             .map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
-        self.recent_events.insert(id);
+        self.recent_events.insert(&key);
+        self.recent_event_ids.insert(id);
         Ok(Sent::Produced)
     }
 
     /// Sends an ImageEvent keyed by its id, unless it is a replay.
     pub async fn send_event(&mut self, event: &ImageEvent) -> Result<Sent, OutputError> {
-        if self.recent_events.contains(&event.meta.id) {
-            tracing::debug!(id = %event.meta.id, "not sent again: a replay");
-            return Ok(Sent::Replay);
-        }
         let value = serde_json::to_vec(event)?;
         self.send_event_bytes(&event.meta.id, value).await
     }
 
-    /// Sends a dead letter keyed by the id of what it rejects, unless the dead-letter topic received that id
-    /// recently ([`Sent::Replay`]).
+    /// Sends a dead letter keyed by the id of what it rejects, unless the dead-letter topic received that same
+    /// dead letter (id and value) recently ([`Sent::Replay`]).
     pub async fn send_dead_letter(&mut self, rejected: RejectedImage) -> Result<Sent, OutputError> {
-        let key = rejected.event.id.clone();
+        let id = rejected.event.id.clone();
+        let value = dead_letter::encode(rejected)?;
+        let key = replay_key(&id, &value);
         if self.recent_dead_letters.contains(&key) {
-            tracing::debug!(id = %key, "dead letter not sent again: a replay");
+            tracing::debug!(%id, "dead letter not sent again: a replay");
             return Ok(Sent::Replay);
         }
-        let value = dead_letter::encode(rejected)?;
         let (topic, producer) = &self.dead_letters;
-        let sent = producer
-            .send(RecordKey::from(key.clone()), value)
-            .await
-            .map_err(fluvio_error(format!("producing to `{topic}`")))?;
+        let sent =
+            producer.send(RecordKey::from(id), value).await.map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
         self.recent_dead_letters.insert(&key);
         Ok(Sent::Produced)
@@ -190,26 +196,40 @@ impl SourceOutput {
     }
 }
 
-/// The ids of the newest records of every partition of `topic`: up to `lookback` per partition and about
-/// `max_bytes` of records in all (split evenly over the partitions), read back from the end in windows so the
-/// newest are kept when the bytes run out; in a set that holds `lookback` per partition.
-async fn read_back(fluvio: &Fluvio, topic: &str, lookback: usize, max_bytes: u64) -> Result<RecentKeys, OutputError> {
+/// The [`replay_key`]s and the ids of the newest records of every partition of `topic`: up to `lookback` per
+/// partition and about `max_bytes` of records in all (split evenly over the partitions), read back from the end
+/// in windows so the newest are kept when the bytes run out; in sets that hold `lookback` per partition. Only
+/// keys are kept: each value is hashed and dropped as it is read.
+async fn read_back(
+    fluvio: &Fluvio,
+    topic: &str,
+    lookback: usize,
+    max_bytes: u64,
+) -> Result<(RecentKeys, RecentKeys), OutputError> {
     if lookback == 0 {
-        return Ok(RecentKeys::new(0));
+        return Ok((RecentKeys::new(0), RecentKeys::new(0)));
     }
     let admin = fluvio.admin().await;
     let found = admin.list::<TopicSpec, _>(vec![topic.to_string()]).await.map_err(fluvio_error("listing topics"))?;
     let partitions = found.first().map(|t| t.spec.partitions()).unwrap_or(1).max(1);
     let per_partition_bytes = max_bytes / u64::from(partitions);
     let mut keys = RecentKeys::new(lookback.saturating_mul(partitions as usize));
+    let mut ids = RecentKeys::new(lookback.saturating_mul(partitions as usize));
     let (mut total, mut bytes_read) = (0usize, 0u64);
     for partition in 0..partitions {
         // Windows newest first, each its keys in offset order.
-        let mut windows: Vec<Vec<String>> = Vec::new();
+        let mut windows: Vec<Vec<(String, String)>> = Vec::new();
         let (mut taken, mut bytes) = (0usize, 0u64);
         let mut before: Option<i64> = None;
         while taken < lookback && bytes < per_partition_bytes && before != Some(0) {
-            let size = READ_BACK_WINDOW.min(lookback - taken);
+            // Sized from the bytes per record so far, so that the budget is overrun by about one record.
+            let size = if taken == 0 {
+                FIRST_READ_BACK_WINDOW
+            } else {
+                let per_record = (bytes / taken as u64).max(1);
+                usize::try_from((per_partition_bytes - bytes).div_ceil(per_record)).unwrap_or(usize::MAX)
+            };
+            let size = size.clamp(1, READ_BACK_WINDOW).min(lookback - taken);
             let (start, end) = match before {
                 None => (None, None),
                 Some(end) => (Some((end - size as i64).max(0)), Some(end)),
@@ -231,15 +251,16 @@ async fn read_back(fluvio: &Fluvio, topic: &str, lookback: usize, max_bytes: u64
         }
         total += taken;
         bytes_read += bytes;
-        for key in windows.iter().rev().flatten() {
+        for (id, key) in windows.iter().rev().flatten() {
             keys.insert(key);
+            ids.insert(id);
         }
     }
     tracing::info!(topic, records = total, bytes = bytes_read, ids = keys.len(), "read back for the replay guard");
-    Ok(keys)
+    Ok((keys, ids))
 }
 
-/// The keys of the records of `partition` from `start` (`None`: the last `size` records) up to `end`
+/// The (id, [`replay_key`]) of the records of `partition` from `start` (`None`: the last `size` records) up to `end`
 /// (exclusive; `None`: the current end), with the first offset read and the bytes read. A record past the
 /// next expected offset (the client skips the rest of a batch that a fetch cut at `max-bytes`) starts a new
 /// read from the first one missing.
@@ -250,7 +271,7 @@ async fn read_range(
     size: usize,
     start: Option<i64>,
     end: Option<i64>,
-) -> Result<(Option<i64>, Vec<String>, u64), OutputError> {
+) -> Result<(Option<i64>, Vec<(String, String)>, u64), OutputError> {
     let (mut first, mut keys, mut bytes) = (None::<i64>, Vec::new(), 0u64);
     let mut next = start;
     loop {
@@ -285,7 +306,9 @@ async fn read_range(
                 _ => {}
             }
             first.get_or_insert(offset);
-            keys.push(record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default());
+            let id = record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            let key = replay_key(&id, record.value());
+            keys.push((id, key));
             bytes += record.value().len() as u64;
             next = Some(offset + 1);
             progressed = true;

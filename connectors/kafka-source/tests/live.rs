@@ -487,3 +487,61 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
     );
     assert_eq!(runs_that_committed, 6, "every restarted run read and committed before its SIGKILL");
 }
+
+/// The replay guard never drops a new image: `images` already holds (from before the source started, so read
+/// back) a record under the id `kafka://image-stream/0/0` (a Kafka topic deleted and created again restarts its
+/// offsets), and two Kafka records bring their own event id `camera-1` (ids a producer reuses); every one of
+/// them is a different image and is written. Only the same record read again is a replay.
+#[test]
+fn a_new_image_under_an_id_already_written_is_never_skipped() {
+    let test = "a_new_image_under_an_id_already_written_is_never_skipped";
+    let Some(cluster) = local_cluster(test) else { return };
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-reused");
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    // What an earlier incarnation of the Kafka topic left on `images` at the id of offset 0.
+    let earlier = ImageEvent {
+        meta: fvision_records::EventMeta { id: format!("kafka://{TOPIC}/0/0"), ..Default::default() },
+        data: b64(b"an earlier image"),
+    };
+    cluster.produce(&images, &[(earlier.meta.id.clone(), serde_json::to_vec(&earlier).unwrap())]);
+    let values: Vec<Vec<u8>> = vec![
+        png.clone(),
+        format!(r#"{{"id": "camera-1", "data": "{}"}}"#, b64(&png)).into_bytes(),
+        format!(r#"{{"id": "camera-1", "data": "{}"}}"#, b64(b"another frame")).into_bytes(),
+    ];
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    for value in &values {
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(value)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks-reused");
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
+    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_offset(&servers, &group) != Some(values.len() as i64) {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    assert!(source.log().contains("replays_skipped=0"), "nothing skipped:\n{}", source.log());
+    let written: Vec<(String, i64)> = cluster
+        .read_all(&images)
+        .into_iter()
+        .skip(1)
+        .map(|(key, value)| {
+            let event: ImageEvent = serde_json::from_slice(&value).unwrap();
+            (key, event.meta.attributes["kafka_offset"].as_i64().unwrap())
+        })
+        .collect();
+    let expected = vec![(format!("kafka://{TOPIC}/0/0"), 0), ("camera-1".to_string(), 1), ("camera-1".to_string(), 2)];
+    assert_eq!(written, expected, "every new image written, under its id, in order");
+}
