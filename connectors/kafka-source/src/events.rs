@@ -23,6 +23,11 @@ pub fn client_error(kind: &'static str) {
     counter!("fvision_source_errors_total", "source" => "kafka", "kind" => kind).increment(1);
 }
 
+/// `assignment: all`: a commit under `group-id` made by another process (which reads the same partitions).
+pub fn group_conflict() {
+    counter!("fvision_source_group_conflicts_total", "source" => "kafka").increment(1);
+}
+
 /// Serves `/metrics` on `address`.
 pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
     metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(address).install()

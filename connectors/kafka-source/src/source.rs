@@ -36,6 +36,10 @@ const REFRESH: Duration = Duration::from_secs(60);
 /// How long one partition lookup may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// With `assignment: all`, how often (at most) the offsets committed under `group-id` are read back to see
+/// whether another process commits there too (each commit carries this process's tag as its metadata).
+const CONFLICT_CHECK: Duration = Duration::from_secs(5);
+
 /// Why the source stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -150,6 +154,10 @@ impl KafkaSource {
 
         let mut report = RunReport::default();
         let mut refreshed: Option<std::time::Instant> = None;
+        // The metadata of this process's commits, and when committed offsets were last checked for another's.
+        let tag = commit_tag();
+        let mut checked = std::time::Instant::now();
+        let mut ours: std::collections::BTreeSet<(String, i32)> = std::collections::BTreeSet::new();
         while !self.stop.load(Ordering::Relaxed) {
             if settings.assignment == Assignment::All && refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
                 refreshed = Some(std::time::Instant::now());
@@ -197,12 +205,20 @@ impl KafkaSource {
                 if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
                     tracing::warn!(%topic, partition, "cannot commit: {e}");
                 }
+                if let Some(mut elem) = list.find_partition(topic, *partition) {
+                    elem.set_metadata(&tag);
+                }
+            }
+            if settings.assignment == Assignment::All && !ours.is_empty() && checked.elapsed() >= CONFLICT_CHECK {
+                checked = std::time::Instant::now();
+                self.check_other_committers(&consumer, &list, &tag, &ours);
             }
             match consumer.commit(&list, CommitMode::Sync) {
                 Ok(()) => {
                     report.commits += 1;
                     events::committed();
                     tracing::debug!(records = produced + dead + replays, replays, ?next, "committed");
+                    ours.extend(next.into_keys());
                 }
                 // Not fatal: the records were delivered; a consumer that takes over the partitions reads
                 // them again (at least once).
@@ -216,6 +232,37 @@ impl KafkaSource {
             consumer.unsubscribe();
         }
         Ok(report)
+    }
+
+    /// `assignment: all`, before committing `list`: reads its partitions' commits back; one of a partition this
+    /// process committed before (`ours`) whose metadata is not this process's `tag` was made since by another
+    /// process under `group-id`, which then reads the same partitions and writes every image a second time:
+    /// logged as an error and counted (`fvision_source_group_conflicts_total`). A failed check is only logged.
+    fn check_other_committers(
+        &self,
+        consumer: &BaseConsumer,
+        list: &TopicPartitionList,
+        tag: &str,
+        ours: &std::collections::BTreeSet<(String, i32)>,
+    ) {
+        let committed = match consumer.committed_offsets(list.clone(), METADATA_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::debug!("reading back the committed offsets: {e}");
+                return;
+            }
+        };
+        for (topic, partition, offset, metadata) in commits_with_metadata(&committed) {
+            if metadata != tag && ours.contains(&(topic.clone(), partition)) {
+                events::group_conflict();
+                tracing::error!(
+                    %topic, partition, ?offset, other = %metadata, group_id = %self.config.custom.group_id,
+                    "another process commits offsets under this group-id: with `kafka.assignment: all` every \
+                     source reads every partition, so each image is written once per source; give each source \
+                     its own group-id, or run them all with `assignment: group` (RUNBOOK section 11)"
+                );
+            }
+        }
     }
 
     /// `assignment: all`: adds the partitions of the topics not assigned yet, each from the offset committed
@@ -327,4 +374,35 @@ impl KafkaSource {
         }
         batch
     }
+}
+
+/// The metadata this process commits its offsets with: unique per process (pid and start time), so that
+/// [`KafkaSource::check_other_committers`] recognises commits it did not make.
+fn commit_tag() -> String {
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("fvision kafka-source pid {} started {}", std::process::id(), started.as_micros())
+}
+
+/// (topic, partition, offset, metadata) of every element of `list`, the metadata read as lossy UTF-8: the
+/// client's own accessor panics on metadata that is not UTF-8, which any other client may commit.
+fn commits_with_metadata(list: &TopicPartitionList) -> Vec<(String, i32, Offset, String)> {
+    let raw = list.ptr();
+    list.elements()
+        .iter()
+        .enumerate()
+        .map(|(index, elem)| {
+            // SAFETY: `raw` is `list`'s own partition list, alive while `list` is borrowed; `index` is below its
+            // count (one element each), and librdkafka keeps `metadata_size` bytes at `metadata` (or null).
+            let metadata = unsafe {
+                let entry = &*(*raw).elems.add(index);
+                if entry.metadata.is_null() || entry.metadata_size == 0 {
+                    String::new()
+                } else {
+                    let bytes = std::slice::from_raw_parts(entry.metadata as *const u8, entry.metadata_size);
+                    String::from_utf8_lossy(bytes).into_owned()
+                }
+            };
+            (elem.topic().to_string(), elem.partition(), elem.offset(), metadata)
+        })
+        .collect()
 }

@@ -545,3 +545,53 @@ fn a_new_image_under_an_id_already_written_is_never_skipped() {
     let expected = vec![(format!("kafka://{TOPIC}/0/0"), 0), ("camera-1".to_string(), 1), ("camera-1".to_string(), 2)];
     assert_eq!(written, expected, "every new image written, under its id, in order");
 }
+
+/// Two sources with the default `assignment: all` on one group-id each read every partition (each image is
+/// written twice): the one that finds the other's commit over its own says so in an error naming the cure.
+#[test]
+fn two_sources_with_assignment_all_on_one_group_id_are_reported() {
+    let test = "two_sources_with_assignment_all_on_one_group_id_are_reported";
+    let Some(cluster) = local_cluster(test) else { return };
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-twoall");
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks-twoall");
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
+    let args = ["--config", config.to_str().unwrap()];
+    let env = [("RUST_LOG", "info,fluvio=warn")];
+    let reported = "another process commits offsets under this group-id";
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    // Alone, through several of its checks (every 5 s), committing all the time: no false alarm.
+    let mut first = Process::start(bin, &args, &env, &dir.path().join("first.log"));
+    for _ in 0..120 {
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.assert_running();
+    assert!(!first.log().contains(reported), "a source alone is not reported:\n{}", first.log());
+    let mut second = Process::start(bin, &args, &env, &dir.path().join("second.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(first.log().contains(reported) || second.log().contains(reported)) {
+        first.assert_running();
+        second.assert_running();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither source reported the other:\n{}\n---\n{}",
+            first.log(),
+            second.log()
+        );
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for source in [&mut first, &mut second] {
+        source.signal("-TERM");
+        assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    }
+    assert!(first.log().contains("assignment: group") || second.log().contains("assignment: group"));
+}
