@@ -19,7 +19,7 @@ use fvision_records::{ImageEvent, RejectedImage};
 use crate::config::MetaConfig;
 use crate::dead_letter;
 use crate::producer::{image_producer_config, MAX_IMAGE_RECORD};
-use crate::replay::{replay_key, RecentKeys, Sent};
+use crate::replay::{id_key, replay_key, RecentKeys, Sent};
 
 /// Default `meta.replay-lookback`: ids remembered per partition of each written topic, and read back at
 /// start-up. It must cover what the sources sharing the topic write between a source's last acknowledged
@@ -35,9 +35,10 @@ pub const DEFAULT_REPLAY_LOOKBACK_BYTES: ByteSize = ByteSize::mib(128);
 /// this size.
 const READ_BACK_WINDOW: usize = 256;
 
-/// Records of the first (newest) window of a partition's read-back; later windows are sized from the bytes
-/// per record read so far, so that records of MBs do not read a whole window past `replay-lookback-bytes`.
-const FIRST_READ_BACK_WINDOW: usize = 16;
+/// Records of the first (newest) window of a partition's read-back (one: record sizes are unknown yet); later
+/// windows are sized from the bytes per record read so far, so that records of MBs overrun
+/// `replay-lookback-bytes` by about one record, not a window.
+const FIRST_READ_BACK_WINDOW: usize = 1;
 
 /// Why records could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -133,14 +134,14 @@ impl SourceOutput {
     /// that name one immutable image (gcs-source's `gs://bucket/object#generation`), which a source may then skip
     /// building; [`SourceOutput::send_event_bytes`] skips only the same record.
     pub fn is_replayed_event(&self, id: &str) -> bool {
-        self.recent_event_ids.contains(id)
+        self.recent_event_ids.contains(id_key(id))
     }
 
     /// Sends an already serialised ImageEvent keyed by its id, unless the events topic received that same
     /// record (id and value) recently ([`Sent::Replay`]).
     pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<Sent, OutputError> {
         let key = replay_key(id, &value);
-        if self.recent_events.contains(&key) {
+        if self.recent_events.contains(key) {
             tracing::debug!(id, "not sent again: a replay");
             return Ok(Sent::Replay);
         }
@@ -150,8 +151,8 @@ impl SourceOutput {
             .await
             .map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
-        self.recent_events.insert(&key);
-        self.recent_event_ids.insert(id);
+        self.recent_events.insert(key);
+        self.recent_event_ids.insert(id_key(id));
         Ok(Sent::Produced)
     }
 
@@ -167,7 +168,7 @@ impl SourceOutput {
         let id = rejected.event.id.clone();
         let value = dead_letter::encode(rejected)?;
         let key = replay_key(&id, &value);
-        if self.recent_dead_letters.contains(&key) {
+        if self.recent_dead_letters.contains(key) {
             tracing::debug!(%id, "dead letter not sent again: a replay");
             return Ok(Sent::Replay);
         }
@@ -175,7 +176,7 @@ impl SourceOutput {
         let sent =
             producer.send(RecordKey::from(id), value).await.map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
-        self.recent_dead_letters.insert(&key);
+        self.recent_dead_letters.insert(key);
         Ok(Sent::Produced)
     }
 
@@ -218,7 +219,7 @@ async fn read_back(
     let (mut total, mut bytes_read) = (0usize, 0u64);
     for partition in 0..partitions {
         // Windows newest first, each its keys in offset order.
-        let mut windows: Vec<Vec<(String, String)>> = Vec::new();
+        let mut windows: Vec<Vec<(Option<u128>, Option<u128>)>> = Vec::new();
         let (mut taken, mut bytes) = (0usize, 0u64);
         let mut before: Option<i64> = None;
         while taken < lookback && bytes < per_partition_bytes && before != Some(0) {
@@ -251,7 +252,7 @@ async fn read_back(
         }
         total += taken;
         bytes_read += bytes;
-        for (id, key) in windows.iter().rev().flatten() {
+        for &(id, key) in windows.iter().rev().flatten() {
             keys.insert(key);
             ids.insert(id);
         }
@@ -260,7 +261,7 @@ async fn read_back(
     Ok((keys, ids))
 }
 
-/// The (id, [`replay_key`]) of the records of `partition` from `start` (`None`: the last `size` records) up to `end`
+/// The ([`id_key`], [`replay_key`]) of the records of `partition` from `start` (`None`: the last `size` records) up to `end`
 /// (exclusive; `None`: the current end), with the first offset read and the bytes read. A record past the
 /// next expected offset (the client skips the rest of a batch that a fetch cut at `max-bytes`) starts a new
 /// read from the first one missing.
@@ -271,7 +272,7 @@ async fn read_range(
     size: usize,
     start: Option<i64>,
     end: Option<i64>,
-) -> Result<(Option<i64>, Vec<(String, String)>, u64), OutputError> {
+) -> Result<(Option<i64>, Vec<(Option<u128>, Option<u128>)>, u64), OutputError> {
     let (mut first, mut keys, mut bytes) = (None::<i64>, Vec::new(), 0u64);
     let mut next = start;
     loop {
@@ -306,9 +307,8 @@ async fn read_range(
                 _ => {}
             }
             first.get_or_insert(offset);
-            let id = record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-            let key = replay_key(&id, record.value());
-            keys.push((id, key));
+            let id = record.key().map(|k| String::from_utf8_lossy(k)).unwrap_or_default();
+            keys.push((id_key(&id), replay_key(&id, record.value())));
             bytes += record.value().len() as u64;
             next = Some(offset + 1);
             progressed = true;

@@ -447,15 +447,15 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
     let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
     let args = ["--config", config.to_str().unwrap()];
     let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut runs_that_committed = 0;
     for round in 0..6 {
         send(5);
         let mut source = Process::start(bin, &args, &env, &dir.path().join(format!("run{round}.log")));
-        std::thread::sleep(Duration::from_secs(4));
-        source.assert_running();
+        // Every restarted run reads and commits before its SIGKILL. Not a fixed delay (a start takes seconds
+        // on a loaded machine: with 4 s, 3 of 6 runs had not committed yet); the bound is below what
+        // `assignment: group` needs on the mock cluster (at least two 10 s sessions per restart, docs/decisions.md).
+        source.wait_log("committed", 1, Duration::from_secs(15));
         source.signal("-KILL");
         source.wait(Duration::from_secs(10));
-        runs_that_committed += usize::from(source.log().contains("committed"));
         std::thread::sleep(Duration::from_secs(1));
     }
     let total = send(5);
@@ -468,8 +468,7 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!(
-        "{test}: {runs_that_committed} of 6 killed runs committed; all {total} records on Fluvio {:.1} s after the \
-         last restart",
+        "{test}: each of the 6 killed runs committed; all {total} records on Fluvio {:.1} s after the last restart",
         started.elapsed().as_secs_f64()
     );
     source.wait_log("committed", 1, Duration::from_secs(30));
@@ -485,7 +484,6 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
         "no record twice: {:?}",
         copies.iter().filter(|(_, &n)| n > 1).collect::<Vec<_>>()
     );
-    assert_eq!(runs_that_committed, 6, "every restarted run read and committed before its SIGKILL");
 }
 
 /// The replay guard never drops a new image: `images` already holds (from before the source started, so read
