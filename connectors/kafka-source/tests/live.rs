@@ -593,3 +593,59 @@ fn two_sources_with_assignment_all_on_one_group_id_are_reported() {
     }
     assert!(first.log().contains("assignment: group") || second.log().contains("assignment: group"));
 }
+
+/// Dead letters get the same guard: hostile records (empty values, broken JSON) read again after a crash at the
+/// worst moment are not written to `images-dlq` a second time, and none is lost.
+#[test]
+fn a_crash_at_the_worst_moment_writes_each_dead_letter_once() {
+    let test = "a_crash_at_the_worst_moment_writes_each_dead_letter_once";
+    let Some(cluster) = local_cluster(test) else { return };
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let (images, dlq) = cluster.create_source_topics("fvt-ks-crashdlq");
+    const COUNT: i64 = 9;
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    for n in 0..COUNT {
+        let value = if n % 2 == 0 { "  ".to_string() } else { format!("{{\"broken\": {n}") };
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&value)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks-crashdlq");
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
+    let args = ["--config", config.to_str().unwrap()];
+    let crash = [("RUST_LOG", "info,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
+    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
+    let committed = committed_offset(&servers, &group).unwrap_or(0);
+    let held = cluster.read_all(&dlq).len() as i64;
+    assert!(held > committed, "Fluvio holds dead letters beyond the committed offset ({held} vs {committed})");
+
+    let env = [("RUST_LOG", "info,fluvio=warn")];
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_offset(&servers, &group) != Some(COUNT) {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let replayed = held - committed;
+    assert!(source.log().contains(&format!("replays_skipped={replayed}")), "{}", source.log());
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, value) in cluster.read_all(&dlq) {
+        let ValidationRecord::Rejected(rejected) = serde_json::from_slice(&value).unwrap() else {
+            panic!("not a rejection: {}", String::from_utf8_lossy(&value))
+        };
+        assert_eq!(key, rejected.event.id);
+        *copies.entry(key).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> =
+        (0..COUNT).map(|offset| (format!("kafka://{TOPIC}/0/{offset}"), 1)).collect();
+    assert_eq!(copies, expected, "every dead letter once, also those acknowledged but not committed before the crash");
+    assert!(cluster.read_all(&images).is_empty());
+}
