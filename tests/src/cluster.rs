@@ -278,42 +278,37 @@ pub fn local_spus() -> Vec<SpuProcess> {
     spus
 }
 
-/// The `fluvio` CLI, failing the test when Fluvio is not installed.
-fn cli_or_fail() -> PathBuf {
-    fluvio_cli().unwrap_or_else(|| panic!("Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin)"))
-}
-
-/// Whether the local cluster answers `fluvio topic list`.
-pub fn cluster_answers() -> bool {
-    Command::new(cli_or_fail()).args(["topic", "list"]).output().is_ok_and(|o| o.status.success())
-}
-
 /// Replaces the local cluster with a fresh one of `spus` SPUs: `fluvio cluster delete --force` (every topic
-/// of the running one is lost), `fluvio cluster start --local --spu N`, then waits until all N SPUs are
-/// online. Only for tests run by hand while nothing else uses the cluster (the 3-SPU failover).
-pub fn replace_local_cluster(spus: u32) {
-    let cli = cli_or_fail();
-    let run = |args: &[&str]| {
-        let out = Command::new(&cli).args(args).output().unwrap_or_else(|e| panic!("running fluvio {args:?}: {e}"));
-        (out.status.success(), text(&out))
+/// of the running one is lost), `fluvio cluster start --local [--spu N]`, then waits until all N SPUs are
+/// online. Only for tests run by hand while nothing else uses the cluster (the 3-SPU failover). An error
+/// rather than a panic, so it can run from a guard's `drop` while a failed test unwinds.
+pub fn replace_local_cluster(spus: u32) -> Result<(), String> {
+    let cli = fluvio_cli().ok_or("Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin)")?;
+    let run = |args: &[&str]| -> Result<(bool, String), String> {
+        let out = Command::new(&cli).args(args).output().map_err(|e| format!("running fluvio {args:?}: {e}"))?;
+        Ok((out.status.success(), text(&out)))
     };
-    let (_, said) = run(&["cluster", "delete", "--force"]);
+    let (_, said) = run(&["cluster", "delete", "--force"])?;
     eprintln!("fluvio cluster delete --force: {}", said.trim());
-    let mut args = vec!["cluster", "start", "--local"];
     let count = spus.to_string();
+    let mut args = vec!["cluster", "start", "--local"];
     if spus > 1 {
         args.extend(["--spu", count.as_str()]);
     }
-    let (ok, said) = run(&args);
-    assert!(ok, "fluvio {args:?} failed:\n{said}");
+    let (ok, said) = run(&args)?;
+    if !ok {
+        return Err(format!("fluvio {args:?} failed:\n{said}"));
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (ok, said) = run(&["cluster", "spu", "list"]);
+        let (ok, said) = run(&["cluster", "spu", "list"])?;
         let online = said.lines().filter(|l| l.contains("Online")).count();
-        if ok && online == spus as usize && cluster_answers() {
-            return;
+        if ok && online == spus as usize && run(&["topic", "list"])?.0 {
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "{spus} SPUs were not online within 120 s:\n{said}");
+        if Instant::now() > deadline {
+            return Err(format!("{spus} SPUs were not online within 120 s:\n{said}"));
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
