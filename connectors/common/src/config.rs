@@ -79,6 +79,16 @@ pub struct MetaConfig {
     /// Producer settings (sources, and sinks that write topics).
     #[serde(default)]
     pub producer: Option<ProducerConfig>,
+    /// Sources: how many recent ids of each written topic (events, dead letters) are remembered, and read
+    /// back from the end of each partition at start-up, so that what a crashed predecessor wrote but did not
+    /// commit is not written again ([`crate::replay`]); 0 turns the guard off. Default
+    /// [`crate::source_output::DEFAULT_REPLAY_LOOKBACK`].
+    #[serde(default)]
+    pub replay_lookback: Option<usize>,
+    /// Sources: the most bytes of records read back per topic at start-up for `replay-lookback` (the newest
+    /// first). Default [`crate::source_output::DEFAULT_REPLAY_LOOKBACK_BYTES`].
+    #[serde(default)]
+    pub replay_lookback_bytes: Option<ByteSize>,
     /// Secrets the config may reference.
     #[serde(default)]
     pub secrets: Vec<SecretRef>,

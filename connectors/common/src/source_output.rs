@@ -2,14 +2,36 @@
 //! dead-letter topic, with an acknowledgement barrier: [`SourceOutput::acknowledge`] returns only once
 //! Fluvio confirmed every record sent since the last call, and only then may a source commit its input
 //! (Kafka offset, Pub/Sub ack).
+//!
+//! A source killed between that acknowledgement and its commit reads the same input again after its restart.
+//! [`SourceOutput`] remembers the ids its topics received most recently ([`RecentKeys`], seeded at
+//! [`SourceOutput::connect`] from the end of each topic, extended by every send) and does not write an id
+//! again: the replay is skipped ([`Sent::Replay`]) and the source commits its input as usual.
 
+use bytesize::ByteSize;
+use fluvio::consumer::ConsumerConfigExtBuilder;
 use fluvio::metadata::topic::TopicSpec;
-use fluvio::{Fluvio, ProduceOutput, RecordKey, TopicProducerPool};
+use fluvio::{Fluvio, Offset, ProduceOutput, RecordKey, TopicProducerPool};
+use futures_util::StreamExt;
 use fvision_records::{ImageEvent, RejectedImage};
 
 use crate::config::MetaConfig;
 use crate::dead_letter;
-use crate::producer::image_producer_config;
+use crate::producer::{image_producer_config, MAX_IMAGE_RECORD};
+use crate::replay::{RecentKeys, Sent};
+
+/// Default `meta.replay-lookback`: ids remembered per partition of each written topic, and read back at
+/// start-up. It must cover what the sources sharing the topic write between a source's last acknowledged
+/// batch and its restart (a few batches of each), and what a source writes before Pub/Sub redelivers the
+/// messages of a batch it did not ack (its ack deadline); ids are small, so it is generous.
+pub const DEFAULT_REPLAY_LOOKBACK: usize = 4096;
+
+/// Default `meta.replay-lookback-bytes`: the most bytes of records read back per topic at start-up (image
+/// records are 100 KB to MBs, so this, not the count, usually bounds the read-back: about 600 records of 200 KB).
+pub const DEFAULT_REPLAY_LOOKBACK_BYTES: ByteSize = ByteSize::mib(128);
+
+/// Records per read of the read-back, which walks back from the end of a partition in windows of this size.
+const READ_BACK_WINDOW: usize = 256;
 
 /// Why records could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +61,14 @@ fn fluvio_error<E: Into<anyhow::Error>>(action: impl Into<String>) -> impl FnOnc
     move |e| OutputError::Fluvio { action, detail: format!("{:#}", e.into()) }
 }
 
-/// Producers for the events topic and the dead-letter topic, and the sends not yet acknowledged.
+/// Producers for the events topic and the dead-letter topic, the sends not yet acknowledged, and the ids each
+/// topic received recently.
 pub struct SourceOutput {
     events: (String, TopicProducerPool),
     dead_letters: (String, TopicProducerPool),
     pending: Vec<(String, ProduceOutput)>,
+    recent_events: RecentKeys,
+    recent_dead_letters: RecentKeys,
 }
 
 impl SourceOutput {
@@ -78,7 +103,17 @@ impl SourceOutput {
                 Ok::<_, OutputError>((name, producer))
             }
         };
-        Ok(Self { events: open(topic).await?, dead_letters: open(dlq_topic.to_string()).await?, pending: Vec::new() })
+        let lookback = meta.replay_lookback.unwrap_or(DEFAULT_REPLAY_LOOKBACK);
+        let bytes = meta.replay_lookback_bytes.unwrap_or(DEFAULT_REPLAY_LOOKBACK_BYTES).as_u64();
+        let recent_events = read_back(fluvio, &topic, lookback, bytes).await?;
+        let recent_dead_letters = read_back(fluvio, dlq_topic, lookback, bytes).await?;
+        Ok(Self {
+            events: open(topic).await?,
+            dead_letters: open(dlq_topic.to_string()).await?,
+            pending: Vec::new(),
+            recent_events,
+            recent_dead_letters,
+        })
     }
 
     /// The events topic.
@@ -86,34 +121,56 @@ impl SourceOutput {
         &self.events.0
     }
 
-    /// Sends an already serialised ImageEvent keyed by its id.
-    pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<(), OutputError> {
+    /// Whether the events topic received an ImageEvent with this id recently: sending it would be a replay
+    /// (a source may skip the work of building it).
+    pub fn is_replayed_event(&self, id: &str) -> bool {
+        self.recent_events.contains(id)
+    }
+
+    /// Sends an already serialised ImageEvent keyed by its id, unless the events topic received that id
+    /// recently ([`Sent::Replay`]).
+    pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<Sent, OutputError> {
+        if self.recent_events.contains(id) {
+            tracing::debug!(id, "not sent again: a replay");
+            return Ok(Sent::Replay);
+        }
         let (topic, producer) = &self.events;
         let sent = producer
             .send(RecordKey::from(id.to_string()), value)
             .await
             .map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
-        Ok(())
+        self.recent_events.insert(id);
+        Ok(Sent::Produced)
     }
 
-    /// Sends an ImageEvent keyed by its id.
-    pub async fn send_event(&mut self, event: &ImageEvent) -> Result<(), OutputError> {
+    /// Sends an ImageEvent keyed by its id, unless it is a replay.
+    pub async fn send_event(&mut self, event: &ImageEvent) -> Result<Sent, OutputError> {
+        if self.recent_events.contains(&event.meta.id) {
+            tracing::debug!(id = %event.meta.id, "not sent again: a replay");
+            return Ok(Sent::Replay);
+        }
         let value = serde_json::to_vec(event)?;
         self.send_event_bytes(&event.meta.id, value).await
     }
 
-    /// Sends a dead letter keyed by the id of what it rejects.
-    pub async fn send_dead_letter(&mut self, rejected: RejectedImage) -> Result<(), OutputError> {
+    /// Sends a dead letter keyed by the id of what it rejects, unless the dead-letter topic received that id
+    /// recently ([`Sent::Replay`]).
+    pub async fn send_dead_letter(&mut self, rejected: RejectedImage) -> Result<Sent, OutputError> {
         let key = rejected.event.id.clone();
+        if self.recent_dead_letters.contains(&key) {
+            tracing::debug!(id = %key, "dead letter not sent again: a replay");
+            return Ok(Sent::Replay);
+        }
         let value = dead_letter::encode(rejected)?;
         let (topic, producer) = &self.dead_letters;
         let sent = producer
-            .send(RecordKey::from(key), value)
+            .send(RecordKey::from(key.clone()), value)
             .await
             .map_err(fluvio_error(format!("producing to `{topic}`")))?;
         self.pending.push((topic.clone(), sent));
-        Ok(())
+        self.recent_dead_letters.insert(&key);
+        Ok(Sent::Produced)
     }
 
     /// Records sent and not yet acknowledged.
@@ -130,6 +187,104 @@ impl SourceOutput {
             sent.wait().await.map_err(fluvio_error(format!("confirming a record on `{topic}`")))?;
         }
         Ok(())
+    }
+}
+
+/// The ids of the newest records of every partition of `topic`: up to `lookback` per partition and about
+/// `max_bytes` of records in all (split evenly over the partitions), read back from the end in windows so the
+/// newest are kept when the bytes run out; in a set that holds `lookback` per partition.
+async fn read_back(fluvio: &Fluvio, topic: &str, lookback: usize, max_bytes: u64) -> Result<RecentKeys, OutputError> {
+    if lookback == 0 {
+        return Ok(RecentKeys::new(0));
+    }
+    let admin = fluvio.admin().await;
+    let found = admin.list::<TopicSpec, _>(vec![topic.to_string()]).await.map_err(fluvio_error("listing topics"))?;
+    let partitions = found.first().map(|t| t.spec.partitions()).unwrap_or(1).max(1);
+    let per_partition_bytes = max_bytes / u64::from(partitions);
+    let mut keys = RecentKeys::new(lookback.saturating_mul(partitions as usize));
+    let (mut total, mut bytes_read) = (0usize, 0u64);
+    for partition in 0..partitions {
+        // Windows newest first, each its keys in offset order.
+        let mut windows: Vec<Vec<String>> = Vec::new();
+        let (mut taken, mut bytes) = (0usize, 0u64);
+        let mut before: Option<i64> = None;
+        while taken < lookback && bytes < per_partition_bytes && before != Some(0) {
+            let size = READ_BACK_WINDOW.min(lookback - taken);
+            let (start, end) = match before {
+                None => (None, None),
+                Some(end) => (Some((end - size as i64).max(0)), Some(end)),
+            };
+            let (first, window, window_bytes) = read_range(fluvio, topic, partition, size, start, end).await?;
+            let Some(first) = first else { break };
+            taken += window.len();
+            bytes += window_bytes;
+            windows.push(window);
+            before = Some(first);
+        }
+        total += taken;
+        bytes_read += bytes;
+        for key in windows.iter().rev().flatten() {
+            keys.insert(key);
+        }
+    }
+    tracing::info!(topic, records = total, bytes = bytes_read, ids = keys.len(), "read back for the replay guard");
+    Ok(keys)
+}
+
+/// The keys of the records of `partition` from `start` (`None`: the last `size` records) up to `end`
+/// (exclusive; `None`: the current end), with the first offset read and the bytes read. A record past the
+/// next expected offset (the client skips the rest of a batch that a fetch cut at `max-bytes`) starts a new
+/// read from the first one missing.
+async fn read_range(
+    fluvio: &Fluvio,
+    topic: &str,
+    partition: u32,
+    size: usize,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<(Option<i64>, Vec<String>, u64), OutputError> {
+    let (mut first, mut keys, mut bytes) = (None::<i64>, Vec::new(), 0u64);
+    let mut next = start;
+    loop {
+        let offset = match next {
+            Some(offset) => Offset::absolute(offset).map_err(fluvio_error(format!("reading back `{topic}`")))?,
+            None => Offset::from_end(size as u32),
+        };
+        let config = ConsumerConfigExtBuilder::default()
+            .topic(topic.to_string())
+            .partition(partition)
+            .offset_start(offset)
+            .disable_continuous(true)
+            .max_bytes(MAX_IMAGE_RECORD.as_u64() as i32)
+            .build()
+            .map_err(fluvio_error(format!("reading back `{topic}`")))?;
+        let mut stream =
+            fluvio.consumer_with_config(config).await.map_err(fluvio_error(format!("reading back `{topic}`")))?;
+        let mut progressed = false;
+        let mut gap = false;
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(fluvio_error(format!("reading back `{topic}`")))?;
+            let offset = record.offset();
+            if end.is_some_and(|end| offset >= end) {
+                break;
+            }
+            match next {
+                Some(expected) if offset < expected => continue,
+                Some(expected) if offset > expected && first.is_some() => {
+                    gap = true;
+                    break;
+                }
+                _ => {}
+            }
+            first.get_or_insert(offset);
+            keys.push(record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default());
+            bytes += record.value().len() as u64;
+            next = Some(offset + 1);
+            progressed = true;
+        }
+        if !gap || !progressed {
+            return Ok((first, keys, bytes));
+        }
     }
 }
 

@@ -7,6 +7,13 @@ pub fn records(outcome: &'static str, n: u64) {
     counter!("fvision_source_records_total", "source" => "gcs", "outcome" => outcome).increment(n);
 }
 
+/// Events and dead letters not written to Fluvio again because their topic already held their id (replays
+/// after a crash between Fluvio's acknowledgement and the acks, or Pub/Sub redeliveries); their messages are
+/// acked all the same.
+pub fn replays_skipped(n: u64) {
+    counter!("fvision_source_replays_skipped_total", "source" => "gcs").increment(n);
+}
+
 /// Notifications acked without an event: `reason` is `event_type`, `prefix` or `content_type`.
 pub fn ignored(reason: &'static str) {
     counter!("fvision_source_ignored_total", "source" => "gcs", "reason" => reason).increment(1);

@@ -11,7 +11,7 @@ use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
 use fvision_connector_common::google::{GoogleAuth, SCOPE_STORAGE_READ};
-use fvision_connector_common::{ConfigError, OutputError, SourceOutput};
+use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
 
@@ -61,6 +61,9 @@ pub struct RunReport {
     pub produced: u64,
     /// Dead letters written.
     pub dead_letters: u64,
+    /// Events and dead letters not written again because their topic already held their id (a predecessor's
+    /// replay, or a redelivery); their messages are acked.
+    pub replays_skipped: u64,
     /// Notifications acked without an event (other event types, prefix, content type).
     pub ignored: u64,
     /// Messages acked.
@@ -74,6 +77,8 @@ enum Handled {
     Event(Box<fvision_records::ImageEvent>),
     DeadLetter(Box<fvision_records::RejectedImage>),
     Ignored(&'static str),
+    /// An object whose event the events topic already holds (a replay): acked without downloading it.
+    Replay,
     /// A transient failure: not acked, so Pub/Sub redelivers it.
     Retry,
 }
@@ -180,18 +185,26 @@ impl GcsSource {
                 }
             }
             let mut to_ack = Vec::new();
-            let (mut produced, mut dead) = (0u64, 0u64);
+            let (mut produced, mut dead, mut replays) = (0u64, 0u64, 0u64);
             for message in &messages {
-                match self.handle(message, &gcs, &runtime, settings) {
+                match self.handle(message, &gcs, &runtime, settings, &output) {
                     Handled::Event(event) => {
-                        run_block_on(output.send_event(&event))?;
-                        produced += 1;
+                        match run_block_on(output.send_event(&event))? {
+                            Sent::Produced => produced += 1,
+                            Sent::Replay => replays += 1,
+                        }
                         to_ack.push(message);
                     }
                     Handled::DeadLetter(rejected) => {
                         tracing::warn!(id = %rejected.event.id, reason = %rejected.reason, "dead letter: {}", rejected.detail);
-                        run_block_on(output.send_dead_letter(*rejected))?;
-                        dead += 1;
+                        match run_block_on(output.send_dead_letter(*rejected))? {
+                            Sent::Produced => dead += 1,
+                            Sent::Replay => replays += 1,
+                        }
+                        to_ack.push(message);
+                    }
+                    Handled::Replay => {
+                        replays += 1;
                         to_ack.push(message);
                     }
                     Handled::Ignored(reason) => {
@@ -207,8 +220,10 @@ impl GcsSource {
             fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             events::records("produced", produced);
             events::records("dead_letter", dead);
+            events::replays_skipped(replays);
             report.produced += produced;
             report.dead_letters += dead;
+            report.replays_skipped += replays;
             let ack_ids: Vec<String> = to_ack.iter().map(|m| m.ack_id().to_string()).collect();
             let count = ack_ids.len() as u64;
             if !ack_ids.is_empty() {
@@ -236,6 +251,7 @@ impl GcsSource {
         gcs: &GcsClient,
         runtime: &tokio::runtime::Runtime,
         settings: &GcsSettings,
+        output: &SourceOutput,
     ) -> Handled {
         let pubsub_message = &message.message;
         let object = match read_notice(
@@ -256,6 +272,10 @@ impl GcsSource {
                 return Handled::DeadLetter(Box::new(rejected));
             }
         };
+        if output.is_replayed_event(&object.id()) {
+            tracing::debug!(id = %object.id(), "not downloaded again: a replay");
+            return Handled::Replay;
+        }
         let limit = settings.max_object_bytes.as_u64();
         let too_large = |size: String| {
             let detail = format!(

@@ -31,6 +31,22 @@ impl StartFrom {
     }
 }
 
+/// How the source gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Every partition of `topics`, assigned by the source itself (partitions added later are picked up
+    /// within a minute); offsets are still committed under `group-id`. A restarted source resumes at once:
+    /// no group rebalance waits for the session of the process it replaces.
+    #[default]
+    All,
+    /// Kafka's consumer-group protocol shares the partitions among the sources of `group-id` (several
+    /// instances). After a SIGKILL the restarted member waits in a rebalance until the killed one's session
+    /// times out (`client.session.timeout.ms`, 10 s here); librdkafka's mock cluster can keep a dead member in
+    /// the group and stall the rebalance for minutes (docs/decisions.md).
+    Group,
+}
+
 /// How a Kafka record value is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -60,6 +76,10 @@ pub struct KafkaSettings {
     /// The consumer group: offsets are committed under it, only after Fluvio acknowledged the records.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// `all` (this source reads every partition of `topics`) or `group` (the consumer-group protocol shares
+    /// them among the sources of `group-id`).
+    #[serde(default)]
+    pub assignment: Assignment,
     /// `earliest` or `latest`, for a group without committed offsets.
     #[serde(default)]
     pub start: StartFrom,

@@ -7,6 +7,12 @@ pub fn records(outcome: &'static str, n: u64) {
     counter!("fvision_source_records_total", "source" => "kafka", "outcome" => outcome).increment(n);
 }
 
+/// Records not written to Fluvio again because their topic already held their id (replays after a crash
+/// between Fluvio's acknowledgement and the commit); their offsets are committed all the same.
+pub fn replays_skipped(n: u64) {
+    counter!("fvision_source_replays_skipped_total", "source" => "kafka").increment(n);
+}
+
 /// Offset commits made after Fluvio acknowledged a batch.
 pub fn committed() {
     counter!("fvision_source_commits_total", "source" => "kafka").increment(1);

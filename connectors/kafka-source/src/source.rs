@@ -11,13 +11,13 @@ use std::time::Duration;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
-use fvision_connector_common::{ConfigError, OutputError, SourceOutput};
+use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
 use fvision_records::RejectReason;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::config::SourceConfig;
+use crate::config::{Assignment, SourceConfig};
 use crate::convert::{convert, Converted, KafkaRecord};
 use crate::events;
 
@@ -29,6 +29,11 @@ enum Out {
 
 /// How long one poll waits for the first record of a batch.
 const POLL: Duration = Duration::from_millis(200);
+
+/// With `assignment: all`, how often the topics' partitions are looked up again (new partitions), and how
+/// long one lookup may take.
+const REFRESH: Duration = Duration::from_secs(60);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the source stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,8 @@ pub struct RunReport {
     pub produced: u64,
     /// Dead letters written.
     pub dead_letters: u64,
+    /// Records not written again because their topic already held their id (a predecessor's replay).
+    pub replays_skipped: u64,
     /// Offset commits.
     pub commits: u64,
 }
@@ -100,6 +107,9 @@ impl KafkaSource {
     pub fn client_config(&self) -> ClientConfig {
         let settings = &self.config.custom;
         let mut client = ClientConfig::new();
+        // Defaults for `assignment: group` that `client` may override: a killed member's partitions wait for its
+        // session to time out (librdkafka's default is 45 s).
+        client.set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "3000");
         for (key, value) in &settings.client {
             client.set(key, value);
         }
@@ -127,44 +137,58 @@ impl KafkaSource {
             .create()
             .map_err(|source| SourceError::Kafka { action: "creating the Kafka consumer".into(), source })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| SourceError::Kafka { action: format!("subscribing to {topics:?}"), source })?;
+        if settings.assignment == Assignment::Group {
+            consumer
+                .subscribe(&topics)
+                .map_err(|source| SourceError::Kafka { action: format!("subscribing to {topics:?}"), source })?;
+        }
         tracing::info!(
-            kafka_topics = ?settings.topics, group_id = %settings.group_id, fluvio_topic = output.topic(),
-            dlq_topic = %settings.dlq_topic, "consuming"
+            kafka_topics = ?settings.topics, group_id = %settings.group_id, assignment = ?settings.assignment,
+            fluvio_topic = output.topic(), dlq_topic = %settings.dlq_topic, "consuming"
         );
 
         let mut report = RunReport::default();
+        let mut refreshed: Option<std::time::Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
+            if settings.assignment == Assignment::All && refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
+                refreshed = Some(std::time::Instant::now());
+                if self.assign_new_partitions(&consumer) == 0 && consumer.assignment().map_or(0, |a| a.count()) == 0 {
+                    // Nothing to read yet (the topics do not exist): look again soon.
+                    refreshed = None;
+                    std::thread::sleep(POLL * 5);
+                    continue;
+                }
+            }
             let batch = self.batch(&consumer);
             if batch.is_empty() {
                 continue;
             }
             report.read += batch.len() as u64;
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            let (mut produced, mut dead) = (0u64, 0u64);
+            let (mut produced, mut dead, mut replays) = (0u64, 0u64, 0u64);
             run_block_on(async {
                 for (position, out) in batch {
                     next.insert((position.0, position.1), position.2 + 1);
-                    match out {
-                        Out::Event { id, value } => {
-                            output.send_event_bytes(&id, value).await?;
-                            produced += 1;
-                        }
+                    let sent = match out {
+                        Out::Event { id, value } => (output.send_event_bytes(&id, value).await?, &mut produced),
                         Out::Rejected(rejected) => {
                             tracing::warn!(id = %rejected.event.id, reason = %rejected.reason, "dead letter");
-                            output.send_dead_letter(*rejected).await?;
-                            dead += 1;
+                            (output.send_dead_letter(*rejected).await?, &mut dead)
                         }
+                    };
+                    match sent {
+                        (Sent::Produced, count) => *count += 1,
+                        (Sent::Replay, _) => replays += 1,
                     }
                 }
                 output.acknowledge().await
             })?;
             events::records("produced", produced);
             events::records("dead_letter", dead);
+            events::replays_skipped(replays);
             report.produced += produced;
             report.dead_letters += dead;
+            report.replays_skipped += replays;
             // Fluvio confirmed every record of the batch: only now are the offsets committed.
             fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             let mut list = TopicPartitionList::new();
@@ -177,7 +201,7 @@ impl KafkaSource {
                 Ok(()) => {
                     report.commits += 1;
                     events::committed();
-                    tracing::debug!(records = produced + dead, ?next, "committed");
+                    tracing::debug!(records = produced + dead + replays, replays, ?next, "committed");
                 }
                 // Not fatal: the records were delivered; a consumer that takes over the partitions reads
                 // them again (at least once).
@@ -187,8 +211,49 @@ impl KafkaSource {
                 }
             }
         }
-        consumer.unsubscribe();
+        if settings.assignment == Assignment::Group {
+            consumer.unsubscribe();
+        }
         Ok(report)
+    }
+
+    /// `assignment: all`: adds the partitions of the topics not assigned yet, each from the offset committed
+    /// under `group-id` (or `start` without one); returns how many were added. A failed lookup is logged and
+    /// retried at the next refresh.
+    fn assign_new_partitions(&self, consumer: &BaseConsumer) -> usize {
+        let assigned = consumer.assignment().unwrap_or_default();
+        let mut new = TopicPartitionList::new();
+        for topic in &self.config.custom.topics {
+            let metadata = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+                Ok(metadata) => metadata,
+                Err(e) => {
+                    events::client_error("metadata");
+                    tracing::warn!(%topic, "looking up the partitions: {e}");
+                    continue;
+                }
+            };
+            for found in metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()) {
+                for partition in found.partitions() {
+                    if assigned.find_partition(topic, partition.id()).is_none() {
+                        if let Err(e) = new.add_partition_offset(topic, partition.id(), Offset::Stored) {
+                            tracing::warn!(%topic, partition = partition.id(), "cannot assign: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        let count = new.count();
+        if count > 0 {
+            match consumer.incremental_assign(&new) {
+                Ok(()) => tracing::info!(partitions = ?new.to_topic_map().keys().collect::<Vec<_>>(), "assigned"),
+                Err(e) => {
+                    events::client_error("assign");
+                    tracing::warn!("assigning {count} partitions: {e}");
+                    return 0;
+                }
+            }
+        }
+        count
     }
 
     /// Up to `max-batch` converted records (and about `max-batch-bytes` of values): waits [`POLL`] for the
