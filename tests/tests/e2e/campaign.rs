@@ -29,8 +29,8 @@
 //! `CAMPAIGN ...` line.
 //!
 //! `fault_campaign_failover` replaces the shared local cluster with one of 3 SPUs (it deletes the running
-//! cluster, so it refuses to run unless `FVISION_FAILOVER_REPLACES_CLUSTER=1`), deploys with `images` and
-//! `predictions` at replication 2, SIGKILLs the SPU leading `images` mid-stream, checks that nothing is lost or
+//! cluster, so it refuses to run unless `FVISION_FAILOVER_REPLACES_CLUSTER=1`), deploys with its three
+//! topics at replication 2, SIGKILLs the SPU leading `images` mid-stream, checks that nothing is lost or
 //! duplicated, prints how long each connector stalled, and leaves a fresh 1-SPU local cluster behind.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -158,7 +158,7 @@ struct Job {
 }
 
 impl Job {
-    /// Deploys the job with `fvision deploy`; `images` and `predictions` get `replication`.
+    /// Deploys the job with `fvision deploy`; its three topics get `replication`.
     fn deploy(replication: u32) -> Job {
         let base = unique_name("fvt-camp");
         let (images, predictions, dlq) =
@@ -176,7 +176,7 @@ impl Job {
         let cfg = repo_root().join("fluvio-config");
         let topic_config = |name: &str| {
             let shipped = cfg.join(format!("topics/{name}.yaml"));
-            if replication == 1 || name == "images-dlq" {
+            if replication == 1 {
                 return shipped;
             }
             let text = std::fs::read_to_string(&shipped).unwrap();
