@@ -214,7 +214,15 @@ async fn read_back(fluvio: &Fluvio, topic: &str, lookback: usize, max_bytes: u64
                 None => (None, None),
                 Some(end) => (Some((end - size as i64).max(0)), Some(end)),
             };
-            let (first, window, window_bytes) = read_range(fluvio, topic, partition, size, start, end).await?;
+            let (first, window, window_bytes) = match read_range(fluvio, topic, partition, size, start, end).await {
+                Ok(read) => read,
+                // The newest window is needed; an older one may be gone (retention): keep what was read.
+                Err(e) if before.is_some() => {
+                    tracing::warn!(topic, partition, "reading back older records for the replay guard: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(first) = first else { break };
             taken += window.len();
             bytes += window_bytes;

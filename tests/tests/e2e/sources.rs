@@ -1,6 +1,7 @@
 //! The sources end to end, with real servers: `fvision simulate` feeds Kafka (librdkafka's mock cluster,
 //! hosted by this test) and GCS + Pub/Sub (the emulators), `kafka-source` and `gcs-source` run at once into
-//! one `images` topic of the local Fluvio cluster, each is SIGKILLed mid-stream and restarted, and then
+//! one `images` topic of the local Fluvio cluster, each crashes mid-stream at the worst moment (after Fluvio
+//! acknowledged a batch, before its commit) and is restarted without writing anything twice, and then
 //! `inference-sink` classifies what arrived. The three simulator runs are the runbook's (the seed job's)
 //! three invocations with shorter durations.
 
@@ -179,46 +180,36 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
              gcs-endpoint: {gcs_url}\n  max-messages: {BATCH}\n  ack-deadline: 10s\n"
         ),
     );
-    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fluvio=warn")];
-    let start = |bin: &str, config: &Path, log: &str| {
+    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fvision_connector_common=debug,fluvio=warn")];
+    let start = |bin: &str, config: &Path, log: &str, crash: Option<&str>| {
+        let mut env = env.to_vec();
+        env.extend(crash.map(|at| ("FVISION_CRASH_BEFORE_COMMIT", at)));
         Process::start(&target_binary(bin), &["--config", config.to_str().unwrap()], &env, &dir.join(log))
     };
-    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-1.log");
-    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-1.log");
-    // Watched together, so that each is killed at its own third batch whichever starts first.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut kafka_killed, mut gcs_killed) = (false, false);
-    while !(kafka_killed && gcs_killed) {
-        for (source, word, killed) in
-            [(&mut kafka_source, "committed", &mut kafka_killed), (&mut gcs_source, "acked", &mut gcs_killed)]
-        {
-            if !*killed && source.log().matches(word).count() >= 3 {
-                source.signal("-KILL");
-                source.wait(Duration::from_secs(10));
-                *killed = true;
-            } else if !*killed {
-                source.assert_running();
-            }
-        }
-        assert!(Instant::now() < deadline, "the sources did not make 3 commits within 60 s");
-        std::thread::sleep(Duration::from_millis(2));
+    // Both sources at once, each crashing at the worst moment of its third batch: Fluvio acknowledged the
+    // events, the Kafka offsets are not committed, the Pub/Sub messages not acked.
+    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-1.log", Some("3"));
+    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-1.log", Some("3"));
+    for source in [&mut kafka_source, &mut gcs_source] {
+        assert!(!source.wait(Duration::from_secs(90)).success(), "the first run aborts:\n{}", source.log());
+        assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
     }
     let kafka_commits = kafka_source.log().matches("committed").count();
     let gcs_acks = gcs_source.log().matches("acked").count();
-    assert!(kafka_commits * BATCH < kafka_count, "kafka-source killed mid-stream ({kafka_commits} commits)");
-    assert!(gcs_acks * BATCH < gcs_count, "gcs-source killed mid-stream ({gcs_acks} ack batches)");
+    assert!(kafka_commits * BATCH < kafka_count, "kafka-source crashed mid-stream ({kafka_commits} commits)");
+    assert!(gcs_acks * BATCH < gcs_count, "gcs-source crashed mid-stream ({gcs_acks} ack batches)");
 
-    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-2.log");
-    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-2.log");
+    let mut kafka_source = start("kafka-source", &kafka_config, "kafka-2.log", None);
+    let mut gcs_source = start("gcs-source", &gcs_config, "gcs-2.log", None);
     // Every simulated image is in `images`, or (an empty hostile file) a dead letter of the source.
     let deadline = Instant::now() + Duration::from_secs(90);
-    let (events, ingest_dead) = loop {
+    loop {
         let events = read_events(&cluster, &topics.images);
         let dead: Vec<_> = read_dead(&cluster, &topics.dlq).into_iter().filter(|r| r.stage == Stage::Ingest).collect();
         let seen: BTreeSet<&str> =
             events.iter().map(|e| e.meta.id.as_str()).chain(dead.iter().map(|r| r.event.id.as_str())).collect();
         if simulated.iter().all(|id| seen.contains(id.as_str())) {
-            break (events, dead);
+            break;
         }
         kafka_source.assert_running();
         gcs_source.assert_running();
@@ -230,13 +221,22 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
             gcs_source.log()
         );
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+    // What the crashed runs wrote but did not commit comes again (Kafka at once, Pub/Sub after the ack
+    // deadline) and is skipped ("not sent again: a replay").
+    for source in [&mut kafka_source, &mut gcs_source] {
+        source.wait_log("a replay", 1, Duration::from_secs(60));
+    }
     for source in [&mut kafka_source, &mut gcs_source] {
         source.signal("-TERM");
         assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
     }
+    let (events, ingest_dead) = (
+        read_events(&cluster, &topics.images),
+        read_dead(&cluster, &topics.dlq).into_iter().filter(|r| r.stage == Stage::Ingest).collect::<Vec<_>>(),
+    );
 
-    // Exactly once by id as a set; the replays are bounded by what was produced but not yet committed.
+    // Exactly once by id: what the crashed runs wrote but did not commit was read again and skipped.
     let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
     for id in events.iter().map(|e| e.meta.id.as_str()).chain(ingest_dead.iter().map(|r| r.event.id.as_str())) {
         *copies.entry(id).or_default() += 1;
@@ -246,9 +246,20 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let duplicates =
         |gcs: bool| copies.iter().filter(|(id, _)| id.starts_with("gs://") == gcs).map(|(_, n)| n - 1).sum::<usize>();
     let (kafka_dups, gcs_dups) = (duplicates(false), duplicates(true));
-    eprintln!("{test}: {} images, replayed after the kills: kafka {kafka_dups}, gcs {gcs_dups}", simulated.len());
-    assert!(kafka_dups <= BATCH, "kafka-source replayed {kafka_dups} records, more than one uncommitted batch");
-    assert!(gcs_dups <= BATCH, "gcs-source replayed {gcs_dups} records, more than one un-acked pull");
+    let skipped = |source: &Process| {
+        let log = source.log();
+        let at = log.rfind("replays_skipped=").map(|at| at + "replays_skipped=".len());
+        at.and_then(|at| log[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()).unwrap_or(0)
+    };
+    let (kafka_skipped, gcs_skipped) = (skipped(&kafka_source), skipped(&gcs_source));
+    eprintln!(
+        "{test}: {} images; written twice after the crashes: kafka {kafka_dups}, gcs {gcs_dups}; replays skipped: \
+         kafka {kafka_skipped}, gcs {gcs_skipped}",
+        simulated.len()
+    );
+    assert_eq!((kafka_dups, gcs_dups), (0, 0), "no image twice on `images` after a crash at the worst moment");
+    assert!(kafka_skipped > 0, "kafka-source read its uncommitted batch again and skipped it:\n{}", kafka_source.log());
+    assert!(gcs_skipped > 0, "gcs-source got its un-acked pull again and skipped it:\n{}", gcs_source.log());
     for event in events.iter().filter(|e| e.meta.id.starts_with("gs://")) {
         assert_eq!(event.meta.attribute("bucket"), Some(BUCKET));
         assert!(event.meta.attribute("object_name").is_some_and(|n| n.starts_with("input-images/")));
