@@ -130,6 +130,13 @@ impl Simulator {
         std::fs::read_to_string(&self.ids).unwrap_or_default().lines().map(str::to_string).collect()
     }
 
+    /// The hostile inputs it sent, from its report line (`N images (H hostile) ...`).
+    fn hostile(&self) -> usize {
+        let log = self.process.log();
+        let before = log.split(" hostile)").next().unwrap_or_default();
+        before.rsplit('(').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     /// The achieved rate from its report line (`... X images/s achieved ...`).
     fn achieved_rate(&self) -> f64 {
         let log = self.process.log();
@@ -722,7 +729,7 @@ fn fault_campaign() {
         job.restarts(),
         survived.join(", "),
         spu_back.as_secs_f64(),
-        acknowledged.len() / 10,
+        [&main, &steady, &bursting].iter().map(|s| s.hostile()).sum::<usize>(),
         outcomes.missing,
         downstream.figures(),
         outcomes.dead.len(),
