@@ -121,7 +121,9 @@ impl Simulator {
     fn done(&mut self) -> bool {
         if self.ended.is_none() && self.process.try_wait().is_some() {
             self.ended = Some(SystemTime::now());
-            eprintln!("simulator {}: {}", self.what, self.process.log().lines().next().unwrap_or_default());
+            let log = self.process.log();
+            let report = log.lines().find(|l| l.starts_with("simulate:")).unwrap_or_default();
+            eprintln!("simulator {}: {report}", self.what);
         }
         self.ended.is_some()
     }
@@ -172,6 +174,10 @@ impl Job {
             (format!("{base}-images"), format!("{base}-predictions"), format!("{base}-dlq"));
         let dataset = base.replace('-', "_");
         let mock = MockCluster::new(1).unwrap();
+        // librdkafka's mock broker keeps at most 5 MiB per partition and drops the oldest messages beyond it;
+        // the 4 partitions of an auto-created topic hold about 200 images, less than a Kafka outage and a
+        // source restart leave unread. 32 partitions hold a few minutes of the stream (the shipped topic name).
+        mock.create_topic("image-stream", 32, 1).unwrap();
         let servers = mock.bootstrap_servers();
         let bigquery = emulators::bigquery_persistent();
         let gcs = emulators::gcs_on_disk();
@@ -235,39 +241,44 @@ impl Job {
         }
     }
 
-    /// Starts `fvision simulate --mode both`: `count` images at `rate`, 10% hostile, ids prefixed `run_id`.
-    fn simulate(&self, what: &'static str, count: u64, rate: u64) -> Simulator {
+    /// Starts `fvision simulate --mode both`: `count` images at `rate`, 10% hostile, ids prefixed `camp-{what}`.
+    fn simulate(&self, what: &'static str, count: u64, rate: f64) -> Simulator {
+        self.simulate_with(what, "both", count, rate, &[])
+    }
+
+    /// Starts `fvision simulate --mode {mode}` with `extra` arguments.
+    fn simulate_with(&self, what: &'static str, mode: &str, count: u64, rate: f64, extra: &[&str]) -> Simulator {
         let ids = self.dir.join(format!("ids-{what}"));
-        let process = start_fvision(
-            &self.dir,
-            &format!("simulate-{what}.log"),
-            &[
-                "simulate",
-                "--mode",
-                "both",
-                "--count",
-                &count.to_string(),
-                "--rate",
-                &rate.to_string(),
-                "--bad-ratio",
-                "0.1",
-                "--run-id",
-                &format!("camp-{what}"),
-                "--ids",
-                ids.to_str().unwrap(),
-                "--kafka-servers",
-                &self.servers,
-                "--gcs-bucket",
-                &self.base,
-                "--gcs-endpoint",
-                &self.gcs.url(),
-                "--pubsub-project",
-                PROJECT,
-                "--pubsub-emulator-host",
-                &self.pubsub.grpc_host(),
-                "--notify",
-            ],
-        );
+        let (count, rate, run_id, gcs_url, grpc) =
+            (count.to_string(), rate.to_string(), format!("camp-{what}"), self.gcs.url(), self.pubsub.grpc_host());
+        let mut args = vec![
+            "simulate",
+            "--mode",
+            mode,
+            "--count",
+            &count,
+            "--rate",
+            &rate,
+            "--bad-ratio",
+            "0.1",
+            "--run-id",
+            &run_id,
+            "--ids",
+            ids.to_str().unwrap(),
+            "--kafka-servers",
+            &self.servers,
+            "--gcs-bucket",
+            &self.base,
+            "--gcs-endpoint",
+            &gcs_url,
+            "--pubsub-project",
+            PROJECT,
+            "--pubsub-emulator-host",
+            &grpc,
+            "--notify",
+        ];
+        args.extend_from_slice(extra);
+        let process = start_fvision(&self.dir, &format!("simulate-{what}.log"), &args);
         Simulator { what, process, ids, started: SystemTime::now(), ended: None }
     }
 
@@ -578,9 +589,9 @@ fn fault_campaign() {
 
     let job = Job::deploy(1);
     let began = Instant::now();
-    let mut main = job.simulate("main", main_count, rate);
+    let mut main = job.simulate("main", main_count, rate as f64);
     let mut steady: Option<Simulator> = None;
-    let mut bursting: Option<Simulator> = None;
+    let mut bursting: Vec<Simulator> = Vec::new();
 
     let mut kills: BTreeMap<&str, u32> = BTreeMap::new();
     let mut survived: Vec<String> = Vec::new();
@@ -680,18 +691,23 @@ fn fault_campaign() {
                     eprintln!("{:.0?}: sink lag {lag:?}", began.elapsed());
                     if lag.is_some_and(|l| l <= (3 * rate as i64).max(10)) || waited >= Duration::from_secs(300) {
                         eprintln!("{:.0?}: steady stream, burst in {pre:?}", began.elapsed());
-                        steady = Some(job.simulate("steady", steady_count, rate));
+                        steady = Some(job.simulate("steady", steady_count, rate as f64));
                         phase = Phase::Burst;
                     }
                 }
             }
             Phase::Burst => {
                 let steady_started = steady.as_ref().map(|s| s.started).unwrap_or(SystemTime::now());
-                if bursting.is_none() && steady_started.elapsed().unwrap_or_default() >= pre {
+                if bursting.is_empty() && steady_started.elapsed().unwrap_or_default() >= pre {
+                    // Two simulators, Kafka and GCS, so the slower GCS uploads do not hold the Kafka sends back
+                    // (one `--mode both` simulator alternates them); GCS with more parallel uploads.
                     eprintln!("{:.0?}: burst: {burst_count} images at {}/s", began.elapsed(), 9 * rate);
-                    bursting = Some(job.simulate("burst", burst_count, 9 * rate));
+                    let half = 9.0 * rate as f64 / 2.0;
+                    bursting.push(job.simulate_with("burst-kafka", "kafka", burst_count / 2, half, &[]));
+                    let workers = ["--gcs-workers", "16"];
+                    bursting.push(job.simulate_with("burst-gcs", "gcs", burst_count - burst_count / 2, half, &workers));
                 }
-                if bursting.as_mut().is_some_and(Simulator::done) {
+                if !bursting.is_empty() && bursting.iter_mut().all(Simulator::done) {
                     eprintln!("{:.0?}: burst sent", began.elapsed());
                     phase = Phase::Drain;
                 }
@@ -704,15 +720,17 @@ fn fault_campaign() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (Some(steady), Some(bursting)) = (steady, bursting) else { unreachable!("the burst phase ran") };
-    let acknowledged: BTreeSet<String> = [&main, &steady, &bursting].iter().flat_map(|s| s.acknowledged()).collect();
+    let Some(steady) = steady else { unreachable!("the burst phase ran") };
+    let all: Vec<&Simulator> = [&main, &steady].into_iter().chain(&bursting).collect();
+    let acknowledged: BTreeSet<String> = all.iter().flat_map(|s| s.acknowledged()).collect();
     // Until every acknowledged image has an outcome, or the count stops moving for `stall` (then the figures
     // are printed with the images still missing, and the test fails).
     let stall = env_secs("FVISION_CAMPAIGN_STALL", 600);
     let outcomes = job.wait_outcomes(&cluster, &acknowledged, began, stall, &mut rss);
     let elapsed = began.elapsed();
-    let burst_end = bursting.ended.unwrap_or_else(SystemTime::now);
-    let latency = burst_latency(&outcomes.predictions, bursting.started, burst_end, pre);
+    let burst_start = bursting.iter().map(|s| s.started).min().unwrap_or_else(SystemTime::now);
+    let burst_end = bursting.iter().filter_map(|s| s.ended).max().unwrap_or_else(SystemTime::now);
+    let latency = burst_latency(&outcomes.predictions, burst_start, burst_end, pre);
     let downstream = job.downstream(&outcomes, &acknowledged);
     let windows: Vec<String> = latency.windows.iter().map(|(at, n, p)| format!("{at:+}s:{n}:{p:.1}")).collect();
     eprintln!("burst p99 by 10 s window (start from the burst start : predictions : p99 s): {}", windows.join(" "));
@@ -724,20 +742,20 @@ fn fault_campaign() {
         acknowledged.len(),
         main.acknowledged().len(),
         steady.acknowledged().len(),
-        bursting.acknowledged().len(),
+        bursting.iter().map(|s| s.acknowledged().len()).sum::<usize>(),
         elapsed.as_secs_f64(),
         job.restarts(),
         survived.join(", "),
         spu_back.as_secs_f64(),
-        [&main, &steady, &bursting].iter().map(|s| s.hostile()).sum::<usize>(),
+        all.iter().map(|s| s.hostile()).sum::<usize>(),
         outcomes.missing,
         downstream.figures(),
         outcomes.dead.len(),
         rss.figure(),
         main.achieved_rate(),
         10 * rate,
-        bursting.achieved_rate() + steady.achieved_rate(),
-        burst_end.duration_since(bursting.started).unwrap_or_default().as_secs_f64(),
+        bursting.iter().map(Simulator::achieved_rate).sum::<f64>() + steady.achieved_rate(),
+        burst_end.duration_since(burst_start).unwrap_or_default().as_secs_f64(),
         latency.pre_p99,
         latency.peak_p99,
         latency.recovery.map_or("never".to_string(), |s| format!("{s:.0}s")),
@@ -788,7 +806,7 @@ fn fault_campaign_failover() {
     let Some(cluster) = local_cluster("fault_campaign_failover") else { return };
     let job = Job::deploy(2);
     let began = Instant::now();
-    let mut main = job.simulate("failover", count, rate);
+    let mut main = job.simulate("failover", count, rate as f64);
     let mut rss = RssPeaks::default();
     // Progress counters of the sink, kafka-source and gcs-source, and when each last moved.
     let metrics = ["fvision_images_total", "fvision_source_records_total", "fvision_source_records_total"];
