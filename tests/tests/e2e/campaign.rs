@@ -323,8 +323,10 @@ impl Job {
             .collect();
         let seen: BTreeSet<&str> =
             predictions.iter().map(|p| p.image_id.as_str()).chain(dead.iter().map(|d| d.event.id.as_str())).collect();
+        let missing_ids: Vec<String> =
+            acknowledged.iter().filter(|id| !seen.contains(id.as_str())).take(50).cloned().collect();
         let missing = acknowledged.iter().filter(|id| !seen.contains(id.as_str())).count();
-        Outcomes { predictions, dead, missing }
+        Outcomes { predictions, dead, missing, missing_ids }
     }
 
     /// Waits until every acknowledged image has an outcome, or until the count of those without one has not
@@ -345,6 +347,9 @@ impl Job {
                 last_change = (outcomes.missing, Instant::now());
             }
             if outcomes.missing == 0 || last_change.1.elapsed() >= stall {
+                if outcomes.missing > 0 {
+                    eprintln!("without an outcome (first 50): {}", outcomes.missing_ids.join(" "));
+                }
                 return outcomes;
             }
             eprintln!(
@@ -419,6 +424,8 @@ struct Outcomes {
     predictions: Vec<Prediction>,
     dead: Vec<fvision_records::RejectedImage>,
     missing: usize,
+    /// The first of the acknowledged images without an outcome, for the report.
+    missing_ids: Vec<String>,
 }
 
 struct Downstream {
