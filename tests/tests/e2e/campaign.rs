@@ -286,15 +286,6 @@ impl Job {
         pid_of(&self.state, name)
     }
 
-    /// The sink's lag on `images` from `fvision status --json`.
-    fn sink_lag(&self) -> Option<i64> {
-        let mut status = start_fvision(&self.dir, "status.log", &["status", &self.file, "--json"]);
-        status.wait(Duration::from_secs(120));
-        let log = status.log();
-        let json: serde_json::Value = serde_json::from_str(&log[log.find('{')?..]).ok()?;
-        json["connectors"].as_array()?.iter().find(|c| c["name"] == "sink")?["lag"].as_i64()
-    }
-
     /// The sum of `metric` on the `/metrics` page of connector `index` (0 sink, 1 kafka, 2 gcs).
     fn metric(&self, index: usize, metric: &str) -> Option<f64> {
         let port = self.metrics_ports[index];
@@ -511,8 +502,9 @@ struct BurstLatency {
     pre_p99: f64,
     /// The highest 10 s window p99 from the burst on.
     peak_p99: f64,
-    /// Seconds from the end of the burst to the end of the first window whose p99 is back at the pre-burst
-    /// level (at most 1.5 x the pre-burst p99, or 1 s above it); `None` when it never came back.
+    /// Seconds from the end of the burst to the end of the first window (holding at least half the steady
+    /// stream's images) whose p99 is back at the pre-burst level (at most 1.5 x the pre-burst p99, or 1 s
+    /// above it); `None` when it never came back.
     recovery: Option<f64>,
     /// (window start relative to the burst start, predictions, p99) for every 10 s window.
     windows: Vec<(i64, usize, f64)>,
@@ -520,7 +512,13 @@ struct BurstLatency {
 
 const WINDOW: f64 = 10.0;
 
-fn burst_latency(predictions: &[Prediction], start: SystemTime, end: SystemTime, pre: Duration) -> BurstLatency {
+fn burst_latency(
+    predictions: &[Prediction],
+    start: SystemTime,
+    end: SystemTime,
+    pre: Duration,
+    min_window: usize,
+) -> BurstLatency {
     let secs = |t: SystemTime| match t.duration_since(start) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
@@ -555,7 +553,7 @@ fn burst_latency(predictions: &[Prediction], start: SystemTime, end: SystemTime,
     let peak_p99 = windows.iter().filter(|w| w.0 >= 0).map(|w| w.2).fold(0.0, f64::max);
     let recovery = windows
         .iter()
-        .filter(|w| w.0 as f64 >= burst_end - WINDOW)
+        .filter(|w| w.0 as f64 >= burst_end - WINDOW && w.1 >= min_window)
         .find(|w| w.2 <= level)
         .map(|w| (w.0 as f64 + WINDOW - burst_end).max(0.0));
     BurstLatency { pre_p99, peak_p99, recovery, windows }
@@ -690,13 +688,15 @@ fn fault_campaign() {
                 }
             }
             Phase::Settle => {
-                // Until the sink is within a few seconds of stream of the end of `images` (5 minutes at most).
+                // Until the main stream's images all but a few seconds' worth have an outcome (the sink's lag
+                // alone misses what the sources still hold back), 5 minutes at most.
                 if Instant::now() >= next_lag_check {
                     next_lag_check = Instant::now() + Duration::from_secs(10);
-                    let lag = job.sink_lag();
+                    let sent: BTreeSet<String> = main.acknowledged().into_iter().collect();
+                    let missing = job.outcomes(&cluster, &sent).missing;
                     let waited = settled_at.map(|t| t.elapsed()).unwrap_or_default();
-                    eprintln!("{:.0?}: sink lag {lag:?}", began.elapsed());
-                    if lag.is_some_and(|l| l <= (3 * rate as i64).max(10)) || waited >= Duration::from_secs(300) {
+                    eprintln!("{:.0?}: {missing} main-stream images without an outcome", began.elapsed());
+                    if missing as u64 <= 3 * rate || waited >= Duration::from_secs(300) {
                         eprintln!("{:.0?}: steady stream, burst in {pre:?}", began.elapsed());
                         steady = Some(job.simulate("steady", steady_count, rate as f64));
                         phase = Phase::Burst;
@@ -737,7 +737,9 @@ fn fault_campaign() {
     let elapsed = began.elapsed();
     let burst_start = bursting.iter().map(|s| s.started).min().unwrap_or_else(SystemTime::now);
     let burst_end = bursting.iter().filter_map(|s| s.ended).max().unwrap_or_else(SystemTime::now);
-    let latency = burst_latency(&outcomes.predictions, burst_start, burst_end, pre);
+    // A window counts once it holds half of what the steady stream alone brings in 10 s.
+    let min_window = (rate as usize * WINDOW as usize / 2).max(1);
+    let latency = burst_latency(&outcomes.predictions, burst_start, burst_end, pre, min_window);
     let downstream = job.downstream(&outcomes, &acknowledged);
     let windows: Vec<String> = latency.windows.iter().map(|(at, n, p)| format!("{at:+}s:{n}:{p:.1}")).collect();
     eprintln!("burst p99 by 10 s window (start from the burst start : predictions : p99 s): {}", windows.join(" "));
