@@ -30,9 +30,10 @@ enum Out {
 /// How long one poll waits for the first record of a batch.
 const POLL: Duration = Duration::from_millis(200);
 
-/// With `assignment: all`, how often the topics' partitions are looked up again (new partitions), and how
-/// long one lookup may take.
+/// With `assignment: all`, how often the topics' partitions are looked up again (partitions added later).
 const REFRESH: Duration = Duration::from_secs(60);
+
+/// How long one partition lookup may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the source stopped with an error.
