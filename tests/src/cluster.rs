@@ -242,6 +242,118 @@ impl Drop for LocalCluster {
     }
 }
 
+/// One SPU of the local cluster as processes: `fluvio run spu -i ID ...` and the `fluvio-run spu` it starts.
+#[derive(Debug, Clone)]
+pub struct SpuProcess {
+    /// The SPU id (`-i`).
+    pub id: i32,
+    /// Its processes, the launcher first.
+    pub pids: Vec<u32>,
+}
+
+/// The SPUs of the local cluster running on this machine, by id.
+pub fn local_spus() -> Vec<SpuProcess> {
+    let mut spus: Vec<SpuProcess> = Vec::new();
+    let mut all = crate::process::processes();
+    all.sort_by_key(|p| p.pid);
+    for process in all {
+        let argv = &process.argv;
+        let program = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or_default();
+        let is_spu = match program {
+            "fluvio" => {
+                argv.get(1).map(String::as_str) == Some("run") && argv.get(2).map(String::as_str) == Some("spu")
+            }
+            "fluvio-run" => argv.get(1).map(String::as_str) == Some("spu"),
+            _ => false,
+        };
+        let id = argv.iter().position(|a| a == "-i" || a == "--id").and_then(|i| argv.get(i + 1)?.parse().ok());
+        if let (true, Some(id)) = (is_spu, id) {
+            match spus.iter_mut().find(|s| s.id == id) {
+                Some(spu) => spu.pids.push(process.pid),
+                None => spus.push(SpuProcess { id, pids: vec![process.pid] }),
+            }
+        }
+    }
+    spus.sort_by_key(|s| s.id);
+    spus
+}
+
+/// Replaces the local cluster with a fresh one of `spus` SPUs: `fluvio cluster delete --force` (every topic
+/// of the running one is lost), `fluvio cluster start --local [--spu N]`, then waits until all N SPUs are
+/// online. Only for tests run by hand while nothing else uses the cluster (the 3-SPU failover). An error
+/// rather than a panic, so it can run from a guard's `drop` while a failed test unwinds.
+pub fn replace_local_cluster(spus: u32) -> Result<(), String> {
+    let cli = fluvio_cli().ok_or("Fluvio is not installed (no `fluvio` on PATH or in ~/.fluvio/bin)")?;
+    let run = |args: &[&str]| -> Result<(bool, String), String> {
+        let out = Command::new(&cli).args(args).output().map_err(|e| format!("running fluvio {args:?}: {e}"))?;
+        Ok((out.status.success(), text(&out)))
+    };
+    let (_, said) = run(&["cluster", "delete", "--force"])?;
+    eprintln!("fluvio cluster delete --force: {}", said.trim());
+    let count = spus.to_string();
+    let mut args = vec!["cluster", "start", "--local"];
+    if spus > 1 {
+        args.extend(["--spu", count.as_str()]);
+    }
+    let (ok, said) = run(&args)?;
+    if !ok {
+        return Err(format!("fluvio {args:?} failed:\n{said}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, said) = run(&["cluster", "spu", "list"])?;
+        let online = said.lines().filter(|l| l.contains("Online")).count();
+        if ok && online == spus as usize && run(&["topic", "list"])?.0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{spus} SPUs were not online within 120 s:\n{said}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+impl LocalCluster {
+    /// The SPU leading `partition` of `topic`, from `fluvio partition list -O json`.
+    pub fn partition_leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        let name = format!("{topic}-{partition}");
+        self.partitions().into_iter().find(|p| p["name"] == name.as_str())?["status"]["leader"]["spu"]
+            .as_i64()
+            .and_then(|id| i32::try_from(id).ok())
+    }
+
+    fn partitions(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["partition", "list", "-O", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the cluster answers and every partition of `topics` is online with a leader, after an SPU
+    /// was stopped or killed; fails the test after `limit`. Returns how long it took.
+    pub fn wait_online(&self, topics: &[&str], limit: Duration) -> Duration {
+        let began = Instant::now();
+        loop {
+            let partitions = self.partitions();
+            let ours: Vec<&serde_json::Value> = partitions
+                .iter()
+                .filter(|p| {
+                    let name = p["name"].as_str().unwrap_or_default();
+                    topics.iter().any(|t| name.rsplit_once('-').is_some_and(|(topic, _)| topic == *t))
+                })
+                .collect();
+            let online = ours.len() >= topics.len()
+                && ours.iter().all(|p| p["status"]["resolution"] == "Online" && p["status"]["leader"]["spu"].is_i64());
+            if online && self.answers() {
+                return began.elapsed();
+            }
+            assert!(began.elapsed() < limit, "the partitions of {topics:?} were not online within {limit:?}: {ours:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 /// Environment variable naming a file where skipped tests are listed, so the test script can report them
 /// (cargo hides what passing tests print).
 pub const SKIP_LOG_ENV: &str = "FVISION_SKIP_LOG";

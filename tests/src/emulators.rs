@@ -100,6 +100,14 @@ impl Emulator {
         }
     }
 
+    /// Freezes the emulator and every process it started (SIGSTOP) until the handle is thawed or dropped:
+    /// its port still accepts connections but nothing answers, as when its host is unreachable, and
+    /// what it holds in memory survives (cloudbox's Pub/Sub topics, subscriptions and unacked messages).
+    pub fn freeze(&self) -> crate::process::Frozen {
+        assert!(self.pid() != 0, "the {} emulator is not running", self.name);
+        crate::process::Frozen::freeze(self.name, crate::process::process_tree(self.pid()))
+    }
+
     /// Starts the stopped emulator again on the same port and waits until it answers.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "the {} emulator is already running", self.name);

@@ -120,5 +120,102 @@ impl Drop for Process {
 /// SIGKILLs a process the test did not start itself (a connector under `fvision deploy`'s supervisor);
 /// false when there was no such process.
 pub fn kill_pid(pid: u32) -> bool {
-    Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    signal_pid(pid, "-KILL")
+}
+
+/// Sends `signal` (`-KILL`, `-STOP`, `-CONT`) to `pid` with `kill`; false when there was no such process.
+pub fn signal_pid(pid: u32, signal: &str) -> bool {
+    Command::new("kill").args([signal, &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// One process of this machine, as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    /// Its id.
+    pub pid: u32,
+    /// Its parent's id.
+    pub ppid: u32,
+    /// Its command line, one argument per element.
+    pub argv: Vec<String>,
+}
+
+/// Every process of this machine (those that exit while being read are left out).
+pub fn processes() -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split after the last `)`.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = cmdline
+                .split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            Some(ProcessInfo { pid, ppid, argv })
+        })
+        .collect()
+}
+
+/// `pid` and every process below it (children, their children, ...), parents first: a server that forks
+/// workers (the Python emulators, `fluvio run spu`) is stopped as a whole.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let all = processes();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        let children: Vec<u32> =
+            all.iter().filter(|p| p.ppid == parent && !tree.contains(&p.pid)).map(|p| p.pid).collect();
+        tree.extend(children);
+        i += 1;
+    }
+    tree
+}
+
+/// The resident set size of `pid` in KiB (`VmRSS` of `/proc/PID/status`), `None` once it has exited.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Processes stopped with SIGSTOP: their sockets stay open and every request to them hangs, as when the
+/// host is unreachable, and nothing they hold in memory is lost. They get SIGCONT from [`Frozen::thaw`], or
+/// when this drops, so a failing test never leaves a server (a shared Fluvio SPU) stopped.
+pub struct Frozen {
+    /// What was stopped, for messages.
+    pub what: String,
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    /// Stops `pids` (SIGSTOP), children first so no parent sees a child stop under it while running.
+    pub fn freeze(what: &str, pids: Vec<u32>) -> Self {
+        assert!(!pids.is_empty(), "nothing to stop for {what}");
+        for pid in pids.iter().rev() {
+            assert!(signal_pid(*pid, "-STOP"), "SIGSTOP {pid} ({what})");
+        }
+        Self { what: what.to_string(), pids }
+    }
+
+    /// The stopped processes.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Continues the processes (SIGCONT).
+    pub fn thaw(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            signal_pid(*pid, "-CONT");
+        }
+    }
 }
