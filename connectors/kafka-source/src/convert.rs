@@ -155,14 +155,6 @@ fn wrapped_event(record: &KafkaRecord<'_>, object: Map<String, Value>, kafka: Ev
             )))
         }
     };
-    if event.data.trim().is_empty() {
-        return Converted::Rejected(Box::new(source_rejection(
-            RejectReason::Empty,
-            format!("{}: the event's `data` is empty", record.uri()),
-            kafka,
-            value,
-        )));
-    }
     let meta = &mut event.meta;
     if meta.id.is_empty() {
         meta.id = kafka.id;
@@ -175,6 +167,15 @@ fn wrapped_event(record: &KafkaRecord<'_>, object: Map<String, Value>, kafka: Ev
     }
     for (name, value) in kafka.attributes {
         meta.attributes.entry(name).or_insert(value);
+    }
+    if event.data.trim().is_empty() {
+        // Rejected under the event's own id, as its prediction would have been: whoever sent it finds it.
+        return Converted::Rejected(Box::new(source_rejection(
+            RejectReason::Empty,
+            format!("{}: the event's `data` is empty", record.uri()),
+            event.meta,
+            value,
+        )));
     }
     Converted::Event(event)
 }
@@ -296,6 +297,17 @@ mod tests {
         assert_eq!(e.meta.attributes["kafka_key"], "mine", "the event's own attributes win");
         assert_eq!(e.meta.attributes["kafka_offset"], 41);
         assert_eq!(event(convert(&record(value.as_bytes()), ValueFormat::Event, "x")).meta.id, "sim-7");
+    }
+
+    #[test]
+    fn an_image_event_without_data_is_rejected_under_its_own_id() {
+        let value = serde_json::json!({"id": "sim-8", "source": "simulator", "data": ""}).to_string();
+        let Converted::Rejected(rejected) = convert(&record(value.as_bytes()), ValueFormat::Auto, "image_data") else {
+            panic!("an empty event must be rejected");
+        };
+        assert_eq!(rejected.reason, RejectReason::Empty);
+        assert_eq!((rejected.event.id.as_str(), rejected.event.source), ("sim-8", Source::Simulator));
+        assert_eq!(rejected.event.uri.as_deref(), Some("kafka://image-stream/2/41"), "the position is kept too");
     }
 
     #[test]
