@@ -245,4 +245,7 @@ def profile_categories(report_lines):
             category = name
             break
         shares[category] = shares.get(category, 0.0) + share
-    return shares
+    # perf rounds each of thousands of lines (stripped libraries list every address) to 0.01 %, so the lines
+    # add up to more than 100 %: shares are of their sum.
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items()} if total else shares

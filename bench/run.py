@@ -397,6 +397,17 @@ class Bench:
         )
         return config
 
+    def create_topic(self, topic, attempts=3):
+        """`fluvio topic create`, tried again when the SC answers with an error (seen right after other topics
+        were deleted); a topic that the failed attempt did create counts as created."""
+        for attempt in range(attempts):
+            done = subprocess.run(["fluvio", "topic", "create", topic], env=self.env, capture_output=True, text=True)
+            if done.returncode == 0 or "already exists" in done.stderr + done.stdout:
+                return
+            if attempt + 1 == attempts:
+                raise RuntimeError(f"fluvio topic create {topic}: {(done.stderr or done.stdout).strip()[-300:]}")
+            time.sleep(2)
+
     @contextlib.contextmanager
     def fresh_topics(self, kind):
         """Three new topics (images, predictions, dead letters) named after `kind`, deleted afterwards."""
@@ -404,7 +415,7 @@ class Bench:
         names = [f"{tag}-{k}" for k in ("images", "predictions", "dlq")]
         try:
             for topic in names:
-                subprocess.run(["fluvio", "topic", "create", topic], env=self.env, check=True, capture_output=True)
+                self.create_topic(topic)
             yield tag, names
         finally:
             # Every name, created or not: a create the SC answered with a time-out may still have happened.
