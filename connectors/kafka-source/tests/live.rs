@@ -303,6 +303,52 @@ fn committed_offset(servers: &str, group: &str) -> Option<i64> {
     }
 }
 
+/// One source run crashed by its test hook at its second commit point, then restarted on the same group.
+struct CrashRun<'a> {
+    cluster: &'a fvision_tests::cluster::LocalCluster,
+    servers: &'a str,
+    group: &'a str,
+    config: &'a Path,
+    /// The topic the records end up on (`images`, or `images-dlq` for hostile ones).
+    written: &'a str,
+    /// Records in the Kafka topic.
+    count: i64,
+    dir: &'a Path,
+}
+
+/// Runs the source until the crash hook aborts it after Fluvio acknowledged its second batch and before the
+/// Kafka commit, checks that Fluvio holds records beyond the committed offset, restarts it until every
+/// record is committed, stops it with SIGTERM, and checks that the restart skipped exactly the records it
+/// read again (its exit line's `replays_skipped`).
+fn crash_then_resume(run: &CrashRun<'_>) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
+    let args = ["--config", run.config.to_str().unwrap()];
+    let crash = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let mut source = Process::start(bin, &args, &crash, &run.dir.join("crash.log"));
+    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
+    assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
+    let committed = committed_offset(run.servers, run.group).unwrap_or(0);
+    let held = run.cluster.read_all(run.written).len() as i64;
+    assert!(held > committed, "Fluvio holds records beyond the committed offset ({held} vs {committed})");
+
+    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &args, &env, &run.dir.join("restart.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_offset(run.servers, run.group) != Some(run.count) {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let replayed = held - committed;
+    assert!(
+        source.log().contains(&format!("replays_skipped={replayed}")),
+        "the {replayed} records read again were skipped:\n{}",
+        source.log()
+    );
+}
+
 /// A crash at the worst moment (Fluvio acknowledged the second batch, its offsets not yet committed): nothing
 /// is lost, and the restart reads again exactly the records Fluvio held beyond the committed offset but does
 /// not write them again (the replay guard read their ids back from `images`): every record once.
@@ -325,32 +371,15 @@ fn a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-crash");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", config.to_str().unwrap()];
-    let crash = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
-    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
-    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
-    assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
-    let committed = committed_offset(&servers, &group).unwrap_or(0);
-    let held = cluster.read_all(&images).len() as i64;
-    assert!(held > committed, "Fluvio holds records beyond the committed offset ({held} vs {committed})");
-
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while committed_offset(&servers, &group) != Some(COUNT) {
-        source.assert_running();
-        assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    source.signal("-TERM");
-    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
-    let replayed = held - committed;
-    assert!(
-        source.log().contains(&format!("replays_skipped={replayed}")),
-        "the {replayed} records read again were skipped:\n{}",
-        source.log()
-    );
+    crash_then_resume(&CrashRun {
+        cluster: &cluster,
+        servers: &servers,
+        group: &group,
+        config: &config,
+        written: &images,
+        count: COUNT,
+        dir: dir.path(),
+    });
     let mut copies: BTreeMap<i64, usize> = BTreeMap::new();
     for (key, value) in cluster.read_all(&images) {
         let event: ImageEvent = serde_json::from_slice(&value).unwrap();
@@ -615,27 +644,15 @@ fn a_crash_at_the_worst_moment_writes_each_dead_letter_once() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-crashdlq");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", config.to_str().unwrap()];
-    let crash = [("RUST_LOG", "info,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
-    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
-    assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
-    let committed = committed_offset(&servers, &group).unwrap_or(0);
-    let held = cluster.read_all(&dlq).len() as i64;
-    assert!(held > committed, "Fluvio holds dead letters beyond the committed offset ({held} vs {committed})");
-
-    let env = [("RUST_LOG", "info,fluvio=warn")];
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while committed_offset(&servers, &group) != Some(COUNT) {
-        source.assert_running();
-        assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    source.signal("-TERM");
-    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
-    let replayed = held - committed;
-    assert!(source.log().contains(&format!("replays_skipped={replayed}")), "{}", source.log());
+    crash_then_resume(&CrashRun {
+        cluster: &cluster,
+        servers: &servers,
+        group: &group,
+        config: &config,
+        written: &dlq,
+        count: COUNT,
+        dir: dir.path(),
+    });
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     for (key, value) in cluster.read_all(&dlq) {
         let ValidationRecord::Rejected(rejected) = serde_json::from_slice(&value).unwrap() else {
