@@ -303,38 +303,55 @@ fn committed_offset(servers: &str, group: &str) -> Option<i64> {
     }
 }
 
-/// One source run crashed by its test hook at its second commit point, then restarted on the same group.
-struct CrashRun<'a> {
-    cluster: &'a fvision_tests::cluster::LocalCluster,
-    servers: &'a str,
-    group: &'a str,
-    config: &'a Path,
-    /// The topic the records end up on (`images`, or `images-dlq` for hostile ones).
-    written: &'a str,
-    /// Records in the Kafka topic.
-    count: i64,
-    dir: &'a Path,
+/// Where a crash test's records end up.
+#[derive(Clone, Copy, PartialEq)]
+enum Written {
+    /// On `images` (valid records).
+    Events,
+    /// On `images-dlq` (hostile records).
+    DeadLetters,
 }
 
-/// Runs the source until the crash hook aborts it after Fluvio acknowledged its second batch and before the
-/// Kafka commit, checks that Fluvio holds records beyond the committed offset, restarts it until every
-/// record is committed, stops it with SIGTERM, and checks that the restart skipped exactly the records it
-/// read again (its exit line's `replays_skipped`).
-fn crash_then_resume(run: &CrashRun<'_>) {
+/// Writes `values` to a Kafka mock topic, runs the source until the crash hook aborts it after Fluvio
+/// acknowledged its second batch and before the Kafka commit, checks that Fluvio holds records beyond the
+/// committed offset, restarts it until every record is committed, stops it with SIGTERM, and checks that the
+/// restart skipped exactly the records it read again (its exit line's `replays_skipped`). Returns the names
+/// of the `images` and `images-dlq` topics it wrote.
+fn crash_then_resume(
+    cluster: &fvision_tests::cluster::LocalCluster,
+    prefix: &str,
+    values: &[Vec<u8>],
+    written: Written,
+) -> (String, String) {
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, 1, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let (images, dlq) = cluster.create_source_topics(prefix);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    for value in values {
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(value)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name(prefix);
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    let target = if written == Written::Events { &images } else { &dlq };
+    let count = values.len() as i64;
+
     let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", run.config.to_str().unwrap()];
+    let args = ["--config", config.to_str().unwrap()];
     let crash = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
-    let mut source = Process::start(bin, &args, &crash, &run.dir.join("crash.log"));
+    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
     assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
     assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
-    let committed = committed_offset(run.servers, run.group).unwrap_or(0);
-    let held = run.cluster.read_all(run.written).len() as i64;
+    let committed = committed_offset(&servers, &group).unwrap_or(0);
+    let held = cluster.read_all(target).len() as i64;
     assert!(held > committed, "Fluvio holds records beyond the committed offset ({held} vs {committed})");
 
     let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &args, &env, &run.dir.join("restart.log"));
+    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while committed_offset(run.servers, run.group) != Some(run.count) {
+    while committed_offset(&servers, &group) != Some(count) {
         source.assert_running();
         assert!(std::time::Instant::now() < deadline, "not everything was committed; log:\n{}", source.log());
         std::thread::sleep(Duration::from_millis(100));
@@ -347,6 +364,7 @@ fn crash_then_resume(run: &CrashRun<'_>) {
         "the {replayed} records read again were skipped:\n{}",
         source.log()
     );
+    (images, dlq)
 }
 
 /// A crash at the worst moment (Fluvio acknowledged the second batch, its offsets not yet committed): nothing
@@ -356,30 +374,10 @@ fn crash_then_resume(run: &CrashRun<'_>) {
 fn a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice() {
     let test = "a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice";
     let Some(cluster) = local_cluster(test) else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-crash");
     let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
     const COUNT: i64 = 9;
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
-    for _ in 0..COUNT {
-        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique_name("fvt-ks-crash");
-    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    crash_then_resume(&CrashRun {
-        cluster: &cluster,
-        servers: &servers,
-        group: &group,
-        config: &config,
-        written: &images,
-        count: COUNT,
-        dir: dir.path(),
-    });
+    let values = vec![png; COUNT as usize];
+    let (images, _) = crash_then_resume(&cluster, "fvt-ks-crash", &values, Written::Events);
     let mut copies: BTreeMap<i64, usize> = BTreeMap::new();
     for (key, value) in cluster.read_all(&images) {
         let event: ImageEvent = serde_json::from_slice(&value).unwrap();
@@ -388,7 +386,6 @@ fn a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice() {
     }
     let expected: BTreeMap<i64, usize> = (0..COUNT).map(|offset| (offset, 1)).collect();
     assert_eq!(copies, expected, "every record once, also those acknowledged but not committed before the crash");
-    assert_eq!(committed_offset(&servers, &group), Some(COUNT));
 }
 
 /// The Kafka broker goes down under the running source and comes back: the source keeps running (it logs the
@@ -629,30 +626,11 @@ fn two_sources_with_assignment_all_on_one_group_id_are_reported() {
 fn a_crash_at_the_worst_moment_writes_each_dead_letter_once() {
     let test = "a_crash_at_the_worst_moment_writes_each_dead_letter_once";
     let Some(cluster) = local_cluster(test) else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-crashdlq");
     const COUNT: i64 = 9;
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
-    for n in 0..COUNT {
-        let value = if n % 2 == 0 { "  ".to_string() } else { format!("{{\"broken\": {n}") };
-        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&value)).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique_name("fvt-ks-crashdlq");
-    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    crash_then_resume(&CrashRun {
-        cluster: &cluster,
-        servers: &servers,
-        group: &group,
-        config: &config,
-        written: &dlq,
-        count: COUNT,
-        dir: dir.path(),
-    });
+    let values: Vec<Vec<u8>> = (0..COUNT)
+        .map(|n| if n % 2 == 0 { b"  ".to_vec() } else { format!("{{\"broken\": {n}").into_bytes() })
+        .collect();
+    let (images, dlq) = crash_then_resume(&cluster, "fvt-ks-crashdlq", &values, Written::DeadLetters);
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     for (key, value) in cluster.read_all(&dlq) {
         let ValidationRecord::Rejected(rejected) = serde_json::from_slice(&value).unwrap() else {
