@@ -249,6 +249,41 @@ pub struct SpuProcess {
     pub id: i32,
     /// Its processes, the launcher first.
     pub pids: Vec<u32>,
+    /// The launcher's command line, to start the SPU again after a kill.
+    pub argv: Vec<String>,
+    /// Where the launcher's output goes (its standard output), if it is a file.
+    pub log: Option<PathBuf>,
+}
+
+impl SpuProcess {
+    /// Starts this SPU again as its launcher did (same command line, output appended to the same log file),
+    /// detached from the test: `fluvio cluster delete` stops it with the rest of the cluster.
+    pub fn start_again(&self) -> Result<(), String> {
+        use std::process::Stdio;
+        let (program, args) = self.argv.split_first().ok_or("the SPU's command line is empty")?;
+        let (out, err) = match &self.log {
+            Some(path) => {
+                let opened = |_| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map(Stdio::from)
+                        .map_err(|e| format!("opening {}: {e}", path.display()))
+                };
+                (opened(1)?, opened(2)?)
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting SPU {} again ({}): {e}", self.id, self.argv.join(" ")))?;
+        Ok(())
+    }
 }
 
 /// The SPUs of the local cluster running on this machine, by id.
@@ -270,7 +305,10 @@ pub fn local_spus() -> Vec<SpuProcess> {
         if let (true, Some(id)) = (is_spu, id) {
             match spus.iter_mut().find(|s| s.id == id) {
                 Some(spu) => spu.pids.push(process.pid),
-                None => spus.push(SpuProcess { id, pids: vec![process.pid] }),
+                None => {
+                    let log = std::fs::read_link(format!("/proc/{}/fd/1", process.pid)).ok().filter(|p| p.is_file());
+                    spus.push(SpuProcess { id, pids: vec![process.pid], argv: argv.clone(), log })
+                }
             }
         }
     }
@@ -314,12 +352,27 @@ pub fn replace_local_cluster(spus: u32) -> Result<(), String> {
 }
 
 impl LocalCluster {
-    /// The SPU leading `partition` of `topic`, from `fluvio partition list -O json`.
+    /// The SPU leading `partition` of `topic`, from `fluvio partition list -O json` (with `--system` for
+    /// the cluster's own topics, such as `consumer-offset`).
     pub fn partition_leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        self.partition_status(topic, partition)?["leader"]["spu"].as_i64().and_then(|id| i32::try_from(id).ok())
+    }
+
+    /// The high watermark of `partition` of `topic` on its leader: the last offset every replica holds + 1,
+    /// up to which committed reads go.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.partition_status(topic, partition)?["leader"]["hw"].as_i64()
+    }
+
+    fn partition_status(&self, topic: &str, partition: u32) -> Option<serde_json::Value> {
         let name = format!("{topic}-{partition}");
-        self.partitions().into_iter().find(|p| p["name"] == name.as_str())?["status"]["leader"]["spu"]
-            .as_i64()
-            .and_then(|id| i32::try_from(id).ok())
+        let system = self.cli(&["partition", "list", "--system", "-O", "json"]);
+        let system = serde_json::from_slice::<serde_json::Value>(&system.stdout).ok()?.as_array().cloned();
+        self.partitions()
+            .into_iter()
+            .chain(system.unwrap_or_default())
+            .find(|p| p["name"] == name.as_str())
+            .map(|p| p["status"].clone())
     }
 
     fn partitions(&self) -> Vec<serde_json::Value> {

@@ -1,8 +1,10 @@
 //! Producer settings for Fluvio records that carry whole images, shared by the sources (which write
 //! `images`) and the inference sink (which writes predictions and dead letters).
 
+use std::time::Duration;
+
 use bytesize::ByteSize;
-use fluvio::{Compression, TopicProducerConfig, TopicProducerConfigBuilder};
+use fluvio::{Compression, Isolation, TopicProducerConfig, TopicProducerConfigBuilder};
 
 use crate::config::{Compression as CompressionSetting, ProducerConfig};
 
@@ -15,13 +17,30 @@ pub const MAX_IMAGE_RECORD: ByteSize = ByteSize::mib(16);
 /// would stop the source on every restart: a poison record blocking its partition or subscription).
 pub const MAX_EVENT_RECORD: ByteSize = ByteSize::mib(15);
 
+/// How long the SPU may hold a produce request until every replica of the partition has the records.
+/// Fluvio 0.50 commits (raises the high watermark) only once all replicas hold a record, so while one of
+/// them is down, acknowledgements wait. Longer than the client's default (1.5 s), which would fail and
+/// restart a connector every few seconds through a short outage; shorter than the client's 60 s socket
+/// timeout, past which the client sends the request again (a possible duplicate write). Past this wait the send fails,
+/// the connector restarts under its supervisor, and its replay guard skips what the leader already holds.
+pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
+
 /// Producer settings for records that carry whole images: the client's defaults refuse a record over
 /// about 1 MiB, and a dead letter carries the original record, so requests fit the largest record a
 /// consumer may read ([`MAX_IMAGE_RECORD`]) whatever the batch size.
+///
+/// Acknowledged means replicated ([`Isolation::ReadCommitted`]): a connector commits its input (Kafka
+/// offsets, Pub/Sub acks, the sink's Fluvio offsets) only after the acknowledgement, and a record that only
+/// the partition leader held would be lost when that leader fails over (docs/decisions.md). On a partition of
+/// one replica the leader commits as it writes, so this costs nothing there.
 pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
     let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
     let mut builder = TopicProducerConfigBuilder::default();
-    builder.batch_size(batch).max_request_size(batch.max(MAX_IMAGE_RECORD.as_u64() as usize));
+    builder
+        .batch_size(batch)
+        .max_request_size(batch.max(MAX_IMAGE_RECORD.as_u64() as usize))
+        .isolation(Isolation::ReadCommitted)
+        .timeout(REPLICATION_WAIT);
     if let Some(linger) = producer.linger {
         builder.linger(linger);
     }
@@ -35,4 +54,17 @@ pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicP
         });
     }
     Ok(builder.build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_acknowledged_once_replicated_and_fit_the_largest_record() {
+        let config = image_producer_config(&ProducerConfig::default()).unwrap();
+        assert_eq!(config.isolation(), Isolation::ReadCommitted);
+        assert_eq!(config.timeout(), REPLICATION_WAIT);
+        assert!(config.max_request_size() >= MAX_IMAGE_RECORD.as_u64() as usize);
+    }
 }

@@ -12,7 +12,7 @@
 use bytesize::ByteSize;
 use fluvio::consumer::ConsumerConfigExtBuilder;
 use fluvio::metadata::topic::TopicSpec;
-use fluvio::{Fluvio, Offset, ProduceOutput, RecordKey, TopicProducerPool};
+use fluvio::{Fluvio, Isolation, Offset, ProduceOutput, RecordKey, TopicProducerPool};
 use futures_util::StreamExt;
 use fvision_records::{ImageEvent, RejectedImage};
 
@@ -286,6 +286,9 @@ async fn read_range(
             .offset_start(offset)
             .disable_continuous(true)
             .max_bytes(MAX_IMAGE_RECORD.as_u64() as i32)
+            // Everything the leader holds, committed or not: a send that timed out waiting for a replica is
+            // written there and will be committed when the replica is back, so it must not be sent again.
+            .isolation(Isolation::ReadUncommitted)
             .build()
             .map_err(fluvio_error(format!("reading back `{topic}`")))?;
         let mut stream =

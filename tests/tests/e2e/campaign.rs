@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use fvision_records::{Prediction, ValidationRecord};
-use fvision_tests::cluster::{local_cluster, local_spus, replace_local_cluster, unique_name, LocalCluster};
+use fvision_tests::cluster::{local_cluster, local_spus, replace_local_cluster, unique_name, LocalCluster, SpuProcess};
 use fvision_tests::emulators::{self, free_ports, Emulator, PubSub, PROJECT};
 use fvision_tests::process::{kill_pid, rss_kib, target_binary, Frozen, Process};
 use fvision_tests::repo_root;
@@ -395,7 +395,9 @@ impl Job {
     /// `fvision cleanup --yes`; whether it succeeded, and its log.
     fn cleanup(&self) -> (bool, String) {
         let mut cleanup = start_fvision(&self.dir, "cleanup.log", &["cleanup", &self.file, "--yes"]);
-        let ok = cleanup.wait(Duration::from_secs(900)).success();
+        // The GCS emulator rewrites its whole metadata file for every object it deletes: emptying the buckets of
+        // a 10,000-image run takes it over 13 minutes.
+        let ok = cleanup.wait(Duration::from_secs(1800)).success();
         (ok, cleanup.log())
     }
 
@@ -597,6 +599,9 @@ fn fault_campaign() {
     let mut main = job.simulate("main", main_count, rate as f64);
     let mut steady: Option<Simulator> = None;
     let mut bursting: Vec<Simulator> = Vec::new();
+    // The steady stream goes on until `watch` after the burst's last image, however long the burst took to
+    // send (GCS uploads may fall behind its rate): a second steady simulator covers the rest.
+    let mut tail: Option<Simulator> = None;
 
     let mut kills: BTreeMap<&str, u32> = BTreeMap::new();
     let mut survived: Vec<String> = Vec::new();
@@ -721,14 +726,23 @@ fn fault_campaign() {
             }
             Phase::Drain => {
                 if steady.as_mut().is_none_or(Simulator::done) {
-                    break;
+                    let burst_end = bursting.iter().filter_map(|s| s.ended).max().unwrap_or_else(SystemTime::now);
+                    let watched = burst_end.elapsed().unwrap_or_default();
+                    if tail.is_none() && watched + Duration::from_secs(10) < watch {
+                        let count = rate * (watch - watched).as_secs();
+                        eprintln!("{:.0?}: steady stream goes on: {count} images", began.elapsed());
+                        tail = Some(job.simulate("steady-tail", count, rate as f64));
+                    }
+                    if tail.as_mut().is_none_or(Simulator::done) {
+                        break;
+                    }
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     let Some(steady) = steady else { unreachable!("the burst phase ran") };
-    let all: Vec<&Simulator> = [&main, &steady].into_iter().chain(&bursting).collect();
+    let all: Vec<&Simulator> = [&main, &steady].into_iter().chain(&tail).chain(&bursting).collect();
     let acknowledged: BTreeSet<String> = all.iter().flat_map(|s| s.acknowledged()).collect();
     // Until every acknowledged image has an outcome, or the count stops moving for `stall` (then the figures
     // are printed with the images still missing, and the test fails).
@@ -750,7 +764,7 @@ fn fault_campaign() {
          pre_burst_p99={:.1}s burst_peak_p99={:.1}s burst_p99_recovery={}",
         acknowledged.len(),
         main.acknowledged().len(),
-        steady.acknowledged().len(),
+        steady.acknowledged().len() + tail.as_ref().map_or(0, |t| t.acknowledged().len()),
         bursting.iter().map(|s| s.acknowledged().len()).sum::<usize>(),
         elapsed.as_secs_f64(),
         job.restarts(),
@@ -787,6 +801,22 @@ fn fault_campaign() {
     assert!(cleaned, "cleanup:\n{cleanup_log}");
 }
 
+/// The SPU the failover test killed: when, the leaders it held, who led `images-0` while it was down, when
+/// it was started again, and when `images-0` committed again.
+struct Killed {
+    at: Instant,
+    spu: SpuProcess,
+    leaders: String,
+    new_leader: Option<i32>,
+    back: Option<Instant>,
+    /// The high watermark of `images-0` last seen, when it last moved, and its longest pause since the kill.
+    hw: i64,
+    hw_moved_at: Instant,
+    longest_pause: Duration,
+    /// Whether it moved after the SPU was started again.
+    moved_after_back: bool,
+}
+
 /// Brings back a 1-SPU local cluster when the failover test ends, however it ends.
 struct RestoreOneSpu;
 
@@ -810,6 +840,9 @@ fn fault_campaign_failover() {
     let count = env_u64("FVISION_FAILOVER_IMAGES", 1_000);
     let rate = env_u64("FVISION_CAMPAIGN_RATE", 10).max(1);
     let kill_at = env_secs("FVISION_FAILOVER_KILL_AT", 30);
+    // How long the killed SPU stays down before it is started again, as a supervisor would.
+    let down = env_secs("FVISION_FAILOVER_DOWN", 30);
+    let stall = env_secs("FVISION_CAMPAIGN_STALL", 600);
     let _restore = RestoreOneSpu;
     replace_local_cluster(3).unwrap_or_else(|e| panic!("{e}"));
     let Some(cluster) = local_cluster("fault_campaign_failover") else { return };
@@ -820,71 +853,131 @@ fn fault_campaign_failover() {
     // Progress counters of the sink, kafka-source and gcs-source, and when each last moved.
     let metrics = ["fvision_images_total", "fvision_source_records_total", "fvision_source_records_total"];
     let mut last: [f64; 3] = [0.0; 3];
-    let mut killed: Option<(Instant, i32, Option<i32>)> = None;
+    let mut killed: Option<Killed> = None;
     let mut stalls: [Option<Duration>; 3] = [None; 3];
     loop {
         rss.sample(&job);
         let now = Instant::now();
+        // The stall that matters: how long the killed leader's partition committed nothing (the stream
+        // brings it a record every 0.2 s at the default rate).
+        if let Some(k) = killed.as_mut() {
+            if let Some(hw) = cluster.high_watermark(&job.images, 0).filter(|hw| *hw != k.hw) {
+                let paused = now - k.hw_moved_at;
+                if paused > Duration::from_secs(5) {
+                    eprintln!("{:.0?}: images-0 committed again after {paused:.1?} without a commit", began.elapsed());
+                }
+                k.longest_pause = k.longest_pause.max(paused);
+                k.moved_after_back |= k.back.is_some();
+                (k.hw, k.hw_moved_at) = (hw, now);
+            }
+        }
         for (i, metric) in metrics.iter().enumerate() {
             let Some(value) = job.metric(i, metric) else { continue };
             // A restarted connector starts its counters at 0: any rise counts as progress.
             if value > last[i] {
-                if let (Some((at, _, _)), None) = (killed, stalls[i]) {
-                    stalls[i] = Some(now - at);
+                if let (Some(k), None) = (&killed, stalls[i]) {
+                    stalls[i] = Some(now - k.at);
                     eprintln!(
                         "{:.0?}: {} moved again {:.1?} after the SPU kill",
                         began.elapsed(),
                         CONNECTORS[i],
-                        now - at
+                        now - k.at
                     );
                 }
             }
             last[i] = value;
         }
-        if killed.is_none() && began.elapsed() >= kill_at {
-            let leader = cluster.partition_leader(&job.images, 0).expect("images-0 has a leader");
-            let predictions_leader = cluster.partition_leader(&job.predictions, 0);
-            let spu = local_spus().into_iter().find(|s| s.id == leader).expect("the leader's processes");
-            for pid in spu.pids.iter().rev() {
-                kill_pid(*pid);
+        match &mut killed {
+            None if began.elapsed() >= kill_at => {
+                let leader = cluster.partition_leader(&job.images, 0).expect("images-0 has a leader");
+                let spu = local_spus().into_iter().find(|s| s.id == leader).expect("the leader's processes");
+                let hw = cluster.high_watermark(&job.images, 0).unwrap_or_default();
+                let leaders = format!(
+                    "predictions-0: {:?}, consumer-offset-0: {:?}",
+                    cluster.partition_leader(&job.predictions, 0),
+                    cluster.partition_leader("consumer-offset", 0)
+                );
+                for pid in spu.pids.iter().rev() {
+                    kill_pid(*pid);
+                }
+                eprintln!("{:.0?}: SIGKILLed SPU {leader}, leader of images-0 ({leaders})", began.elapsed());
+                killed = Some(Killed {
+                    at: Instant::now(),
+                    spu,
+                    leaders,
+                    new_leader: None,
+                    back: None,
+                    hw,
+                    hw_moved_at: Instant::now(),
+                    longest_pause: Duration::ZERO,
+                    moved_after_back: false,
+                });
             }
-            eprintln!(
-                "{:.0?}: SIGKILLed SPU {leader}, leader of images-0 (predictions-0: {predictions_leader:?})",
-                began.elapsed()
-            );
-            killed = Some((Instant::now(), leader, predictions_leader));
+            Some(k) if k.back.is_none() && k.at.elapsed() >= down => {
+                k.new_leader = cluster.partition_leader(&job.images, 0);
+                k.spu.start_again().unwrap_or_else(|e| panic!("{e}"));
+                k.back = Some(Instant::now());
+                eprintln!(
+                    "{:.0?}: SPU {} started again after {down:?} down (images-0 led by {:?} meanwhile)",
+                    began.elapsed(),
+                    k.spu.id,
+                    k.new_leader
+                );
+            }
+            _ => {}
         }
-        if main.done() && killed.is_some() {
+        // Done once the SPU is back and images-0 commits again (or has not for `stall` after that).
+        let recovered = |k: &Killed| k.moved_after_back || k.back.is_some_and(|back| back.elapsed() >= stall);
+        if main.done() && killed.as_ref().is_some_and(|k| k.back.is_some() && recovered(k)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let Some((_, old_leader, predictions_leader)) = killed else { unreachable!("the SPU was killed") };
-    let new_leader = cluster.partition_leader(&job.images, 0);
+    let Some(killed) = killed else { unreachable!("the SPU was killed") };
     let acknowledged: BTreeSet<String> = main.acknowledged().into_iter().collect();
-    let stall = env_secs("FVISION_CAMPAIGN_STALL", 600);
     let outcomes = job.wait_outcomes(&cluster, &acknowledged, began, stall, &mut rss);
     let downstream = job.downstream(&outcomes, &acknowledged);
-    let stalled = |i: usize| stalls[i].map_or("never-moved".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+    // What the images felt: processed_at - event_time, the longest and how many waited over 10 s.
+    let latencies: Vec<f64> = outcomes
+        .predictions
+        .iter()
+        .filter_map(|p| {
+            let event = parse_time(p.event_time.as_deref()?)?;
+            Some(parse_time(&p.processed_at)?.duration_since(event).ok()?.as_secs_f64())
+        })
+        .collect();
+    let slowest = latencies.iter().copied().fold(0.0, f64::max);
+    let over_10s = latencies.iter().filter(|l| **l > 10.0).count();
+    let stalled = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
     eprintln!(
-        "FAILOVER images={} elapsed={:.0}s killed_spu={old_leader} images_leader_after={new_leader:?} \
-         predictions_leader_before={predictions_leader:?} restarts=[{}] stall_sink={} stall_kafka_source={} \
-         stall_gcs_source={} lost={} {} dead_letters={} peak_rss_mib=[{}]",
+        "FAILOVER images={} elapsed={:.0}s killed_spu={} down={:.0}s images_leader_meanwhile={:?} leaders_before=[{}] \
+         images_0_longest_commit_pause={:.1}s restarts=[{}] first_progress_sink={} first_progress_kafka_source={} \
+         first_progress_gcs_source={} slowest_image={slowest:.1}s images_over_10s={over_10s} lost={} {} dead_letters={} peak_rss_mib=[{}]",
         acknowledged.len(),
         began.elapsed().as_secs_f64(),
+        killed.spu.id,
+        down.as_secs_f64(),
+        killed.new_leader,
+        killed.leaders,
+        killed.longest_pause.as_secs_f64(),
         job.restarts(),
-        stalled(0),
-        stalled(1),
-        stalled(2),
+        stalled(stalls[0]),
+        stalled(stalls[1]),
+        stalled(stalls[2]),
         outcomes.missing,
         downstream.figures(),
         outcomes.dead.len(),
         rss.figure(),
     );
     let (cleaned, cleanup_log) = job.cleanup();
-    assert_ne!(new_leader, Some(old_leader), "images-0 got a new leader");
+    assert!(
+        killed.new_leader.is_some_and(|leader| leader != killed.spu.id),
+        "images-0 got a new leader while SPU {} was down",
+        killed.spu.id
+    );
     assert_eq!(outcomes.missing, 0, "acknowledged images without an outcome after {stall:?} without progress");
     downstream.check();
+    assert!(killed.moved_after_back, "images-0 committed again after SPU {} came back", killed.spu.id);
     assert!(cleaned, "cleanup:\n{cleanup_log}");
 }
 

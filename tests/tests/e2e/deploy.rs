@@ -423,10 +423,11 @@ fn two_sinks_share_a_two_partition_images_topic() {
         let status = status_json(dir, &file);
         let sinks = status["connectors"].as_array().unwrap().clone();
         // Done when each sink committed its partition and its metrics count that partition's images (the
-        // counter moves right after the commit, so both are waited for).
-        let done = sinks.iter().all(|s| {
+        // counter moves right after the commit, so both are waited for), and the cluster's status of the
+        // partition has caught up with what was written (it trails the SPU under load).
+        let done = sinks.iter().enumerate().all(|(i, s)| {
             let end = s["partitions"].as_array().filter(|p| p.len() == 1).and_then(|p| p[0]["end"].as_f64());
-            s["lag"] == 0 && end.is_some() && s["total"].as_f64() == end
+            s["lag"] == 0 && end == Some(per_partition[i] as f64) && s["total"].as_f64() == end
         });
         let predictions = cluster.read_all(&names.predictions).len();
         if done && predictions >= COUNT {

@@ -24,7 +24,7 @@ use bytesize::ByteSize;
 use fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy, Record, RetryMode};
 use fluvio::dataplane::link::ErrorCode;
 use fluvio::metadata::partition::PartitionSpec;
-use fluvio::{Fluvio, FluvioAdmin, Offset, SmartModuleInvocation};
+use fluvio::{Fluvio, FluvioAdmin, Isolation, Offset, SmartModuleInvocation};
 use fluvio_future::timer::sleep;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -117,6 +117,9 @@ impl ConsumeSettings {
             .disable_continuous(true)
             .retry_mode(RetryMode::Disabled)
             .max_bytes(self.max_bytes_i32())
+            // Only replicated records: one that only a failed leader held may vanish with it, and its source
+            // sends it again (docs/decisions.md).
+            .isolation(Isolation::ReadCommitted)
             .smartmodule(smartmodule.into_iter().collect());
         builder.build()
     }
@@ -131,6 +134,9 @@ impl ConsumeSettings {
             .offset_start(Offset::absolute(offset)?)
             .disable_continuous(true)
             .retry_mode(RetryMode::Disabled)
+            // As the reads: a record the leader holds but has not committed is not there yet (else a commit
+            // wait after a failover would look like a record too large for the fetch).
+            .isolation(Isolation::ReadCommitted)
             .max_bytes(i32::try_from(self.probe_max_bytes()).unwrap_or(i32::MAX));
         builder.build()
     }
@@ -167,6 +173,7 @@ impl ConsumeSettings {
             .disable_continuous(true)
             .retry_mode(RetryMode::Disabled)
             .max_bytes(self.max_bytes_i32())
+            .isolation(Isolation::ReadCommitted)
             .smartmodule(smartmodule.into_iter().collect());
         for &partition in partitions {
             builder.partition(partition);
@@ -878,6 +885,9 @@ mod tests {
         assert_eq!(config.offset_consumer.as_deref(), Some("sink-a"));
         assert_eq!(config.offset_strategy, OffsetManagementStrategy::Manual);
         assert_eq!(config.max_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.isolation, Isolation::ReadCommitted);
+        assert_eq!(settings.probe_config(0, 7).unwrap().isolation, Isolation::ReadCommitted);
+        assert_eq!(settings.reread_config(0, 7, None).unwrap().isolation, Isolation::ReadCommitted);
     }
 
     #[test]
