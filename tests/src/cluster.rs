@@ -263,15 +263,10 @@ impl SpuProcess {
         let (program, args) = self.argv.split_first().ok_or("the SPU's command line is empty")?;
         let (out, err) = match &self.log {
             Some(path) => {
-                let opened = |_| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map(Stdio::from)
-                        .map_err(|e| format!("opening {}: {e}", path.display()))
-                };
-                (opened(1)?, opened(2)?)
+                let opening = |e: std::io::Error| format!("opening {}: {e}", path.display());
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(opening)?;
+                let copy = file.try_clone().map_err(opening)?;
+                (Stdio::from(file), Stdio::from(copy))
             }
             None => (Stdio::null(), Stdio::null()),
         };
@@ -366,17 +361,18 @@ impl LocalCluster {
 
     fn partition_status(&self, topic: &str, partition: u32) -> Option<serde_json::Value> {
         let name = format!("{topic}-{partition}");
-        let system = self.cli(&["partition", "list", "--system", "-O", "json"]);
-        let system = serde_json::from_slice::<serde_json::Value>(&system.stdout).ok()?.as_array().cloned();
-        self.partitions()
-            .into_iter()
-            .chain(system.unwrap_or_default())
-            .find(|p| p["name"] == name.as_str())
-            .map(|p| p["status"].clone())
+        let found = |partitions: Vec<serde_json::Value>| partitions.into_iter().find(|p| p["name"] == name.as_str());
+        let partition = found(self.list_partitions(false)).or_else(|| found(self.list_partitions(true)))?;
+        Some(partition["status"].clone())
     }
 
-    fn partitions(&self) -> Vec<serde_json::Value> {
-        let out = self.cli(&["partition", "list", "-O", "json"]);
+    /// `fluvio partition list -O json`: the users' partitions, or with `system` the cluster's own.
+    fn list_partitions(&self, system: bool) -> Vec<serde_json::Value> {
+        let mut args = vec!["partition", "list", "-O", "json"];
+        if system {
+            args.push("--system");
+        }
+        let out = self.cli(&args);
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
@@ -388,7 +384,7 @@ impl LocalCluster {
     pub fn wait_online(&self, topics: &[&str], limit: Duration) -> Duration {
         let began = Instant::now();
         loop {
-            let partitions = self.partitions();
+            let partitions = self.list_partitions(false);
             let ours: Vec<&serde_json::Value> = partitions
                 .iter()
                 .filter(|p| {

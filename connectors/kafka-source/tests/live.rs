@@ -9,15 +9,47 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use fvision_records::{ImageEvent, RejectReason, Source, ValidationRecord};
-use fvision_tests::cluster::{local_cluster, unique_name};
+use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::process::Process;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TOPIC: &str = "image-stream";
+
+/// The two ends of a test: a Kafka mock cluster with [`TOPIC`] in `partitions` partitions, and fresh events and
+/// dead-letter topics on the local Fluvio cluster named from `prefix`.
+struct Ends {
+    /// Hosts the broker: dropping it stops the broker.
+    mock: MockCluster<'static, DefaultProducerContext>,
+    servers: String,
+    images: String,
+    dlq: String,
+}
+
+fn ends(cluster: &LocalCluster, prefix: &str, partitions: i32) -> Ends {
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
+    mock.create_topic(TOPIC, partitions, 1).unwrap();
+    let servers = mock.bootstrap_servers();
+    let (images, dlq) = cluster.create_source_topics(prefix);
+    Ends { mock, servers, images, dlq }
+}
+
+/// Starts the kafka-source binary on `config`, its output in `log`, with the tests' log filter and `env` on top
+/// (a later variable wins).
+fn start_source(config: &Path, log: &Path, env: &[(&str, &str)]) -> Process {
+    let mut vars = vec![("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
+    vars.extend_from_slice(env);
+    let config = config.to_str().unwrap();
+    Process::start(Path::new(env!("CARGO_BIN_EXE_kafka-source")), &["--config", config], &vars, log)
+}
+
+/// A valid 1x1 PNG: the smallest image the source writes as an event.
+fn png() -> Vec<u8> {
+    std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap()
+}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -69,12 +101,9 @@ kafka:
 #[test]
 fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
     let Some(cluster) = local_cluster("every_value_format_becomes_an_event_and_the_rest_dead_letters") else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks");
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks", 1);
 
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let png = png();
     let jpeg = fvision_tests::data_files("imagenet-sample").remove(0).1;
     let event = serde_json::json!({"id": "own-id", "source": "simulator", "event_time": "2026-01-01T00:00:00Z",
         "data": b64(&jpeg)})
@@ -105,10 +134,7 @@ fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let args = ["--config", config.to_str().unwrap()];
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("run1.log"));
+    let mut source = start_source(&config, &dir.path().join("run1.log"), &[]);
     // Eight records in batches of at most three: at least three commits.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while cluster.read_all(&images).len() + cluster.read_all(&dlq).len() < values.len() {
@@ -183,7 +209,7 @@ fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
     assert_eq!(offset, Some(Offset::Offset(values.len() as i64)));
 
     // A restart reads nothing again.
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("run2.log"));
+    let mut source = start_source(&config, &dir.path().join("run2.log"), &[]);
     source.wait_log("consuming", 1, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     source.signal("-TERM");
@@ -192,7 +218,7 @@ fn every_value_format_becomes_an_event_and_the_rest_dead_letters() {
 
     // A missing dead-letter topic stops the source at start, naming it.
     let config = write_config(dir.path(), "wrong", &servers, &images, "fvt-no-such-dlq");
-    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run3.log"));
+    let mut source = start_source(&config, &dir.path().join("run3.log"), &[]);
     assert!(!source.wait(Duration::from_secs(30)).success());
     assert!(source.log().contains("topic `fvt-no-such-dlq` does not exist"), "{}", source.log());
 }
@@ -219,11 +245,8 @@ fn committed_records(log: &str) -> u64 {
 #[test]
 fn large_batches_of_image_sized_records_all_arrive() {
     let Some(cluster) = local_cluster("large_batches_of_image_sized_records_all_arrive") else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
     // The mock keeps at most 5 MiB per partition (fvision_tests::kafka): 300 sample images are ~45 MiB.
-    mock.create_topic(TOPIC, 16, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-big");
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-big", 16);
 
     let samples = fvision_tests::data_files("imagenet-sample");
     const COUNT: usize = 300;
@@ -261,9 +284,7 @@ kafka:
     );
     let config = dir.path().join("big.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("big.log"));
+    let mut source = start_source(&config, &dir.path().join("big.log"), &[]);
     // Not a timing assertion: a source that still runs but has made no progress for 60 s has stalled.
     let (mut last, mut since) = (0, std::time::Instant::now());
     loop {
@@ -323,10 +344,7 @@ fn crash_then_resume(
     values: &[Vec<u8>],
     written: Written,
 ) -> (String, String) {
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics(prefix);
+    let Ends { mock: _broker, servers, images, dlq } = ends(cluster, prefix, 1);
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
     for value in values {
         producer.send(BaseRecord::<(), _>::to(TOPIC).payload(value)).unwrap();
@@ -338,18 +356,15 @@ fn crash_then_resume(
     let target = if written == Written::Events { &images } else { &dlq };
     let count = values.len() as i64;
 
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", config.to_str().unwrap()];
-    let crash = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
-    let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
+    let crash = [("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let mut source = start_source(&config, &dir.path().join("crash.log"), &crash);
     assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
     assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
     let committed = committed_offset(&servers, &group).unwrap_or(0);
     let held = cluster.read_all(target).len() as i64;
     assert!(held > committed, "Fluvio holds records beyond the committed offset ({held} vs {committed})");
 
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
+    let mut source = start_source(&config, &dir.path().join("restart.log"), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while committed_offset(&servers, &group) != Some(count) {
         source.assert_running();
@@ -374,7 +389,7 @@ fn crash_then_resume(
 fn a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice() {
     let test = "a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice";
     let Some(cluster) = local_cluster(test) else { return };
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let png = png();
     const COUNT: i64 = 9;
     let values = vec![png; COUNT as usize];
     let (images, _) = crash_then_resume(&cluster, "fvt-ks-crash", &values, Written::Events);
@@ -393,11 +408,8 @@ fn a_crash_between_the_acknowledgement_and_the_commit_writes_nothing_twice() {
 #[test]
 fn the_broker_going_down_and_up_under_the_source_loses_nothing() {
     let Some(cluster) = local_cluster("the_broker_going_down_and_up_under_the_source_loses_nothing") else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-down");
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let Ends { mock, servers, images, dlq } = ends(&cluster, "fvt-ks-down", 1);
+    let png = png();
     let send = |n: usize| {
         let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
         for _ in 0..n {
@@ -409,9 +421,7 @@ fn the_broker_going_down_and_up_under_the_source_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-down");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("down.log"));
+    let mut source = start_source(&config, &dir.path().join("down.log"), &[]);
     let wait_for = |source: &mut Process, count: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while cluster.read_all(&images).len() < count {
@@ -451,11 +461,8 @@ fn the_broker_going_down_and_up_under_the_source_loses_nothing() {
 fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
     let test = "repeated_sigkills_do_not_stall_the_source_and_write_each_record_once";
     let Some(cluster) = local_cluster(test) else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 4, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-kills");
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-kills", 4);
+    let png = png();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
     let mut sent = 0usize;
     let mut send = |n: usize| {
@@ -470,12 +477,9 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
     let group = unique_name("fvt-ks-kills");
     let config =
         write_config_with(dir.path(), &group, &servers, &images, &dlq, "client: {session.timeout.ms: \"10000\"}");
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", config.to_str().unwrap()];
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
     for round in 0..6 {
         send(5);
-        let mut source = Process::start(bin, &args, &env, &dir.path().join(format!("run{round}.log")));
+        let mut source = start_source(&config, &dir.path().join(format!("run{round}.log")), &[]);
         // Every restarted run reads and commits before its SIGKILL. Not a fixed delay (a start takes seconds
         // on a loaded machine: with 4 s, 3 of 6 runs had not committed yet); the bound is below what
         // `assignment: group` needs on the mock cluster (at least two 10 s sessions per restart, docs/decisions.md).
@@ -486,7 +490,7 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
     }
     let total = send(5);
     let started = std::time::Instant::now();
-    let mut source = Process::start(bin, &args, &env, &dir.path().join("last.log"));
+    let mut source = start_source(&config, &dir.path().join("last.log"), &[]);
     let deadline = started + Duration::from_secs(120);
     while cluster.read_all(&images).len() < total {
         source.assert_running();
@@ -520,11 +524,8 @@ fn repeated_sigkills_do_not_stall_the_source_and_write_each_record_once() {
 fn a_new_image_under_an_id_already_written_is_never_skipped() {
     let test = "a_new_image_under_an_id_already_written_is_never_skipped";
     let Some(cluster) = local_cluster(test) else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-reused");
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-reused", 1);
+    let png = png();
     // What an earlier incarnation of the Kafka topic left on `images` at the id of offset 0.
     let earlier = ImageEvent {
         meta: fvision_records::EventMeta { id: format!("kafka://{TOPIC}/0/0"), ..Default::default() },
@@ -545,9 +546,7 @@ fn a_new_image_under_an_id_already_written_is_never_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-reused");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let env = [("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
-    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run.log"));
+    let mut source = start_source(&config, &dir.path().join("run.log"), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while committed_offset(&servers, &group) != Some(values.len() as i64) {
         source.assert_running();
@@ -576,21 +575,16 @@ fn a_new_image_under_an_id_already_written_is_never_skipped() {
 fn two_sources_with_assignment_all_on_one_group_id_are_reported() {
     let test = "two_sources_with_assignment_all_on_one_group_id_are_reported";
     let Some(cluster) = local_cluster(test) else { return };
-    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("starting the Kafka mock cluster: {e}"));
-    mock.create_topic(TOPIC, 1, 1).unwrap();
-    let servers = mock.bootstrap_servers();
-    let (images, dlq) = cluster.create_source_topics("fvt-ks-twoall");
-    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-twoall", 1);
+    let png = png();
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-twoall");
     let config = write_config(dir.path(), &group, &servers, &images, &dlq);
-    let bin = Path::new(env!("CARGO_BIN_EXE_kafka-source"));
-    let args = ["--config", config.to_str().unwrap()];
     let env = [("RUST_LOG", "info,fluvio=warn")];
     let reported = "another process commits offsets under this group-id";
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
     // Alone, through several of its checks (every 5 s), committing all the time: no false alarm.
-    let mut first = Process::start(bin, &args, &env, &dir.path().join("first.log"));
+    let mut first = start_source(&config, &dir.path().join("first.log"), &env);
     for _ in 0..120 {
         producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
@@ -598,7 +592,7 @@ fn two_sources_with_assignment_all_on_one_group_id_are_reported() {
     }
     first.assert_running();
     assert!(!first.log().contains(reported), "a source alone is not reported:\n{}", first.log());
-    let mut second = Process::start(bin, &args, &env, &dir.path().join("second.log"));
+    let mut second = start_source(&config, &dir.path().join("second.log"), &env);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !(first.log().contains(reported) || second.log().contains(reported)) {
         first.assert_running();

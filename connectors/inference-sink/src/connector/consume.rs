@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use fluvio::consumer::{ConsumerConfigExt, ConsumerStream, OffsetManagementStrategy, Record, RetryMode};
+use fluvio::consumer::{
+    ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy, Record, RetryMode,
+};
 use fluvio::dataplane::link::ErrorCode;
 use fluvio::metadata::partition::PartitionSpec;
 use fluvio::{Fluvio, FluvioAdmin, Isolation, Offset, SmartModuleInvocation};
@@ -102,6 +104,22 @@ impl ConsumeSettings {
         }
     }
 
+    /// What every read of the topic shares: a stream that ends when caught up, the client's retries off (a
+    /// stream error reaches the loop instead of ending the stream as if caught up), and only replicated
+    /// records: one that only a failed leader held may vanish with it, and its source sends it again; a probe
+    /// that saw it would take a commit wait for a record too large for the fetch (docs/decisions.md).
+    fn reader(&self, start: Offset, max_bytes: i32) -> ConsumerConfigExtBuilder {
+        let mut builder = ConsumerConfigExt::builder();
+        builder
+            .topic(self.topic.clone())
+            .offset_start(start)
+            .disable_continuous(true)
+            .retry_mode(RetryMode::Disabled)
+            .max_bytes(max_bytes)
+            .isolation(Isolation::ReadCommitted);
+        builder
+    }
+
     /// The config of a re-read: one partition from `offset`, no consumer id (it must not move the commit).
     pub fn reread_config(
         &self,
@@ -109,35 +127,17 @@ impl ConsumeSettings {
         offset: i64,
         smartmodule: Option<SmartModuleInvocation>,
     ) -> anyhow::Result<ConsumerConfigExt> {
-        let mut builder = ConsumerConfigExt::builder();
-        builder
-            .topic(self.topic.clone())
-            .partition(partition)
-            .offset_start(Offset::absolute(offset)?)
-            .disable_continuous(true)
-            .retry_mode(RetryMode::Disabled)
-            .max_bytes(self.max_bytes_i32())
-            // Only replicated records: one that only a failed leader held may vanish with it, and its source
-            // sends it again (docs/decisions.md).
-            .isolation(Isolation::ReadCommitted)
-            .smartmodule(smartmodule.into_iter().collect());
+        let mut builder = self.reader(Offset::absolute(offset)?, self.max_bytes_i32());
+        builder.partition(partition).smartmodule(smartmodule.into_iter().collect());
         builder.build()
     }
 
     /// The config of a probe: the record at `offset` alone, raw (no SmartModule), with a fetch large enough
     /// to learn the size of a record that does not fit `max-bytes`.
     pub fn probe_config(&self, partition: u32, offset: i64) -> anyhow::Result<ConsumerConfigExt> {
-        let mut builder = ConsumerConfigExt::builder();
-        builder
-            .topic(self.topic.clone())
-            .partition(partition)
-            .offset_start(Offset::absolute(offset)?)
-            .disable_continuous(true)
-            .retry_mode(RetryMode::Disabled)
-            // As the reads: a record the leader holds but has not committed is not there yet (else a commit
-            // wait after a failover would look like a record too large for the fetch).
-            .isolation(Isolation::ReadCommitted)
-            .max_bytes(i32::try_from(self.probe_max_bytes()).unwrap_or(i32::MAX));
+        let max_bytes = i32::try_from(self.probe_max_bytes()).unwrap_or(i32::MAX);
+        let mut builder = self.reader(Offset::absolute(offset)?, max_bytes);
+        builder.partition(partition);
         builder.build()
     }
 
@@ -150,8 +150,8 @@ impl ConsumeSettings {
         i32::try_from(self.max_bytes.as_u64()).unwrap_or(i32::MAX)
     }
 
-    /// The client's consumer config for these `partitions`, with the SPU-side SmartModule if any. The client's
-    /// retries are off: a stream error reaches the loop instead of ending the stream as if caught up.
+    /// The client's consumer config for these `partitions`, with the SPU-side SmartModule if any, committing
+    /// under the connector's consumer id.
     pub fn consumer_config(
         &self,
         partitions: &[u32],
@@ -164,16 +164,10 @@ impl ConsumeSettings {
             OffsetStart::FromBeginning(n) => Offset::from_beginning(n),
             OffsetStart::FromEnd(n) => Offset::from_end(n),
         };
-        let mut builder = ConsumerConfigExt::builder();
+        let mut builder = self.reader(start, self.max_bytes_i32());
         builder
-            .topic(self.topic.clone())
-            .offset_start(start)
             .offset_consumer(self.consumer_id.clone())
             .offset_strategy(OffsetManagementStrategy::Manual)
-            .disable_continuous(true)
-            .retry_mode(RetryMode::Disabled)
-            .max_bytes(self.max_bytes_i32())
-            .isolation(Isolation::ReadCommitted)
             .smartmodule(smartmodule.into_iter().collect());
         for &partition in partitions {
             builder.partition(partition);
