@@ -106,6 +106,27 @@ install_venv() {
   fi
 }
 
+# The TensorFlow -> ONNX converter `fvision models import` runs (tf2onnx under TensorFlow, pinned in
+# models/tools/importer-requirements*.txt), in its own virtualenv: the same place and the same stamp as the
+# command uses when it installs on first use, so the 355 MiB download happens once per cache. Where it cannot
+# be installed (no network) the import tests report themselves skipped, except under CI.
+ensure_importer() {
+  local venv=$FLUVIO_VISION_CACHE/importer-tf tools=$REPO/models/tools
+  local want
+  want=$(cat "$tools/importer-requirements.txt" "$tools/importer-requirements-no-deps.txt")
+  if [ "$(cat "$venv/.fvision-installed" 2>/dev/null)" != "$want" ]; then
+    say "installing the TensorFlow importer into $venv (tensorflow-cpu, tf2onnx: about 355 MiB download, 1.7 GiB on disk)"
+    rm -rf "$venv"
+    if python3 -m venv "$venv" \
+      && "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$tools/importer-requirements.txt" \
+      && "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$tools/importer-requirements-no-deps.txt"; then
+      printf '%s' "$want" >"$venv/.fvision-installed"
+    else
+      say "could not install the TensorFlow importer: the import tests will be skipped (and fail under CI)"
+    fi
+  fi
+}
+
 # One optimised build serves the demo, the tests and the benchmarks.
 build() {
   say "building the SmartModules (WASM), fvision and the connectors (release; first build takes several minutes)"

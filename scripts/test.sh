@@ -7,6 +7,7 @@ ensure_build_tools
 ensure_onnxruntime
 ensure_emulators
 ensure_browser
+ensure_importer
 cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check

@@ -1,5 +1,7 @@
 //! `fvision models`: the registry of shipped and custom models.
 
+mod import;
+
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -20,12 +22,19 @@ pub enum ModelsCommand {
         /// A preset name or a manifest path.
         name: String,
     },
+    /// Convert a Keras (.keras, .h5) or TensorFlow SavedModel to ONNX plus a manifest, checked against TensorFlow.
+    Import(import::ImportArgs),
+    /// Install the TensorFlow importer now (`models import` installs it on first use).
+    #[command(after_help = "Examples:\n  fvision models install-importer")]
+    InstallImporter,
 }
 
 /// Entry point of `fvision models`.
 pub fn run(command: ModelsCommand) -> Result<ExitCode> {
     let registry = Registry::open_default()?;
     match command {
+        ModelsCommand::Import(args) => import::run(args)?,
+        ModelsCommand::InstallImporter => import::install()?,
         ModelsCommand::List => {
             println!("{:<20} {:<8} {:<6} {:<30} description", "name", "version", "layout", "weights");
             for spec in registry.list() {
