@@ -242,12 +242,13 @@ fn a_keras_mobilenet_v2_imports_and_runs_at_batch_1_and_8() {
     let Some(tf) = tf("a_keras_mobilenet_v2_imports_and_runs_at_batch_1_and_8") else { return };
     let (out, inputs, diff) = import(tf, "mobilenet_v2.keras", &[]);
     assert!(diff <= 1e-4, "{diff}");
-    assert!(manifest_text(&out).contains("size = 224"));
+    let text = manifest_text(&out);
+    assert!(text.contains("size = 224") && text.contains("kind = \"logits\""), "{text}");
     let predicted = tensorflow_predict(tf, &tf.models.join("mobilenet_v2.keras"), &inputs);
     let manifest = out.join("manifest.toml");
     let (one, eight) = (classify(&manifest, "1"), classify(&manifest, "8"));
-    assert_agrees(&one, &predicted, true, None);
-    assert_agrees(&eight, &predicted, true, None);
+    assert_agrees(&one, &predicted, false, None);
+    assert_agrees(&eight, &predicted, false, None);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub enum ModelsCommand {
         name: String,
     },
     /// Convert a Keras (.keras, .h5) or TensorFlow SavedModel to ONNX plus a manifest, checked against TensorFlow.
-    Import(import::ImportArgs),
+    Import(Box<import::ImportArgs>),
     /// Install the TensorFlow importer now (`models import` installs it on first use).
     #[command(after_help = "Examples:\n  fvision models install-importer")]
     InstallImporter,
@@ -33,7 +33,7 @@ pub enum ModelsCommand {
 pub fn run(command: ModelsCommand) -> Result<ExitCode> {
     let registry = Registry::open_default()?;
     match command {
-        ModelsCommand::Import(args) => import::run(args)?,
+        ModelsCommand::Import(args) => import::run(*args)?,
         ModelsCommand::InstallImporter => import::install()?,
         ModelsCommand::List => {
             println!("{:<20} {:<8} {:<6} {:<30} description", "name", "version", "layout", "weights");

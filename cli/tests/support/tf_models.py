@@ -58,7 +58,10 @@ def build(out):
     exported.export(f"{out}/saved_model", verbose=False)
 
     keras.utils.set_random_seed(10)
-    mobilenet = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000)
+    # Logits (no softmax), so the conversion check compares raw scores, not near-uniform probabilities.
+    mobilenet = keras.applications.MobileNetV2(
+        weights=None, input_shape=(224, 224, 3), classes=1000, classifier_activation=None
+    )
     mobilenet.save(f"{out}/mobilenet_v2.keras")
 
     with open(f"{out}/tiny.keras", "rb") as src, open(f"{out}/broken.keras", "wb") as dst:
