@@ -34,6 +34,19 @@ def randomise_batch_norm(model, rng):
             layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
 
 
+def he_normal(model, rng):
+    """Kernels drawn with He scaling: Keras' default initialisation leaves a 53-layer MobileNetV2's logits at
+    ~1e-4, where every class ties; these give logits of several units, so top-1 and the check mean something."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            weights = layer.get_weights()
+            kernel = weights[0]
+            fan_in = np.prod(kernel.shape[:2] if kind == "DepthwiseConv2D" else kernel.shape[:-1])
+            weights[0] = rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel.shape).astype("float32")
+            layer.set_weights(weights)
+
+
 def build(out):
     import keras
     import tensorflow as tf
@@ -62,6 +75,7 @@ def build(out):
     mobilenet = keras.applications.MobileNetV2(
         weights=None, input_shape=(224, 224, 3), classes=1000, classifier_activation=None
     )
+    he_normal(mobilenet, rng)
     mobilenet.save(f"{out}/mobilenet_v2.keras")
 
     with open(f"{out}/tiny.keras", "rb") as src, open(f"{out}/broken.keras", "wb") as dst:
