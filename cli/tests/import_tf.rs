@@ -80,7 +80,8 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, values)
 }
 
-/// TensorFlow's own prediction (`model.predict`, or the SavedModel's signature) on `inputs`, one row per image.
+/// TensorFlow's own prediction (`model.predict`, or the SavedModel's signature) on `inputs` (NHWC, or NCHW
+/// as an `--layout NCHW` import saves them), one row per image.
 fn tensorflow_predict(tf: &Tf, model: &Path, inputs: &Path) -> Vec<Vec<f32>> {
     let out = inputs.with_extension("tf.npy");
     let run = Command::new(&tf.python)
@@ -229,8 +230,10 @@ fn a_legacy_h5_file_imports_and_classifies_like_tensorflow_predict() {
 #[test]
 fn a_saved_model_imports_and_classifies_like_tensorflow_predict() {
     let Some(tf) = tf("a_saved_model_imports_and_classifies_like_tensorflow_predict") else { return };
-    let lines = ["size = 48", "normalize = \"caffe\"", "channel_order = \"BGR\"", "kind = \"logits\""];
-    let imported = import(tf, "saved_model", &["--preprocess", "caffe", "--filter", "catmull-rom"], &lines);
+    let lines =
+        ["size = 48", "layout = \"NCHW\"", "normalize = \"caffe\"", "channel_order = \"BGR\"", "kind = \"logits\""];
+    let options = ["--preprocess", "caffe", "--filter", "catmull-rom", "--layout", "NCHW"];
+    let imported = import(tf, "saved_model", &options, &lines);
     assert_agrees(&classify(&imported.manifest, "8"), &imported.predicted, false, None);
 }
 

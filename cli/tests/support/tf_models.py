@@ -2,7 +2,7 @@
 
   build OUT_DIR                  small models with fixed seeds, in every format `fvision models import` reads,
                                  and the broken ones it must refuse
-  predict MODEL INPUTS.npy OUT   TensorFlow's own prediction on INPUTS (NHWC float32), as a Keras user runs it
+  predict MODEL INPUTS.npy OUT   TensorFlow's own prediction on INPUTS (float32, NHWC or NCHW), as a Keras user runs it
 """
 
 import os
@@ -95,6 +95,8 @@ def build(out):
 
 def predict(model_path, inputs, out):
     x = np.load(inputs)
+    if x.shape[1] == 3 and x.shape[3] != 3:  # saved by an `--layout NCHW` import; Keras models take NHWC
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     if os.path.isdir(model_path):
         import tensorflow as tf
 
