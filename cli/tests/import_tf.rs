@@ -186,8 +186,16 @@ fn a_keras_file_imports_and_classifies_like_tensorflow_predict() {
     let labels: Vec<String> = (0..10).map(|i| format!("kind-{i}")).collect();
     let labels_file = tf.models.join("tiny-labels.txt");
     std::fs::write(&labels_file, labels.join("\n") + "\n").unwrap();
-    let lines = ["name = \"tiny\"", "layout = \"NHWC\"", "size = 32", "normalize = \"tf\"", "kind = \"logits\""];
-    let imported = import(tf, "tiny.keras", &["--labels", labels_file.to_str().unwrap(), "--name", "tiny"], &lines);
+    let lines = [
+        "name = \"tiny\"",
+        "layout = \"NHWC\"",
+        "size = 32",
+        "normalize = \"custom\"\nmean = [0.5, 0.4, 0.3]\nstd = [0.25, 0.2, 0.3]",
+        "kind = \"logits\"",
+    ];
+    let custom = ["--preprocess", "custom", "--mean", "0.5,0.4,0.3", "--std", "0.25,0.2,0.3"];
+    let named = ["--labels", labels_file.to_str().unwrap(), "--name", "tiny"];
+    let imported = import(tf, "tiny.keras", &[&custom[..], &named].concat(), &lines);
     let names: Vec<&str> = labels.iter().map(String::as_str).collect();
     let classified = classify(&imported.manifest, "8");
     assert_agrees(&classified, &imported.predicted, false, Some(&names));
