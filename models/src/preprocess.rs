@@ -284,8 +284,6 @@ impl Preprocessor {
         let err = |e: &dyn std::fmt::Display| {
             PreprocessError::new(RejectReason::PreprocessError, format!("resize failed: {e}"))
         };
-        let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| err(&e))?;
-        let mut dst = Image::new(self.size, self.size, PixelType::U8x3);
         let alg = match self.filter {
             ResizeFilter::Nearest => ResizeAlg::Nearest,
             ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
@@ -297,7 +295,37 @@ impl Preprocessor {
             let (left, top, cw, ch) = crop_box(w, h, self.resize_to, self.size, self.crop_rounding).in_source(w, h);
             options = options.crop(left, top, cw, ch);
         }
+        if self.filter == ResizeFilter::Bilinear {
+            return self.resize_bilinear(rgb, &options).map_err(|e| err(&e));
+        }
+        let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| err(&e))?;
+        let mut dst = Image::new(self.size, self.size, PixelType::U8x3);
         Resizer::new().resize(&src, &mut dst, &options).map_err(|e| err(&e))?;
+        Ok(dst)
+    }
+
+    /// Pillow's antialiased BILINEAR to the pixel, through `fast_image_resize`'s 16-bit path.
+    ///
+    /// Its 8-bit path holds the filter weights in 16-bit integers (Pillow: 22 bits of precision), which put
+    /// 17.7 % of the values of the 100 sample crops 1 off Pillow's. The 16-bit path holds them in up to 31 bits
+    /// and rounds its intermediate (after the horizontal pass) to an integer, as Pillow rounds to a byte; the
+    /// bilinear weights are never negative, so that intermediate stays within 0..=255 and needs no clipping.
+    /// Measured: 0.14 % of the values 1 off (6 of 15 million by 2), 23 crops identical. Filters with negative
+    /// lobes overshoot, which Pillow clips between the passes: they keep the 8-bit path. The widened copy
+    /// costs two bytes per source value more, within the `max_pixels` bound, and the resize about twice the
+    /// 8-bit one's time.
+    fn resize_bilinear(&self, rgb: &RgbImage, options: &ResizeOptions) -> Result<Image<'static>, String> {
+        let (w, h) = rgb.dimensions();
+        let mut wide = Image::new(w, h, PixelType::U16x3);
+        for (dst, &v) in wide.buffer_mut().chunks_exact_mut(2).zip(rgb.as_raw()) {
+            dst.copy_from_slice(&u16::from(v).to_ne_bytes());
+        }
+        let mut resized = Image::new(self.size, self.size, PixelType::U16x3);
+        Resizer::new().resize(&wide, &mut resized, options).map_err(|e| e.to_string())?;
+        let mut dst = Image::new(self.size, self.size, PixelType::U8x3);
+        for (out, v) in dst.buffer_mut().iter_mut().zip(resized.buffer().chunks_exact(2)) {
+            *out = u16::from_ne_bytes([v[0], v[1]]).min(255) as u8;
+        }
         Ok(dst)
     }
 
