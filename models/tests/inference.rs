@@ -40,20 +40,22 @@ struct Reference {
     stable: bool,
 }
 
+/// The fields of every row of a `data/imagenet-sample` TSV file, its header skipped.
+fn sample_rows(file: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(data(&format!("imagenet-sample/{file}"))).unwrap();
+    text.lines().skip(1).map(|line| line.split('\t').map(str::to_owned).collect()).collect()
+}
+
 fn references() -> Vec<Reference> {
-    let text = std::fs::read_to_string(data("imagenet-sample/expected-top5.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            let first = |s: &str| s.split(',').next().unwrap().to_string();
-            Reference {
-                file: f[0].to_string(),
-                class_index: f[1].parse().unwrap(),
-                top1: first(f[2]).parse().unwrap(),
-                top1_prob: first(f[3]).parse().unwrap(),
-                stable: f[5] == "yes",
-            }
+    let first = |s: &str| s.split(',').next().unwrap().to_string();
+    sample_rows("expected-top5.tsv")
+        .iter()
+        .map(|f| Reference {
+            file: f[0].clone(),
+            class_index: f[1].parse().unwrap(),
+            top1: first(&f[2]).parse().unwrap(),
+            top1_prob: first(&f[3]).parse().unwrap(),
+            stable: f[5] == "yes",
         })
         .collect()
 }
@@ -194,17 +196,13 @@ struct TorchvisionReference {
 }
 
 fn torchvision_references() -> Vec<TorchvisionReference> {
-    let text = std::fs::read_to_string(data("imagenet-sample/expected-mobilenet_v2.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            // file, class_index, top1_index, top1_prob, then the label as `synset<TAB>name`.
-            let f: Vec<&str> = line.split('\t').collect();
-            TorchvisionReference {
-                file: f[0].to_string(),
-                top1: f[2].parse().unwrap(),
-                top1_prob: f[3].parse().unwrap(),
-            }
+    // file, class_index, top1_index, top1_prob, then the label as `synset<TAB>name`.
+    sample_rows("expected-mobilenet_v2.tsv")
+        .iter()
+        .map(|f| TorchvisionReference {
+            file: f[0].clone(),
+            top1: f[2].parse().unwrap(),
+            top1_prob: f[3].parse().unwrap(),
         })
         .collect()
 }
