@@ -16,6 +16,11 @@ FP32 = "efficientnet-lite0"
 INT8 = "efficientnet-lite0-int8"
 
 
+def weight_free(doc):
+    """The weight-free presets of a run (reports before December 2026 had every model but FP32/INT8 so)."""
+    return doc.get("weight_free_models", [m for m in doc["models"] if m not in (FP32, INT8)])
+
+
 def fmt(value, digits=1):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -213,7 +218,7 @@ def report(json_path):
             else f"{(doc.get('int8_top1_differences_vs_fp32') or {}).get('label_mismatches', 'n/a')} of {doc['records']} vs our FP32"
         )
         lines.append(
-            f"| {model}{'' if model in (FP32, INT8) else ' (weight-free)'}, "
+            f"| {model}{' (weight-free)' if model in weight_free(doc) else ''}, "
             f"{spread(measure.series(doc, 'fvision-run', model, 'images'), 0)} records "
             f"| {spread(measure.series(doc, *run))} "
             f"| {spread(measure.series(doc, *loop)) if model != INT8 else '(FP32 row)'} "

@@ -31,7 +31,8 @@ PEERS = HERE / "peers"
 SAMPLE = REPO / "data" / "imagenet-sample"
 FP32 = "efficientnet-lite0"
 INT8 = "efficientnet-lite0-int8"
-WEIGHT_FREE = ["mobilenet_v2", "resnet50"]
+MOBILENET = "mobilenet_v2"  # real torchvision weights (the seed's default model)
+WEIGHT_FREE = ["resnet50"]
 
 
 def say(message):
@@ -534,11 +535,11 @@ def main():
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/fluvio-vision/bench-work"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--passes", type=int, default=10, help="the 100 sample images this many times")
-    parser.add_argument("--weight-free-passes", type=int, default=1, help="passes for mobilenet_v2 and resnet50")
+    parser.add_argument("--weight-free-passes", type=int, default=1, help="passes for the weight-free resnet50")
     parser.add_argument("--pipeline-repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5, help="time of each inference-only measurement")
     parser.add_argument("--max-files-per-trigger", type=int, default=2)
-    parser.add_argument("--models", default=",".join([FP32, INT8] + WEIGHT_FREE))
+    parser.add_argument("--models", default=",".join([FP32, INT8, MOBILENET] + WEIGHT_FREE))
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument("--no-connector", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
@@ -601,6 +602,7 @@ def main():
         "models_dir": models_dir(bench.env["FVISION_MODELS_DIR"]),
         "notes": [n for n in (os.environ.get("FVISION_BENCH_NOTE"),) if n],
         "models": models,
+        "weight_free_models": [m for m in models if m in WEIGHT_FREE],
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,
         "profile": profile,

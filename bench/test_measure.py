@@ -39,11 +39,14 @@ class Parsing(unittest.TestCase):
     def test_preset_names_from_models_list(self):
         listing = (
             "name                 version  layout weights                        description\n"
-            "efficientnet-lite0   1        NCHW   real                           EfficientNet\n"
-            "efficientnet-lite0-int8 1     NCHW   real                           INT8\n"
-            "mobilenet_v2         1        NCHW   weight-free                    torchvision\n"
+            "efficientnet-lite0   1        NCHW   real (trained)                 EfficientNet\n"
+            "efficientnet-lite0-int8 1     NCHW   real (trained)                 INT8\n"
+            "mobilenet_v2         1        NCHW   real (trained)                 torchvision\n"
+            "resnet50             1        NCHW   WEIGHT-FREE (throughput only)  torchvision\n"
         )
-        self.assertEqual(measure.parse_presets(listing), ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2"])
+        self.assertEqual(
+            measure.parse_presets(listing), ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2", "resnet50"]
+        )
 
     def test_rfc3339_keeps_the_fraction(self):
         a = measure.rfc3339_seconds("2026-12-01T14:00:00.123456Z")

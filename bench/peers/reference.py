@@ -2,7 +2,8 @@
 
 A preset's manifest (models/presets/<name>.toml) says which resize filter and normalisation the model
 wants; this module reads it and does exactly what the README's reference does: Pillow decode to RGB,
-shorter side to `resize_to` (longer side floored), centre crop, float32 in the manifest's layout.
+shorter side to `resize_to` (longer side floored), centre crop (offset floored, or rounded half to even with
+`crop_rounding = "half-even"`, as torchvision's CenterCrop does), float32 in the manifest's layout.
 """
 import io
 import os
@@ -46,6 +47,7 @@ class Preset:
             raise ValueError(f"{name}: the peers only implement resize = shorter-side-crop")
         self.resize_to = int(pre.get("resize_to", 256))
         self.filter = FILTERS[pre.get("filter", "catmull-rom")]
+        self.crop_rounding = pre.get("crop_rounding", "floor")
         self.normalize = pre.get("normalize", "tf127")
         if manifest["input"].get("channel_order", "RGB") != "RGB":
             raise ValueError(f"{name}: the peers only implement RGB channel order")
@@ -61,8 +63,10 @@ class Preset:
         else:
             size = ((self.resize_to * w) // short, self.resize_to)
         resized = rgb.resize(size, self.filter)
-        left = (size[0] - self.size) // 2
-        top = (size[1] - self.size) // 2
+        if self.crop_rounding == "half-even":  # Python's round() is half to even
+            left, top = round((size[0] - self.size) / 2), round((size[1] - self.size) / 2)
+        else:
+            left, top = (size[0] - self.size) // 2, (size[1] - self.size) // 2
         crop = resized.crop((left, top, left + self.size, top + self.size))
         pixels = np.asarray(crop, dtype=np.float32)  # H, W, C
         if self.normalize == "tf127":

@@ -217,15 +217,77 @@ fn classify_prints_predictions_and_rejections_as_json() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("efficientnet-lite0"));
 }
 
+/// `file -> torchvision's top-1` for the sample images, from `data/imagenet-sample/expected-mobilenet_v2.tsv`.
+fn torchvision_top1() -> std::collections::HashMap<String, u64> {
+    let text = std::fs::read_to_string(repo().join("data/imagenet-sample/expected-mobilenet_v2.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            (f[0].to_owned(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// How many predictions (JSON lines with `file` and `class_index`) agree with torchvision's top-1.
+fn agreeing_with_torchvision(lines: &[serde_json::Value]) -> usize {
+    let expected = torchvision_top1();
+    lines
+        .iter()
+        .filter(|l| {
+            let file = l["file"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+            expected.get(file).is_some_and(|top1| l["class_index"].as_u64() == Some(*top1))
+        })
+        .count()
+}
+
+#[test]
+fn model_mobilenet_v2_classifies_like_torchvision_by_flag_and_by_yaml() {
+    let out = fvision(&["classify", "--json", "--model", "mobilenet_v2", "data/imagenet-sample"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 100);
+    assert!(lines.iter().all(|l| l["model_name"] == "mobilenet_v2"));
+    let agreeing = agreeing_with_torchvision(&lines);
+    // models/tests/inference.rs holds the exact figures; here: real predictions, not the weight-free class 0.
+    assert!(agreeing >= 99, "--model mobilenet_v2 agrees with torchvision on {agreeing}/100");
+
+    // `model: mobilenet_v2` in the sink's YAML, through `fvision run --config`.
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let shipped = std::fs::read_to_string(repo().join("fluvio-config/connectors/inference-sink.yaml")).unwrap();
+    assert!(shipped.contains("  model: efficientnet-lite0\n"));
+    let yaml = dir.join("inference-sink.yaml");
+    std::fs::write(&yaml, shipped.replace("  model: efficientnet-lite0\n", "  model: mobilenet_v2\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let jsonl = dir.join("out.jsonl");
+    let args =
+        ["run", "--config", yaml.to_str().unwrap(), "--metrics-port", &port, "--output", jsonl.to_str().unwrap()];
+    let images: Vec<String> = lines.iter().take(10).map(|l| l["file"].as_str().unwrap().to_owned()).collect();
+    let out = fvision(&[&args[..], &images.iter().map(String::as_str).collect::<Vec<_>>()].concat(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&jsonl).unwrap();
+    let run_lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(run_lines.len(), 10, "{written}");
+    assert!(run_lines.iter().all(|l| l["model_name"] == "mobilenet_v2"), "{written}");
+    let agreeing = agreeing_with_torchvision(&run_lines);
+    assert!(agreeing >= 9, "model: mobilenet_v2 in YAML agrees with torchvision on {agreeing}/10:\n{written}");
+}
+
 #[test]
 fn models_list_and_show_describe_every_preset() {
     let list = String::from_utf8_lossy(&fvision(&["models", "list"], None).stdout).into_owned();
-    for name in
-        ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]
-    {
-        assert!(list.contains(name), "{name}");
+    let weights = |name: &str| {
+        let row = list.lines().find(|l| l.split_whitespace().next() == Some(name));
+        row.unwrap_or_else(|| panic!("{name} is not listed:\n{list}")).to_owned()
+    };
+    for name in ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2"] {
+        assert!(weights(name).contains("real (trained)"), "{}", weights(name));
     }
-    assert_eq!(list.matches("WEIGHT-FREE (meaningless output)").count(), 4, "{list}");
+    for name in ["mobilenet_v2-keras", "mobilenet_v2-light", "resnet50", "vgg16"] {
+        assert!(weights(name).contains("WEIGHT-FREE (throughput only)"), "{}", weights(name));
+    }
+    assert_eq!(list.lines().count(), 8, "a header and seven presets:\n{list}");
     let show = fvision(&["models", "show", "mobilenet_v2-keras"], None);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(show.status.success());

@@ -15,7 +15,9 @@ mod runtime;
 
 pub use classifier::{Classification, Classifier, ClassifierOptions, TensorInfo};
 pub use error::{ManifestError, ModelError, PreprocessError};
-pub use manifest::{ChannelOrder, Layout, Manifest, ModelSpec, Normalize, OutputKind, ResizeFilter, ResizePolicy};
+pub use manifest::{
+    ChannelOrder, CropRounding, Layout, Manifest, ModelSpec, Normalize, OutputKind, ResizeFilter, ResizePolicy,
+};
 pub use preprocess::{
     crop_box, jpeg_thumbnail, CropBox, ImageInfo, PreparedBatch, Preprocessor, StageTimes, ThumbnailSink,
 };

@@ -53,6 +53,18 @@ pub enum ResizeFilter {
     Lanczos3,
 }
 
+/// How the centre crop's offset `(resized - size) / 2` is rounded when the margin is odd. The two conventions
+/// put the crop one pixel apart, which moves a model's probabilities by up to a few hundredths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropRounding {
+    /// `floor((W - size) / 2)`: the integer division of the TF and EfficientNet-Lite references (the default).
+    #[default]
+    Floor,
+    /// `round((W - size) / 2)` with ties to even, as Python's `round` in torchvision's `CenterCrop`.
+    HalfEven,
+}
+
 /// Pixel normalisation: `(v / 255 - mean[c]) / std[c]` per channel, with presets for common conventions.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -129,6 +141,9 @@ pub struct PreprocessSection {
     /// Shorter side before the centre crop (`shorter-side-crop` only).
     #[serde(default)]
     pub resize_to: Option<u32>,
+    /// Rounding of the centre crop's offset (`shorter-side-crop` only; `floor` when absent).
+    #[serde(default)]
+    pub crop_rounding: Option<CropRounding>,
     /// Resampling filter.
     pub filter: ResizeFilter,
     /// Normalisation preset.
@@ -174,6 +189,8 @@ pub struct ModelSpec {
     pub labels_path: PathBuf,
     /// Shorter side before cropping (equals `size` for `squash`).
     pub resize_to: u32,
+    /// Rounding of the centre crop's offset.
+    pub crop_rounding: CropRounding,
     /// Per-channel mean (0..1 units), in the model's channel order.
     pub mean: [f32; 3],
     /// Per-channel std (0..1 units), in the model's channel order.
@@ -221,6 +238,15 @@ impl ModelSpec {
                 return Err(invalid("preprocess.resize_to", "no value with resize = \"squash\""))
             }
         };
+        let crop_rounding = match (pre.resize, pre.crop_rounding) {
+            (ResizePolicy::Squash, Some(_)) => {
+                return Err(invalid(
+                    "preprocess.crop_rounding",
+                    "no value with resize = \"squash\" (nothing is cropped)",
+                ))
+            }
+            (_, rounding) => rounding.unwrap_or_default(),
+        };
         let (mean, std) = match pre.normalize {
             Normalize::Custom => {
                 let three = |v: &Option<Vec<f32>>| -> Option<[f32; 3]> { v.as_deref()?.try_into().ok() };
@@ -246,7 +272,7 @@ impl ModelSpec {
         if !labels_path.is_file() {
             return Err(invalid("labels", &format!("a label file; {} does not exist", labels_path.display())));
         }
-        Ok(Self { manifest, path: path.to_owned(), onnx_path, labels_path, resize_to, mean, std })
+        Ok(Self { manifest, path: path.to_owned(), onnx_path, labels_path, resize_to, crop_rounding, mean, std })
     }
 
     /// The model name.
@@ -309,6 +335,10 @@ kind = "logits"
     fn a_valid_manifest_resolves_paths_and_presets() {
         let spec = parse(&manifest("")).unwrap();
         assert_eq!(spec.resize_to, 256);
+        assert_eq!(spec.crop_rounding, CropRounding::Floor, "floor unless the manifest says otherwise");
+        let spec =
+            parse(&manifest("").replace("resize_to = 256", "resize_to = 256\ncrop_rounding = \"half-even\"")).unwrap();
+        assert_eq!(spec.crop_rounding, CropRounding::HalfEven);
         assert!((spec.mean[0] - 127.0 / 255.0).abs() < 1e-7);
         assert!(spec.onnx_path.ends_with("m.onnx"));
     }
@@ -332,6 +362,14 @@ kind = "logits"
         assert!(err.contains("m.toml") && err.contains("NCWH"), "{err}");
         let err = parse(&manifest("").replace("resize_to = 256", "resize_to = 100")).map_err(with_causes).unwrap_err();
         assert!(err.contains("`preprocess.resize_to`"), "{err}");
+        let squash =
+            manifest("").replace("resize_to = 256", "crop_rounding = \"floor\"").replace("shorter-side-crop", "squash");
+        let err = parse(&squash).map_err(with_causes).unwrap_err();
+        assert!(err.contains("`preprocess.crop_rounding`") && err.contains("nothing is cropped"), "{err}");
+        let err = parse(&manifest("").replace("resize_to = 256", "resize_to = 256\ncrop_rounding = \"ceil\""))
+            .map_err(with_causes)
+            .unwrap_err();
+        assert!(err.contains("ceil") && err.contains("half-even"), "the accepted values are listed: {err}");
         let err = parse(&manifest("colour = 1")).map_err(with_causes).unwrap_err();
         assert!(err.contains("colour"), "unknown fields are named: {err}");
         let err = parse(&manifest("").replace("\"tf127\"", "\"custom\"")).map_err(with_causes).unwrap_err();

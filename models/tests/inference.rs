@@ -40,20 +40,22 @@ struct Reference {
     stable: bool,
 }
 
+/// The fields of every row of a `data/imagenet-sample` TSV file, its header skipped.
+fn sample_rows(file: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(data(&format!("imagenet-sample/{file}"))).unwrap();
+    text.lines().skip(1).map(|line| line.split('\t').map(str::to_owned).collect()).collect()
+}
+
 fn references() -> Vec<Reference> {
-    let text = std::fs::read_to_string(data("imagenet-sample/expected-top5.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            let first = |s: &str| s.split(',').next().unwrap().to_string();
-            Reference {
-                file: f[0].to_string(),
-                class_index: f[1].parse().unwrap(),
-                top1: first(f[2]).parse().unwrap(),
-                top1_prob: first(f[3]).parse().unwrap(),
-                stable: f[5] == "yes",
-            }
+    let first = |s: &str| s.split(',').next().unwrap().to_string();
+    sample_rows("expected-top5.tsv")
+        .iter()
+        .map(|f| Reference {
+            file: f[0].clone(),
+            class_index: f[1].parse().unwrap(),
+            top1: first(&f[2]).parse().unwrap(),
+            top1_prob: first(&f[3]).parse().unwrap(),
+            stable: f[5] == "yes",
         })
         .collect()
 }
@@ -96,8 +98,40 @@ fn efficientnet_reproduces_the_reference_preprocessing_on_the_imagenet_sample() 
     assert!(correct >= 88, "top-1 accuracy {correct}/100 is below 88");
 }
 
+/// The kernels ONNX Runtime's MLAS picks for INT8 (u8 x s8) convolutions on this CPU, in its order of
+/// preference. With VNNI the dot products are exact; without it (AVX2, AVX-512 without VNNI) they pass through
+/// saturating 16-bit sums, which only 7-bit weights (`reduce_range`) keep exact. INT8 accuracy therefore
+/// depends on this, and every INT8 figure says which it came from.
+fn int8_instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            "AVX-512 VNNI"
+        } else if is_x86_feature_detected!("avx512bw") {
+            "AVX-512 without VNNI"
+        } else if is_x86_feature_detected!("avxvnni") {
+            "AVX-VNNI"
+        } else if is_x86_feature_detected!("avx2") {
+            "AVX2 without VNNI"
+        } else {
+            "SSE4.1 or older"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "not x86-64"
+    }
+}
+
+/// Set for the emulated run of the INT8 check: the instruction set it must find, proving the emulation.
+const EXPECT_INT8_ISA_ENV: &str = "FVISION_EXPECT_INT8_ISA";
+
 #[test]
 fn the_int8_preset_keeps_the_fp32_top1_on_the_imagenet_sample() {
+    let isa = int8_instruction_set();
+    if let Some(expected) = std::env::var_os(EXPECT_INT8_ISA_ENV) {
+        assert_eq!(isa, expected.to_string_lossy(), "the emulated CPU is not the one asked for");
+    }
     // Calibrated on views of data/demo-images only (models/tools/quantize.py), so the sample is unseen.
     let int8 = load("efficientnet-lite0-int8");
     let refs = references();
@@ -109,12 +143,96 @@ fn the_int8_preset_keeps_the_fp32_top1_on_the_imagenet_sample() {
     let agreeing = agree.iter().filter(|a| **a).count();
     let stable_disagree: Vec<&str> =
         refs.iter().zip(&agree).filter(|(r, a)| r.stable && !**a).map(|(r, _)| r.file.as_str()).collect();
-    println!("INT8 top-1 {correct}/100 (FP32 reference {fp32_correct}/100), same top-1 as FP32 on {agreeing}/100");
-    assert!(correct + 1 >= fp32_correct, "INT8 top-1 {correct}/100 is more than 1 point below FP32's {fp32_correct}");
+    println!(
+        "INT8 kernels: {isa}. INT8 top-1 {correct}/100 (FP32 reference {fp32_correct}/100), same top-1 as FP32 on \
+         {agreeing}/100"
+    );
+    assert!(
+        correct + 1 >= fp32_correct,
+        "{isa}: INT8 top-1 {correct}/100 is more than 1 point below FP32's {fp32_correct}"
+    );
     assert!(
         agreeing >= 95,
-        "INT8 and FP32 agree on only {agreeing}/100; filter-stable disagreements: {stable_disagree:?}"
+        "{isa}: INT8 and FP32 agree on only {agreeing}/100; filter-stable disagreements: {stable_disagree:?}"
     );
+}
+
+/// The CPU QEMU emulates for the INT8 check without VNNI: AVX2 and FMA, no AVX-512 (QEMU cannot emulate it).
+const NO_VNNI_CPU: &str = "Haswell";
+
+#[test]
+fn the_int8_preset_keeps_the_fp32_top1_without_vnni_too() {
+    // The INT8 kernels differ by CPU, so one machine's verdict would say nothing about the other kind. The
+    // check above runs on this CPU; here it runs again in QEMU's user-mode emulation of a CPU with AVX2 and no
+    // VNNI (the saturating kernels), whatever this machine has. Slow (emulated), but never CPU-dependent.
+    if std::env::var_os(EXPECT_INT8_ISA_ENV).is_some() {
+        return; // this binary is the emulated child: the parent runs this test
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("qemu-x86_64")
+        .args(["-cpu", NO_VNNI_CPU])
+        .arg(&exe)
+        .args(["--exact", "the_int8_preset_keeps_the_fp32_top1_on_the_imagenet_sample", "--nocapture"])
+        .env(EXPECT_INT8_ISA_ENV, "AVX2 without VNNI")
+        .output();
+    let out = out.unwrap_or_else(|e| {
+        panic!("cannot start qemu-x86_64 ({e}): install qemu-user (scripts/lib.sh ensure_qemu does) to check INT8 without VNNI")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr: Vec<&str> = stderr.lines().filter(|l| !l.contains("TCG doesn't support")).collect();
+    let stderr = stderr.join("\n");
+    let figures = stdout.lines().find(|l| l.starts_with("INT8 kernels:")).unwrap_or("no INT8 figures printed");
+    println!("emulated {NO_VNNI_CPU}: {figures}");
+    assert!(out.status.success(), "the INT8 check failed on an emulated {NO_VNNI_CPU}:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed") && figures.contains("AVX2 without VNNI"), "{stdout}\n{stderr}");
+}
+
+/// One row of `expected-mobilenet_v2.tsv`: torchvision's own prediction for a sample image.
+struct TorchvisionReference {
+    file: String,
+    top1: usize,
+    top1_prob: f32,
+}
+
+fn torchvision_references() -> Vec<TorchvisionReference> {
+    // file, class_index, top1_index, top1_prob, then the label as `synset<TAB>name`.
+    sample_rows("expected-mobilenet_v2.tsv")
+        .iter()
+        .map(|f| TorchvisionReference {
+            file: f[0].clone(),
+            top1: f[2].parse().unwrap(),
+            top1_prob: f[3].parse().unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn mobilenet_v2_classifies_the_imagenet_sample_like_torchvision() {
+    let model = load("mobilenet_v2");
+    assert!(model.spec().manifest.real_weights);
+    let refs = torchvision_references();
+    assert_eq!(refs.len(), 100);
+    let files: Vec<PathBuf> = refs.iter().map(|r| data(&format!("imagenet-sample/{}", r.file))).collect();
+    let predictions = model.classify_batch(&prepare(&model, &files), 5, 0.0).unwrap();
+    let same_top1: Vec<bool> = refs.iter().zip(&predictions).map(|(r, p)| p.class_index == r.top1).collect();
+    let mut diffs: Vec<(f32, &str)> =
+        refs.iter().zip(&predictions).map(|(r, p)| ((p.confidence - r.top1_prob).abs(), r.file.as_str())).collect();
+    diffs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let agreeing = same_top1.iter().filter(|s| **s).count();
+    let close = diffs.iter().filter(|(d, _)| *d <= 0.02).count();
+    let differing: Vec<&str> =
+        refs.iter().zip(&same_top1).filter(|(_, s)| !**s).map(|(r, _)| r.file.as_str()).collect();
+    println!(
+        "mobilenet_v2: same top-1 as torchvision on {agreeing}/100 (differ: {differing:?}), top-1 probability \
+         within 0.02 on {close}/100; largest differences {:?}",
+        &diffs[..5]
+    );
+    // The issue's bar: at least 99 and 97. Measured 100 and 100, largest difference 0.0084; the 8-bit bilinear
+    // resize, 1 off Pillow on 18 % of the values, got 99 and 97 with 0.033, which the last bound catches.
+    assert!(agreeing >= 99, "same top-1 as torchvision on only {agreeing}/100: {differing:?}");
+    assert!(close >= 97, "top-1 probability within 0.02 of torchvision's on only {close}/100: {:?}", &diffs[..5]);
+    assert!(diffs[0].0 <= 0.015, "the resize no longer follows Pillow's bilinear: {:?}", &diffs[..5]);
 }
 
 /// A sample image enlarged four times and encoded again (quality 90): a large photo, as uploads often are.
@@ -203,7 +321,15 @@ fn every_preset_loads_and_runs() {
     let names: Vec<&str> = registry.list().iter().map(|s| s.name()).collect();
     assert_eq!(
         names,
-        ["efficientnet-lite0", "efficientnet-lite0-int8", "mobilenet_v2", "mobilenet_v2-keras", "resnet50", "vgg16"]
+        [
+            "efficientnet-lite0",
+            "efficientnet-lite0-int8",
+            "mobilenet_v2",
+            "mobilenet_v2-keras",
+            "mobilenet_v2-light",
+            "resnet50",
+            "vgg16"
+        ]
     );
     let chelsea = data("demo-images/chelsea.jpg");
     for spec in registry.list() {
@@ -322,13 +448,17 @@ fn hostile_and_unusual_inputs_become_rgb_or_a_clear_rejection() {
     ] {
         assert!(decode(name).is_ok(), "{name}");
     }
-    // Tiny and extreme shapes go through the crop-aware resize without a huge intermediate.
-    for name in ["valid-1x1.png", "extreme-aspect-10000x2.png"] {
-        let bytes = std::fs::read(data(&format!("bad-inputs/{name}"))).unwrap();
-        let mut batch = PreparedBatch::with_capacity(pre, 1);
-        batch.push(pre, &bytes, EventMeta::default()).unwrap();
-        assert_eq!(batch.tensor(0..1).len(), pre.tensor_len(), "{name}");
-        assert!(batch.tensor(0..1).iter().all(|v| v.is_finite()));
+    // Tiny and extreme shapes go through the crop-aware resize without a huge intermediate, in the 8-bit
+    // (bicubic) and the 16-bit (bilinear) path.
+    let mobilenet = load("mobilenet_v2");
+    for pre in [pre, mobilenet.preprocessor()] {
+        for name in ["valid-1x1.png", "extreme-aspect-10000x2.png"] {
+            let bytes = std::fs::read(data(&format!("bad-inputs/{name}"))).unwrap();
+            let mut batch = PreparedBatch::with_capacity(pre, 1);
+            batch.push(pre, &bytes, EventMeta::default()).unwrap();
+            assert_eq!(batch.tensor(0..1).len(), pre.tensor_len(), "{name}");
+            assert!(batch.tensor(0..1).iter().all(|v| v.is_finite()));
+        }
     }
     // Bombs are refused from the header; broken data is a decode error, never a panic.
     assert_eq!(decode("bomb-10000x10000-grey-8bit.png").unwrap_err().reason, RejectReason::TooManyPixels);

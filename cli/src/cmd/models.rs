@@ -11,7 +11,8 @@ use fvision_models::{Classifier, ClassifierOptions, Registry};
 /// Inspect the model registry.
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// List the shipped presets.
+    /// List the shipped presets: which have real (trained) weights, and which are weight-free graphs for
+    /// throughput measurements only.
     #[command(after_help = "Examples:\n  fvision models list")]
     List,
     /// Show a model's manifest and the tensor shapes read from its ONNX file.
@@ -39,7 +40,7 @@ pub fn run(command: ModelsCommand) -> Result<ExitCode> {
             println!("{:<20} {:<8} {:<6} {:<30} description", "name", "version", "layout", "weights");
             for spec in registry.list() {
                 let m = &spec.manifest;
-                let weights = if m.real_weights { "real" } else { "WEIGHT-FREE (meaningless output)" };
+                let weights = if m.real_weights { "real (trained)" } else { "WEIGHT-FREE (throughput only)" };
                 println!(
                     "{:<20} {:<8} {:<6} {:<30} {}",
                     m.name,
@@ -72,8 +73,14 @@ pub fn run(command: ModelsCommand) -> Result<ExitCode> {
                 m.input.name, m.input.layout, m.input.size, m.input.size, m.input.channel_order
             );
             println!(
-                "preprocess:    {:?} to {} ({:?}), normalize {:?} (mean {:?}, std {:?})",
-                m.preprocess.resize, spec.resize_to, m.preprocess.filter, m.preprocess.normalize, spec.mean, spec.std
+                "preprocess:    {:?} to {} ({:?}, crop offset {:?}), normalize {:?} (mean {:?}, std {:?})",
+                m.preprocess.resize,
+                spec.resize_to,
+                m.preprocess.filter,
+                spec.crop_rounding,
+                m.preprocess.normalize,
+                spec.mean,
+                spec.std
             );
             println!("output:        `{}` {:?}, max batch {}", m.output.name, m.output.kind, m.max_batch);
             for (kind, tensors) in [("onnx input", model.inputs()), ("onnx output", model.outputs())] {
