@@ -127,6 +127,18 @@ ensure_importer() {
   fi
 }
 
+# QEMU's user-mode emulator, for the test that runs the INT8 model on an emulated AVX2-only CPU (no VNNI),
+# so the suite checks both of ONNX Runtime's integer kernels whatever CPU it runs on.
+ensure_qemu() {
+  command -v qemu-x86_64 >/dev/null && return
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing qemu-user with apt-get (to check the INT8 model on an emulated CPU without VNNI)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user >/dev/null; }; then
+    say "could not install qemu-user: the emulated INT8 test will fail and say why"
+  fi
+}
+
 # One optimised build serves the demo, the tests and the benchmarks.
 build() {
   say "building the SmartModules (WASM), fvision and the connectors (release; first build takes several minutes)"

@@ -8,6 +8,7 @@ ensure_onnxruntime
 ensure_emulators
 ensure_browser
 ensure_importer
+ensure_qemu
 cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check
