@@ -375,8 +375,8 @@ mod tests {
         let now = Instant::now();
         let since = now - Duration::from_secs(12);
         let health = vec![
-            super::crate::OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
-            super::crate::OutputReport {
+            crate::OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
+            crate::OutputReport {
                 name: "bigquery".into(),
                 health: OutputHealth::Retrying { since, attempts: 7, last_error: "HTTP 503: down".into() },
                 backlog: 31,
