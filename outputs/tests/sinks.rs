@@ -14,8 +14,8 @@ use fvision_outputs::gcs::{self, GcsConfig, GcsOutput};
 use fvision_outputs::kafka::{KafkaConfig, KafkaOutput};
 use fvision_outputs::route;
 use fvision_outputs::BelowThreshold;
-use fvision_outputs::{Delivery, Output, OutputHealth, ReplayWindow, SourcePosition};
-use fvision_pipeline::Outcome;
+use fvision_outputs::{Delivery, Output, OutputHealth, ReplayWindow};
+use fvision_pipeline::{Outcome, SourcePosition};
 use fvision_records::{prediction_id, ClassScore, EventMeta, Prediction, RejectReason, RejectedImage, Source, Stage};
 use fvision_tests::emulators::{self, Emulator, PROJECT};
 

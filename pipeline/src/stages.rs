@@ -364,7 +364,9 @@ fn decode_stage(
                 detail: format!("validated data is not base64: {e}"),
             })?;
             let mut batch = PreparedBatch::with_capacity(pre, 1);
-            batch.push(pre, &image, task.meta.clone()).map_err(|e| StageFailure { reason: e.reason, detail: e.detail })?;
+            batch
+                .push(pre, &image, task.meta.clone())
+                .map_err(|e| StageFailure { reason: e.reason, detail: e.detail })?;
             Ok(batch)
         });
         let sent = match prepared {
