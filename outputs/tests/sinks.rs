@@ -131,7 +131,7 @@ fn bigquery_rows_land_once_and_the_runbooks_queries_run() {
 
     // The runbook's two queries (the job's own), on this table.
     let runbook =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/RUNBOOK.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fluvio-config/RUNBOOK.md")).unwrap();
     let queries = runbook_queries(&runbook);
     assert_eq!(queries.len(), 2, "the runbook has the recent-predictions and per-model queries");
     let table = format!("{PROJECT}.ml_streaming.image_predictions");
