@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fvision_connector_common::{locate_smartmodule, WasmValidator, SMARTMODULE_ENV};
 use fvision_models::{Classifier, ClassifierOptions, Registry, DEFAULT_MODEL};
-use inference_sink::PipelineSettings;
+use fvision_pipeline::PipelineSettings;
 
 /// Which model to load and how; shared by the subcommands that classify.
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 use fvision_models::Classifier;
+use fvision_pipeline::{run_pipeline, Item, Outcome, PipelineSettings, PipelineStats, Validate};
 use fvision_records::{RejectReason, RejectedImage, Stage};
-use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings, PipelineStats, Validate};
 
 use crate::inputs::{InputError, InputSource};
 use crate::output::progress;

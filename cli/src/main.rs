@@ -68,7 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    inference_sink::memory::limit_malloc_arenas();
+    fvision_pipeline::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     fvision_connector_common::binary::init_logging("warn");
     let result = match cli.command {

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Result;
-use inference_sink::outputs::jsonl::write_line;
-use inference_sink::Outcome;
+use fvision_outputs::jsonl::write_line;
+use fvision_pipeline::Outcome;
 
 /// Width of the image column; longer names are printed whole, not cut.
 const NAME_WIDTH: usize = 40;

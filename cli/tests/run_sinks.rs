@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fvision_outputs::bigquery;
 use fvision_tests::emulators::{self, PROJECT};
-use inference_sink::outputs::bigquery;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -72,7 +72,7 @@ fn run_with_a_config_writes_to_its_bigquery_and_kafka_sections() {
     let rejected = lines.iter().filter(|l| l["status"] == "rejected").count();
     assert!(predictions.len() >= 6 && rejected >= 5, "{} predictions, {rejected} rejections", predictions.len());
 
-    let loaded = inference_sink::config::load(&config, None).unwrap();
+    let loaded = fvision_sink_config::load(&config, None).unwrap();
     let settings = loaded.inference.bigquery.as_ref().unwrap().settings(&config, "").unwrap();
     let ids: BTreeSet<String> =
         column(&settings, &format!("SELECT prediction_id FROM {}", settings.table_ref())).into_iter().collect();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use inference_sink::PipelineSettings;
+use fvision_pipeline::PipelineSettings;
 
 use crate::args::ModelArgs;
 use crate::feed::run_inputs;

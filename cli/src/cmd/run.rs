@@ -9,9 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use fluvio_future::task::run_block_on;
-use inference_sink::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
-use inference_sink::outputs::{Destination, JsonlOutput, LocalOutputs, OutputSet};
-use inference_sink::BelowThreshold;
+use fvision_outputs::{BelowThreshold, Destination, JsonlOutput, LocalOutputs, OutputSet};
+use fvision_status::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
 
 use crate::args::{ModelArgs, PipelineArgs, ValidatorArgs};
 use crate::data::demo_images;
@@ -84,7 +83,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut sink_settings = None;
     let (mut validator, mut classifier, pipeline, output) = match &args.config {
         Some(path) => {
-            let settings = inference_sink::config::load(path, args.secrets.as_deref())?;
+            let settings = fvision_sink_config::load(path, args.secrets.as_deref())?;
             sink_settings = Some(settings.clone());
             let config = &settings.inference;
             let model = ModelArgs {
@@ -121,7 +120,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut page_url = None;
     if let Some(port) = port {
         let address = SocketAddr::new(address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
-        let bound = inference_sink::endpoint::serve(address, dashboard.clone())
+        let bound = fvision_status::serve(address, dashboard.clone())
             .with_context(|| format!("starting the HTTP endpoint on {address}"))?;
         eprintln!("metrics on http://{bound}/metrics");
         if dashboard.is_some() {
@@ -138,7 +137,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else if dashboard_on {
         anyhow::bail!("the config's `dashboard: true` needs a port: set `metrics-port` or pass --dashboard PORT");
     }
-    inference_sink::events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
+    fvision_pipeline::metrics::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
     // The outputs are the connector's own, built from the same YAML (its BigQuery, Kafka and GCS sections
     // too), without the Fluvio topics; the table is this command's console.
     let jsonl = match &output {
@@ -148,7 +147,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let outputs = match &sink_settings {
         Some(settings) => {
             let local = LocalOutputs { topics: None, console: false, jsonl, below, source_topic: String::new() };
-            OutputSet::build(settings, local)?
+            OutputSet::build(&settings.path, settings.inference.external(), local)?
         }
         None => {
             let outputs = OutputSet::new(below);

@@ -5,11 +5,13 @@
 //! deployment validate identically.
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod binary;
 pub mod config;
 pub mod dead_letter;
 pub mod engine;
 pub mod google;
+pub mod offsets;
 pub mod producer;
 pub mod replay;
 pub mod secret;

@@ -32,13 +32,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    inference_sink::memory::limit_malloc_arenas();
+    fvision_pipeline::memory::limit_malloc_arenas();
     binary::init_logging(binary::CONNECTOR_LOG_FILTER);
     binary::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = inference_sink::config::load(&args.connector.config, args.connector.secrets.as_deref())?;
+    let config = fvision_sink_config::load(&args.connector.config, args.connector.secrets.as_deref())?;
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");

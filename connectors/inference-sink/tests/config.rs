@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fvision_connector_common::config::{OffsetStart, OffsetStrategy, PartitionSelection};
-use inference_sink::config::{is_image_validate, load, BelowThreshold};
-use inference_sink::ValidateAt;
+use fvision_sink_config::{is_image_validate, load, BelowThreshold, ValidateAt};
 
 use fvision_tests::fixtures::connectors_dir as config_dir;
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_pipeline::{run_pipeline, Item, Outcome, PipelineSettings};
 use fvision_records::{prediction_id, Prediction, RejectReason, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::{data_files, wasm_validator};
-use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings};
 
 /// What the embedded pipeline made of one record value.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +175,7 @@ impl Connector {
             .args(args)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info,inference_sink=debug,fluvio=warn")
+            .env("RUST_LOG", "info,inference_sink=debug,fvision_pipeline=debug,fvision_outputs=debug,fvision_status=debug,fluvio=warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -362,16 +362,9 @@ fn check_outputs(seen: &Seen, inputs: &Inputs) -> usize {
 
 /// `GET /metrics` on the connector's Prometheus endpoint.
 fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let (status, body) = fvision_tests::browser::http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "GET /metrics");
+    String::from_utf8(body).unwrap()
 }
 
 fn metric(scraped: &str, line_start: &str) -> f64 {
@@ -400,7 +393,7 @@ fn a_killed_connector_loses_nothing_and_sigterm_commits() {
     assert!(!connector.wait(Duration::from_secs(60)).success());
     assert!(connector.log().contains("topic `fvt-no-such-topic` does not exist"), "{}", connector.log());
 
-    let port = free_port();
+    let port = fvision_tests::emulators::free_port();
     let settings = format!(
         "  model: resnet50\n  max-batch: 1\n  workers: 1\n  validate-at: connector\n  metrics-port: {port}\n  \
          summary-interval: 1s"
@@ -575,7 +568,7 @@ fn the_shipped_config_drains_a_topic() {
         .replace("    id: inference-sink\n", &format!("    id: {consumer}\n"))
         .replace("predictions-topic: predictions\n", &format!("predictions-topic: {}\n", topics.predictions))
         .replace("dlq-topic: images-dlq\n", &format!("dlq-topic: {}\n", topics.dlq))
-        .replace("metrics-port: 9464", &format!("metrics-port: {}", free_port()));
+        .replace("metrics-port: 9464", &format!("metrics-port: {}", fvision_tests::emulators::free_port()));
     assert!(yaml.contains(&topics.dlq) && yaml.contains(&consumer), "the shipped YAML changed shape:\n{yaml}");
     let config = dir.path().join("shipped.yaml");
     std::fs::write(&config, yaml).unwrap();
@@ -884,8 +877,8 @@ fn hostile_records_become_dead_letters_that_fit_on_both_validation_paths() {
     assert_eq!(decode_dead_letters[0], decode_dead_letters[1], "in the connector vs on the SPU");
 }
 /// Rows, objects and messages the external sinks hold after the connector's runs.
-fn bigquery_counts(settings: &inference_sink::outputs::bigquery::BigQuerySettings) -> (i64, i64) {
-    use inference_sink::outputs::bigquery;
+fn bigquery_counts(settings: &fvision_outputs::bigquery::BigQuerySettings) -> (i64, i64) {
+    use fvision_outputs::bigquery;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = bigquery::client(settings).await.unwrap();
@@ -897,8 +890,8 @@ fn bigquery_counts(settings: &inference_sink::outputs::bigquery::BigQuerySetting
     })
 }
 
-fn gcs_lines(settings: &inference_sink::outputs::gcs::GcsSettings) -> (Vec<String>, Vec<String>) {
-    use inference_sink::outputs::gcs::GcsClient;
+fn gcs_lines(settings: &fvision_outputs::gcs::GcsSettings) -> (Vec<String>, Vec<String>) {
+    use fvision_outputs::gcs::GcsClient;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = GcsClient::new(settings).await.unwrap();
@@ -951,7 +944,7 @@ fn external_sinks_hold_each_prediction_once_after_a_crash_before_the_commit() {
     );
     let consumer = unique_name("fvt-ext-sink");
     let config = write_config(dir.path(), &consumer, &topics, &sinks, "transforms:\n  - uses: image-validate");
-    let loaded = inference_sink::config::load(&config, None).unwrap();
+    let loaded = fvision_sink_config::load(&config, None).unwrap();
     let bq_settings = loaded.inference.bigquery.as_ref().unwrap().settings(&config, &topics.images).unwrap();
     let gcs_settings = loaded.inference.gcs.as_ref().unwrap().settings(&config).unwrap();
 
@@ -1035,7 +1028,7 @@ fn a_sink_failing_past_max_retry_time_exits_1_with_nothing_committed_beyond_what
     );
     let consumer = unique_name("fvt-giveup-sink");
     let config = write_config(dir.path(), &consumer, &topics, &sinks, "transforms:\n  - uses: image-validate");
-    let loaded = inference_sink::config::load(&config, None).unwrap();
+    let loaded = fvision_sink_config::load(&config, None).unwrap();
     let gcs_settings = loaded.inference.gcs.as_ref().unwrap().settings(&config).unwrap();
 
     // Wave 1 while GCS is up: delivered, acknowledged, committed.

@@ -58,7 +58,7 @@ fn start_fvision(dir: &Path, log: &str, args: &[&str]) -> Process {
     let models = repo_root().join("models/presets");
     let env = [
         ("FVISION_MODELS_DIR", models.to_str().unwrap()),
-        ("RUST_LOG", "warn,inference_sink=info,kafka_source=info,gcs_source=info"),
+        ("RUST_LOG", "warn,inference_sink=info,fvision_pipeline=info,fvision_outputs=info,fvision_status=info,kafka_source=info,gcs_source=info"),
     ];
     Process::start(&target_binary("fvision"), args, &env, &dir.join(log))
 }
@@ -372,7 +372,7 @@ impl Job {
         let above: BTreeSet<String> =
             outcomes.predictions.iter().filter(|p| p.above_threshold).map(|p| p.prediction_id.clone()).collect();
         let rows = {
-            use inference_sink::outputs::bigquery::{client, first_column, query, BigQueryConfig};
+            use fvision_outputs::bigquery::{client, first_column, query, BigQueryConfig};
             let config: BigQueryConfig = serde_json::from_value(serde_json::json!({
                 "project": PROJECT, "dataset": self.dataset, "table": "image_predictions", "endpoint": self.bigquery.url()}))
             .unwrap();

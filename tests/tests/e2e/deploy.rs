@@ -53,7 +53,7 @@ fn fvision(dir: &Path, log: &str, args: &[&str], limit: Duration) -> (bool, Stri
     let models = repo_root().join("models/presets");
     let env = [
         ("FVISION_MODELS_DIR", models.to_str().unwrap()),
-        ("RUST_LOG", "warn,inference_sink=info,kafka_source=info,gcs_source=info"),
+        ("RUST_LOG", "warn,inference_sink=info,fvision_pipeline=info,fvision_outputs=info,fvision_status=info,kafka_source=info,gcs_source=info"),
     ];
     let mut process = Process::start(&target_binary("fvision"), args, &env, &dir.join(log));
     let ok = process.wait(limit).success();
@@ -151,7 +151,7 @@ fn status_json(dir: &Path, file: &Path) -> serde_json::Value {
 }
 
 fn bigquery_ids(url: &str, dataset: &str) -> Vec<String> {
-    use inference_sink::outputs::bigquery::{client, first_column, query, BigQueryConfig};
+    use fvision_outputs::bigquery::{client, first_column, query, BigQueryConfig};
     let config: BigQueryConfig = serde_json::from_value(
         serde_json::json!({"project": PROJECT, "dataset": dataset, "table": "image_predictions", "endpoint": url}),
     )

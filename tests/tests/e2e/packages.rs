@@ -60,8 +60,8 @@ fn check(crate_dir: &str, section: &str, load: impl Fn(&Path) -> String) {
 
 #[test]
 fn connector_packages_name_their_binaries_sections_and_settings() {
-    check("connectors/inference-sink", inference_sink::config::SECTION, |p| {
-        inference_sink::config::load(p, None).map(|_| ()).unwrap_err().to_string()
+    check("connectors/inference-sink", fvision_sink_config::SECTION, |p| {
+        fvision_sink_config::load(p, None).map(|_| ()).unwrap_err().to_string()
     });
     check("connectors/kafka-source", kafka_source::config::SECTION, |p| {
         kafka_source::config::load(p, None).map(|_| ()).unwrap_err().to_string()

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_pipeline::{run_pipeline, Item, Outcome, PipelineSettings};
 use fvision_records::RejectReason;
 use fvision_tests::{data_files, wasm_validator};
-use inference_sink::{run_pipeline, Item, Outcome, PipelineSettings};
 
 fn model() -> Classifier {
     let spec = Registry::open_default().unwrap().resolve("efficientnet-lite0").unwrap();
@@ -100,7 +100,7 @@ fn a_failing_sink_stops_the_pipeline_instead_of_hanging() {
 fn metrics_count_every_outcome_by_status_reason_and_stage() {
     let model = model();
     let mut validator = wasm_validator(&[]);
-    let recorder = inference_sink::events::prometheus().build_recorder();
+    let recorder = fvision_status::prometheus().build_recorder();
     let handle = recorder.handle();
     let config = PipelineSettings { max_batch: 4, ..PipelineSettings::default() };
     let stats = metrics::with_local_recorder(&recorder, || {

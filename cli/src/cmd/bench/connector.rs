@@ -14,8 +14,8 @@ use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::ProducerConfig;
 use fvision_connector_common::{locate_smartmodule, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
+use fvision_pipeline::{run_pipeline, Item, PipelineSettings};
 use inference_sink::connector::{image_producer_config, Connector};
-use inference_sink::{run_pipeline, Item, PipelineSettings};
 use serde::Serialize;
 
 use super::shared::{record_values, sample_or};
@@ -142,7 +142,7 @@ inference:
     );
     let path = std::env::temp_dir().join(format!("fvbench-{suffix}.yaml"));
     std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-    let loaded = inference_sink::config::load(&path, None);
+    let loaded = fvision_sink_config::load(&path, None);
     let _ = std::fs::remove_file(&path);
     eprintln!("running the connector over {} records ...", records.len());
     let (runner, _health) = Connector::builder(loaded?).drain(true).build().connect()?;

@@ -91,7 +91,7 @@ fn load_percent(raw: &str) -> Result<f64, String> {
 fn open_loop(
     classifier: &fvision_models::Classifier,
     validator: &mut fvision_connector_common::WasmValidator,
-    config: &inference_sink::PipelineSettings,
+    config: &fvision_pipeline::PipelineSettings,
     values: &[(Vec<u8>, u64)],
     rate: f64,
     images: usize,
@@ -102,10 +102,10 @@ fn open_loop(
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        inference_sink::Item::new(i.to_string(), values[i % values.len()].0.clone())
+        fvision_pipeline::Item::new(i.to_string(), values[i % values.len()].0.clone())
     });
     let mut latencies = Vec::with_capacity(images);
-    inference_sink::run_pipeline(
+    fvision_pipeline::run_pipeline(
         items,
         |v: &[&[u8]]| validator.validate_batch(v),
         classifier,
@@ -139,12 +139,12 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
     // Inference alone, before and after the pipeline run (averaged against drift), at the same sizes.
     let sizes: Vec<usize> = [1, 2, 4, 8, 16].into_iter().filter(|&b| b <= files.len()).collect();
     let before = bench_model(&classifier, &files, &sizes, 0.5)?;
-    let items: Vec<inference_sink::Item> = (0..args.repeat.max(1))
+    let items: Vec<fvision_pipeline::Item> = (0..args.repeat.max(1))
         .flat_map(|round| values.iter().enumerate().map(move |(i, (v, _))| (round, i, v.clone())))
-        .map(|(round, i, value)| inference_sink::Item::new(format!("{round}/{i}"), value))
+        .map(|(round, i, value)| fvision_pipeline::Item::new(format!("{round}/{i}"), value))
         .collect();
     let mut validator = args.validator.load()?;
-    let stats = inference_sink::run_pipeline(
+    let stats = fvision_pipeline::run_pipeline(
         items.into_iter(),
         |v: &[&[u8]]| validator.validate_batch(v),
         &classifier,

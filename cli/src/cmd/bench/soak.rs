@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fluvio_future::task::run_block_on;
-use inference_sink::outputs::{JsonlOutput, OutputSet};
-use inference_sink::{run_pipeline, BelowThreshold, Item};
+use fvision_outputs::{BelowThreshold, JsonlOutput, OutputSet};
+use fvision_pipeline::{run_pipeline, Item};
 use serde::Serialize;
 
 use super::shared::{record_values, sample_or};
@@ -125,7 +125,7 @@ pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
                 if acknowledged.is_multiple_of(1_000) {
                     run_block_on(outputs.acknowledge())?;
                 }
-                Ok::<(), inference_sink::outputs::DeliveryError>(())
+                Ok::<(), fvision_outputs::DeliveryError>(())
             },
         );
         done.store(true, Ordering::Release);

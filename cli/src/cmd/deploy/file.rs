@@ -390,7 +390,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn fvision_is_image_validate(name: &str) -> bool {
-    inference_sink::config::is_image_validate(name) && !name.contains('/') && !name.contains('@')
+    fvision_sink_config::is_image_validate(name) && !name.contains('/') && !name.contains('@')
 }
 
 /// What `render_connector` could not do.
@@ -618,7 +618,7 @@ mod tests {
         let bq = deployment.config.bigquery.as_ref().unwrap();
         assert_eq!(doc["inference"]["bigquery"]["endpoint"].as_str(), bq.endpoint.as_deref());
         // The sink reads what deploy wrote.
-        let parsed = fvision_connector_common::config::ConnectorConfig::<inference_sink::InferenceConfig>::parse(
+        let parsed = fvision_connector_common::config::ConnectorConfig::<fvision_sink_config::InferenceConfig>::parse(
             &rendered,
             Path::new("rendered.yaml"),
             &Default::default(),

@@ -8,11 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::metadata::smartmodule::SmartModuleSpec;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
+use fvision_connector_common::offsets::{partition_offsets, OffsetsQuery};
 use serde::{Deserialize, Serialize};
 
 use super::file::{BigQueryConfig, GcsConfig, KafkaConfig, PubSubConfig};
@@ -186,43 +186,27 @@ pub fn ensure_smartmodule(fluvio: &Fluvio, name: &str, wasm: &Path) -> Result<Ch
     Ok(Change::Created)
 }
 
-/// Per partition of `topic`: its end offset (high watermark). Partition names are `topic-N`.
+/// Per partition of `topic`: its end offset (high watermark).
 pub fn end_offsets(fluvio: &Fluvio, topic: &str) -> Result<Vec<(u32, i64)>> {
-    run_block_on(async {
+    let offsets = run_block_on(async {
         let admin = fluvio.admin().await;
-        let listed =
-            admin.list::<PartitionSpec, String>(vec![]).await.map_err(|e| anyhow!("listing partitions: {e}"))?;
-        let mut out: Vec<(u32, i64)> = listed
-            .into_iter()
-            .filter_map(|p| {
-                let (t, n) = p.name.rsplit_once('-')?;
-                (t == topic).then(|| Some((n.parse().ok()?, p.status.leader.hw)))?
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    })
+        partition_offsets(fluvio, &admin, OffsetsQuery { topic, partitions: None, consumer_id: None }).await
+    })?;
+    Ok(offsets.into_iter().map(|(p, o)| (p, o.end)).collect())
 }
 
-/// The committed offsets of `consumer_id` on `topic`, by partition.
+/// The committed offsets of `consumer_id` on `topic`, by partition, with the time of each commit.
 pub fn committed_offsets(
     fluvio: &Fluvio,
     consumer_id: &str,
     topic: &str,
 ) -> Result<Vec<(u32, i64, Option<std::time::SystemTime>)>> {
-    run_block_on(async {
-        let offsets = fluvio.consumer_offsets().await.map_err(|e| anyhow!("reading consumer offsets: {e}"))?;
-        let mut out: Vec<_> = offsets
-            .into_iter()
-            .filter(|o| o.consumer_id == consumer_id && o.topic == topic)
-            .map(|o| {
-                let at = (o.modified_time > 0).then(|| std::time::UNIX_EPOCH + Duration::from_secs(o.modified_time));
-                (o.partition, o.offset, at)
-            })
-            .collect();
-        out.sort_by_key(|o| o.0);
-        Ok(out)
-    })
+    let offsets = run_block_on(async {
+        let admin = fluvio.admin().await;
+        let query = OffsetsQuery { topic, partitions: None, consumer_id: Some(consumer_id) };
+        partition_offsets(fluvio, &admin, query).await
+    })?;
+    Ok(offsets.into_iter().filter_map(|(p, o)| Some((p, o.committed?, o.committed_at))).collect())
 }
 
 /// Deletes a consumer id's offsets on `topic`, partition by partition.
@@ -291,7 +275,7 @@ pub fn delete_kafka_topic(servers: &str, name: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- BigQuery
 
-fn bigquery_settings(config: &BigQueryConfig) -> Result<inference_sink::outputs::bigquery::BigQuerySettings> {
+fn bigquery_settings(config: &BigQueryConfig) -> Result<fvision_outputs::bigquery::BigQuerySettings> {
     let mut section = serde_yaml::Mapping::new();
     section.insert("project".into(), config.project.as_str().into());
     section.insert("dataset".into(), config.dataset.as_str().into());
@@ -302,17 +286,17 @@ fn bigquery_settings(config: &BigQueryConfig) -> Result<inference_sink::outputs:
     if let Some(file) = &config.credentials_file {
         section.insert("credentials-file".into(), file.display().to_string().into());
     }
-    let parsed: inference_sink::outputs::bigquery::BigQueryConfig =
+    let parsed: fvision_outputs::bigquery::BigQueryConfig =
         serde_yaml::from_value(serde_yaml::Value::Mapping(section)).context("the bigquery section")?;
     Ok(parsed.settings(Path::new("deployment"), "images")?)
 }
 
 /// Creates the dataset and the table (the sink's schema) unless they exist.
 pub fn ensure_bigquery(config: &BigQueryConfig) -> Result<(Change, Change)> {
+    use fvision_outputs::bigquery::{client, schema};
     use gcp_bigquery_client::error::BQError;
     use gcp_bigquery_client::model::dataset::Dataset;
     use gcp_bigquery_client::model::table::Table;
-    use inference_sink::outputs::bigquery::{client, schema};
     let settings = bigquery_settings(config)?;
     let not_found = |e: &BQError| matches!(e, BQError::ResponseError { error } if error.error.code == 404);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -353,7 +337,7 @@ pub fn delete_bigquery_dataset(config: &BigQueryConfig) -> Result<()> {
     let settings = bigquery_settings(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = inference_sink::outputs::bigquery::client(&settings).await?;
+        let client = fvision_outputs::bigquery::client(&settings).await?;
         match client.dataset().delete(&config.project, &config.dataset, true).await {
             Ok(()) => Ok(()),
             Err(gcp_bigquery_client::error::BQError::ResponseError { error }) if error.error.code == 404 => Ok(()),
@@ -364,7 +348,7 @@ pub fn delete_bigquery_dataset(config: &BigQueryConfig) -> Result<()> {
 
 /// Rows in the table (`SELECT COUNT(*)`), for status.
 pub fn bigquery_rows(config: &BigQueryConfig) -> Result<u64> {
-    use inference_sink::outputs::bigquery::{client, first_column, query};
+    use fvision_outputs::bigquery::{client, first_column, query};
     let settings = bigquery_settings(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

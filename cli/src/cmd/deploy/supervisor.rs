@@ -36,7 +36,7 @@ pub struct SuperviseArgs {
 
 /// The delay before restart number `restarts` (1-based) of a connector that crashed right away.
 pub fn backoff(restarts: u32) -> Duration {
-    Duration::from_secs(1u64 << restarts.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+    fvision_connector_common::backoff::delay(Duration::from_secs(1), Duration::from_secs(30), restarts)
 }
 
 /// How long a connector must stay up for its next exit to count as the first again: a connector killed

@@ -25,18 +25,19 @@ use fluvio::consumer::{
     ConsumerConfigExt, ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy, Record, RetryMode,
 };
 use fluvio::dataplane::link::ErrorCode;
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::{Fluvio, FluvioAdmin, Isolation, Offset, SmartModuleInvocation};
 use fluvio_future::timer::sleep;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use fvision_connector_common::config::{OffsetStart, PartitionSelection};
+use fvision_connector_common::offsets::{partition_offsets, OffsetsQuery};
 use fvision_connector_common::MetaConfig;
 use fvision_records::{RejectReason, RejectedImage, Stage};
 
-use crate::events;
-use crate::outputs::{DeliveryError, SourcePosition};
-use crate::pipeline::Item;
+use fvision_outputs::DeliveryError;
+use fvision_pipeline::{Item, SourcePosition};
+
+use super::metrics as events;
 
 /// Records carry whole images; the client's 1 MiB default fetch silently stalls on a bigger one.
 pub const DEFAULT_MAX_BYTES: ByteSize = ByteSize::mib(16);
@@ -78,6 +79,17 @@ pub struct ConsumeSettings {
 }
 
 impl ConsumeSettings {
+    /// How the sink consumes: `meta`, with the timeouts of its `inference` section.
+    pub fn new(settings: &fvision_sink_config::SinkSettings, drain: bool) -> Self {
+        let inference = &settings.inference;
+        Self {
+            stop_timeout: inference.stop_timeout,
+            read_timeout: inference.read_timeout,
+            drain,
+            ..Self::from_meta(&settings.meta)
+        }
+    }
+
     /// The settings `meta` describes.
     pub fn from_meta(meta: &MetaConfig) -> Self {
         let consumer = meta.consumer.clone().unwrap_or_default();
@@ -414,7 +426,7 @@ pub async fn consume(
             }
             run.forward(partition, offset, record.value()).await?;
             progressed = true;
-            events::in_flight(run.report.consumed.saturating_sub(outputs.delivered()), items.len());
+            fvision_pipeline::metrics::in_flight(run.report.consumed.saturating_sub(outputs.delivered()), items.len());
             if checkpoint.at.elapsed() >= settings.commit_interval {
                 run.commit(&mut stream).await?;
                 checkpoint.passed(&mut run.report);
@@ -426,7 +438,7 @@ pub async fn consume(
             checkpoint.passed(&mut run.report);
         }
         drop(stream);
-        events::in_flight(0, items.len());
+        fvision_pipeline::metrics::in_flight(0, items.len());
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -664,7 +676,7 @@ impl<B: Barrier> Run<'_, B> {
         let name = settings.name(partition, offset);
         tracing::warn!(record = %name, %detail, "a record does not fit meta.consumer.max-bytes: dead letter by reference");
         let rejected = RejectedImage::by_reference(RejectReason::TooLarge, detail, Stage::Ingest, name.clone(), size);
-        events::image_rejected(&rejected);
+        fvision_pipeline::metrics::image_rejected(&rejected);
         self.report.consumed += 1;
         self.report.too_large += 1;
         events::record_consumed();
@@ -781,9 +793,12 @@ impl<'a> FluvioSource<'a> {
         Self { fluvio, settings, partitions, smartmodule, admin: None }
     }
 
-    fn failed(&self, action: &str) -> impl Fn(anyhow::Error) -> ConsumeError + '_ {
+    fn failed<E: Into<anyhow::Error>>(&self, action: &str) -> impl Fn(E) -> ConsumeError + '_ {
         let action = action.to_string();
-        move |e| ConsumeError::Stream { topic: self.settings.topic.clone(), detail: format!("{action}: {e:#}") }
+        move |e| {
+            let e: anyhow::Error = e.into();
+            ConsumeError::Stream { topic: self.settings.topic.clone(), detail: format!("{action}: {e:#}") }
+        }
     }
 }
 
@@ -808,24 +823,17 @@ impl Source for FluvioSource<'_> {
         }
         let Some(admin) = &self.admin else { return Ok(BTreeMap::new()) };
         let topic = &self.settings.topic;
-        let listed = admin.list::<PartitionSpec, String>(vec![]).await.map_err(self.failed("listing partitions"))?;
-        let committed = if committed {
-            self.fluvio.consumer_offsets().await.map_err(self.failed("reading the consumer offsets"))?
-        } else {
-            Vec::new()
-        };
+        let consumer_id = committed.then_some(self.settings.consumer_id.as_str());
+        let query = OffsetsQuery { topic, partitions: None, consumer_id };
+        let listed = partition_offsets(self.fluvio, admin, query)
+            .await
+            .map_err(self.failed("reading the partitions' offsets"))?;
         let mut positions = BTreeMap::new();
         for &partition in &self.partitions {
-            let name = format!("{topic}-{partition}");
-            let Some(found) = listed.iter().find(|p| p.name == name) else {
+            let Some(found) = listed.get(&partition) else {
                 return Err(ConsumeError::PartitionGone { topic: topic.clone(), partition });
             };
-            let committed = committed
-                .iter()
-                .find(|c| c.consumer_id == self.settings.consumer_id && &c.topic == topic && c.partition == partition)
-                .map(|c| c.offset);
-            let status = &found.status;
-            positions.insert(partition, Position { start: status.base_offset, end: status.leader.hw, committed });
+            positions.insert(partition, Position { start: found.start, end: found.end, committed: found.committed });
         }
         Ok(positions)
     }

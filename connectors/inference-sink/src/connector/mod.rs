@@ -8,6 +8,7 @@
 //! [`HealthCheck`]; [`Runner::run`] only starts the threads and waits for them.
 
 mod consume;
+pub mod metrics;
 mod replay;
 mod status;
 mod validation;
@@ -25,14 +26,14 @@ use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_records::RejectedImage;
 
-use crate::config::{BelowThreshold, SinkSettings, ValidateAt};
-use crate::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
-use crate::outputs::{
-    DeliveryError, FluvioOutput, JsonlOutput, LocalOutputs, OutputHealth, OutputSet, SourcePosition, TopicProducer,
-};
-use crate::pipeline::{run_pipeline, PipelineSettings, PipelineStats};
-use crate::summary::SummaryWindow;
-use crate::{events, Outcome};
+use fvision_outputs::{DeliveryError, FluvioOutput, JsonlOutput, LocalOutputs, OutputHealth, OutputSet, TopicProducer};
+use fvision_pipeline::stages::panic_message;
+use fvision_pipeline::summary::SummaryWindow;
+use fvision_pipeline::{run_pipeline, Outcome, PipelineSettings, PipelineStats, SourcePosition};
+use fvision_sink_config::{BelowThreshold, SinkSettings, ValidateAt};
+use fvision_status::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
+
+use self::metrics as events;
 
 pub use consume::{
     Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
@@ -87,7 +88,7 @@ pub enum ConnectorError {
     },
     /// The pipeline stopped: an output failed.
     #[error(transparent)]
-    Pipeline(#[from] crate::PipelineError),
+    Pipeline(#[from] fvision_pipeline::PipelineError),
     /// Consuming or committing failed.
     #[error(transparent)]
     Consume(#[from] ConsumeError),
@@ -176,15 +177,10 @@ impl HealthCheck {
     pub fn outputs(&self) -> Vec<(String, OutputHealth)> {
         self.outputs.health()
     }
-
-    /// Whether every output is writing normally.
-    pub fn is_healthy(&self) -> bool {
-        self.outputs().iter().all(|(_, health)| *health == OutputHealth::Healthy)
-    }
 }
 
 impl Connector {
-    /// A builder for checked settings (see [`crate::config::load`]).
+    /// A builder for checked settings (see [`fvision_sink_config::load`]).
     pub fn builder(settings: SinkSettings) -> ConnectorBuilder {
         ConnectorBuilder { settings, stop: None, drain: false }
     }
@@ -195,14 +191,14 @@ impl Connector {
     pub fn connect(self) -> Result<(Runner, HealthCheck), ConnectorError> {
         let Self { settings, stop, drain } = self;
         let inference = &settings.inference;
-        let consume = ConsumeSettings { drain, ..settings.consume.clone() };
+        let consume = ConsumeSettings::new(&settings, drain);
         // First, so the metrics of the start-up (model load, outputs) are recorded.
         let dashboard = inference.dashboard.then(|| Dashboard::new("connector"));
         if let Some(port) = inference.metrics_port {
             let address = std::net::SocketAddr::new(inference.metrics_address, port);
-            let bound = crate::endpoint::serve(address, dashboard.clone())
+            let bound = fvision_status::serve(address, dashboard.clone())
                 .map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
-            events::register_connector();
+            events::register();
             tracing::info!(%bound, "metrics on /metrics");
             if dashboard.is_some() {
                 tracing::info!("status page on http://{bound}/");
@@ -226,13 +222,13 @@ impl Connector {
         let options = ClassifierOptions { fast_decode: inference.fast_decode, ..ClassifierOptions::default() };
         let mut classifier =
             Classifier::load(spec, &options).map_err(setup_error(format!("loading model `{}`", inference.model)))?;
-        events::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
+        fvision_pipeline::metrics::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
         tracing::info!(
             model = classifier.spec().name(), version = %classifier.spec().manifest.version,
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"
         );
 
-        let outputs = outputs(&settings, &fluvio)?;
+        let outputs = outputs(&settings, &consume, &fluvio)?;
         let window = run_block_on(replay_window(&fluvio, &admin, &consume.topic, &partitions, &consume.consumer_id))
             .map_err(fluvio_error(format!("reading the committed and end offsets of `{}`", consume.topic)))?;
         outputs.prepare(&window).map_err(setup_error("preparing the outputs"))?;
@@ -331,7 +327,7 @@ impl Runner {
                     dashboard.record(&outcome);
                 }
                 if let Some(line) = summary.close_if_due(Instant::now()) {
-                    let retrying = crate::outputs::sink::retrying_note(&outputs.reports(), Instant::now());
+                    let retrying = fvision_outputs::toolkit::retrying_note(&outputs.reports(), Instant::now());
                     tracing::info!("{line}{retrying}");
                 }
                 events::delivered(outputs.deliver(&outcome, outcome.position())?.as_str());
@@ -417,7 +413,7 @@ fn validation(
 
 /// Every output of the connector: the Fluvio topics (which also take the dead letters of the other
 /// outputs), then what the YAML configures, built by [`OutputSet::build`] as `fvision run --config` builds it.
-fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorError> {
+fn outputs(sink: &SinkSettings, consume: &ConsumeSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorError> {
     let settings = &sink.inference;
     let producer = sink.meta.producer.clone().unwrap_or_default();
     let config = image_producer_config(&producer).map_err(fluvio_error("configuring the producers"))?;
@@ -441,18 +437,9 @@ fn outputs(sink: &SinkSettings, fluvio: &Fluvio) -> Result<OutputSet, ConnectorE
         console: settings.console,
         jsonl,
         below: settings.below_threshold,
-        source_topic: sink.consume.topic.clone(),
+        source_topic: consume.topic.clone(),
     };
-    Ok(OutputSet::build(sink, local)?)
-}
-
-/// The message of a panic payload (`panic!` with a string or a format).
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
+    Ok(OutputSet::build(&sink.path, settings.external(), local)?)
 }
 
 /// The outputs as the consumer's commit barrier.

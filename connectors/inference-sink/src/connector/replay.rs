@@ -1,13 +1,12 @@
 //! The replay window: which records of the consumed partitions a previous run may already have delivered
 //! (read, sent, but not committed before it stopped). Read once at start-up, before the first record, and
-//! handed to every output's [`crate::outputs::Output::prepare`].
+//! handed to every output's [`fvision_outputs::Output::prepare`].
 
 use std::collections::BTreeMap;
 
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::{Fluvio, FluvioAdmin};
-
-use crate::outputs::ReplayWindow;
+use fvision_connector_common::offsets::{partition_offsets, OffsetsError, OffsetsQuery};
+use fvision_outputs::ReplayWindow;
 
 /// Per partition: from the first offset this run reads (after the offset committed under `consumer_id`;
 /// 0 when nothing was committed, since a previous run may have delivered from the start without committing)
@@ -18,18 +17,11 @@ pub async fn replay_window(
     topic: &str,
     partitions: &[u32],
     consumer_id: &str,
-) -> anyhow::Result<ReplayWindow> {
-    let committed: BTreeMap<u32, i64> = fluvio
-        .consumer_offsets()
-        .await?
-        .into_iter()
-        .filter(|c| c.consumer_id == consumer_id && c.topic == topic)
-        .map(|c| (c.partition, c.offset))
-        .collect();
-    let names = partitions.iter().map(|p| format!("{topic}-{p}")).collect();
-    let ends: BTreeMap<String, i64> =
-        admin.list::<PartitionSpec, _>(names).await?.into_iter().map(|p| (p.name, p.status.leader.hw)).collect();
-    Ok(window(partitions, &committed, |p| ends.get(&format!("{topic}-{p}")).copied()))
+) -> Result<ReplayWindow, OffsetsError> {
+    let query = OffsetsQuery { topic, partitions: Some(partitions), consumer_id: Some(consumer_id) };
+    let offsets = partition_offsets(fluvio, admin, query).await?;
+    let committed: BTreeMap<u32, i64> = offsets.iter().filter_map(|(&p, o)| Some((p, o.committed?))).collect();
+    Ok(window(partitions, &committed, |p| offsets.get(&p).map(|o| o.end)))
 }
 
 /// The window from the committed offsets (the last record delivered, as Fluvio stores it) and the end
@@ -48,7 +40,7 @@ fn window(partitions: &[u32], committed: &BTreeMap<u32, i64>, end: impl Fn(u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outputs::SourcePosition;
+    use fvision_pipeline::SourcePosition;
 
     #[test]
     fn the_window_starts_after_the_commit_and_ends_at_the_end_offset() {

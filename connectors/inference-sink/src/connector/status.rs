@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
+use fvision_connector_common::offsets::{partition_offsets, OffsetsError, OffsetsQuery};
 
-use crate::dashboard::{lag, Dashboard};
-use crate::events;
-use crate::outputs::OutputSet;
+use fvision_outputs::OutputSet;
+use fvision_status::dashboard::{lag, Dashboard};
+
+use super::metrics as events;
 
 /// Time between two polls.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -67,20 +68,9 @@ async fn offsets(
     topic: &str,
     partitions: &[u32],
     consumer_id: &str,
-) -> anyhow::Result<BTreeMap<u32, (Option<i64>, Option<i64>)>> {
-    let committed: BTreeMap<u32, i64> = fluvio
-        .consumer_offsets()
-        .await?
-        .into_iter()
-        .filter(|c| c.consumer_id == consumer_id && c.topic == topic)
-        .map(|c| (c.partition, c.offset))
-        .collect();
+) -> Result<BTreeMap<u32, (Option<i64>, Option<i64>)>, OffsetsError> {
     let admin = fluvio.admin().await;
-    let names = partitions.iter().map(|p| format!("{topic}-{p}")).collect();
-    let ends: BTreeMap<String, i64> =
-        admin.list::<PartitionSpec, _>(names).await?.into_iter().map(|p| (p.name, p.status.leader.hw)).collect();
-    Ok(partitions
-        .iter()
-        .map(|&p| (p, (committed.get(&p).copied(), ends.get(&format!("{topic}-{p}")).copied())))
-        .collect())
+    let query = OffsetsQuery { topic, partitions: Some(partitions), consumer_id: Some(consumer_id) };
+    let offsets = partition_offsets(fluvio, &admin, query).await?;
+    Ok(partitions.iter().map(|&p| (p, offsets.get(&p).map_or((None, None), |o| (o.committed, Some(o.end))))).collect())
 }

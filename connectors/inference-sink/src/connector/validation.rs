@@ -5,7 +5,7 @@
 use fvision_connector_common::WasmValidator;
 use fvision_records::{PayloadCap, RejectReason, RejectedImage, Stage, ValidationRecord};
 
-use crate::pipeline::Validate;
+use fvision_pipeline::Validate;
 
 /// The validation stage of a running connector.
 pub enum Validation {
@@ -29,7 +29,7 @@ impl Validation {
 impl Validate for Validation {
     fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>> {
         match self {
-            Self::AtSpu(cap) => values.iter().map(|value| Some(parse_spu_output_capped(value, *cap))).collect(),
+            Self::AtSpu(cap) => values.iter().map(|value| Some(parse_spu_output(value, *cap))).collect(),
             Self::InConnector(validator) => validator
                 .validate_batch(values)
                 .into_iter()
@@ -44,13 +44,9 @@ impl Validate for Validation {
     }
 }
 
-/// A record the SPU's SmartModule wrote. Anything unreadable is a validator fault, kept with its bytes.
-pub fn parse_spu_output(value: &[u8]) -> ValidationRecord {
-    parse_spu_output_capped(value, PayloadCap::default())
-}
-
-/// [`parse_spu_output`] with the dead letter of an unreadable record capped at `cap`.
-pub fn parse_spu_output_capped(value: &[u8], cap: PayloadCap) -> ValidationRecord {
+/// The validation record the SPU's `image-validate` sent; an unreadable one becomes a dead letter (reason
+/// `validator_error`) capped at `cap`.
+pub fn parse_spu_output(value: &[u8], cap: PayloadCap) -> ValidationRecord {
     serde_json::from_slice(value).unwrap_or_else(|e| {
         ValidationRecord::Rejected(RejectedImage::capped(
             RejectReason::ValidatorError,
@@ -90,7 +86,7 @@ mod tests {
         let params = ValidationParams::default();
         let cap = params.dead_letter_payload_cap;
         let out = validate_to_json(value, &params);
-        let parsed = parse_spu_output(&out.json);
+        let parsed = parse_spu_output(&out.json, PayloadCap::default());
         if let ValidationRecord::Rejected(r) = &parsed {
             prop_assert_ne!(r.reason, RejectReason::ValidatorError, "{}", String::from_utf8_lossy(&out.json));
         }
@@ -208,11 +204,11 @@ mod tests {
     #[test]
     fn spu_output_is_parsed_and_garbage_is_kept_as_a_rejection() {
         let ok = br#"{"status":"rejected","reason":"truncated","detail":"cut","stage":"validate","payload":{"encoding":"utf8","data":"abc"}}"#;
-        match parse_spu_output(ok) {
+        match parse_spu_output(ok, PayloadCap::default()) {
             ValidationRecord::Rejected(r) => assert_eq!(r.reason, RejectReason::Truncated),
             other => panic!("{other:?}"),
         }
-        match parse_spu_output(b"not json") {
+        match parse_spu_output(b"not json", PayloadCap::default()) {
             ValidationRecord::Rejected(r) => {
                 assert_eq!((r.reason, r.stage), (RejectReason::ValidatorError, Stage::Validate));
                 assert_eq!(r.payload.to_bytes().unwrap(), b"not json");

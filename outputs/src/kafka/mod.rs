@@ -21,9 +21,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 use serde::Deserialize;
 
-use super::sink::{check_common, default_max_retry_time, Health, Include, Origin};
-use super::{AckFuture, Delivery, Output, OutputError, OutputHealth};
-use crate::events;
+use crate::metrics as events;
+use crate::toolkit::{check_common, default_max_retry_time, Health, Include, Origin};
+use crate::{AckFuture, Delivery, Output, OutputError, OutputHealth};
 
 /// The `sink` label and name of this output.
 pub const NAME: &str = "kafka";
@@ -88,7 +88,7 @@ pub struct KafkaSettings {
 impl KafkaConfig {
     /// Checks the section read from `path`.
     pub fn settings(&self, path: &Path) -> Result<KafkaSettings, ConfigError> {
-        let origin = Origin { path: path.to_owned(), section: format!("{}.kafka", crate::config::SECTION) };
+        let origin = Origin { path: path.to_owned(), section: format!("{}.kafka", crate::SECTION) };
         if self.brokers.split(',').any(|b| {
             b.trim().rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
         }) {

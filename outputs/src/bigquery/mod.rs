@@ -38,15 +38,15 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::Client;
 use serde::{Deserialize, Serialize};
 
-use super::sink::{
+use crate::metrics as events;
+use crate::toolkit::{
     self, check_common, default_max_retry_time, default_queue, default_request_timeout, parse_endpoint, Command,
-    FailedFlag, Failure, Health, Include, Origin, RetryPolicy, SinkQueue,
+    FailedFlag, Failure, Health, Include, Origin, RetryPolicy, SinkQueue, Stopped,
 };
-use super::{
+use crate::{
     AckFuture, Delivery, Destination, Output, OutputError, OutputHealth, ReplayWindow, SinkRejection, SourcePosition,
 };
-use crate::events;
-use crate::pipeline::Outcome;
+use fvision_pipeline::Outcome;
 
 /// The `sink` label and name of this output.
 pub const NAME: &str = "bigquery";
@@ -155,7 +155,7 @@ fn valid_id(id: &str, extra: &str) -> bool {
 impl BigQueryConfig {
     /// Checks the section read from `path`; `source_topic` is the topic the connector consumes.
     pub fn settings(&self, path: &Path, source_topic: &str) -> Result<BigQuerySettings, ConfigError> {
-        let origin = Origin { path: path.to_owned(), section: format!("{}.bigquery", crate::config::SECTION) };
+        let origin = Origin { path: path.to_owned(), section: format!("{}.bigquery", crate::SECTION) };
         if !valid_id(&self.project, "-.:") {
             return Err(origin.error("project", format!("a project id (letters, digits, `-`), not `{}`", self.project)));
         }
@@ -755,7 +755,8 @@ impl BigQueryOutput {
     /// Connects, checks (or creates) the dataset and the table, and starts the writer. Errors name the
     /// file and the field: the endpoint that does not answer, the table or column that is missing.
     pub fn connect(settings: BigQuerySettings) -> Result<Self, ConfigError> {
-        let runtime = sink::runtime(NAME).map_err(|e| settings.origin.error("endpoint", format!("a runtime: {e}")))?;
+        let runtime =
+            toolkit::runtime(NAME).map_err(|e| settings.origin.error("endpoint", format!("a runtime: {e}")))?;
         let client = runtime.block_on(async {
             let client = client(&settings).await?;
             prepare_table(&client, &settings).await?;
@@ -866,7 +867,7 @@ impl Output for BigQueryOutput {
         let mut ids = HashSet::new();
         for sql in queries.into_iter().flatten() {
             let rows =
-                self.runtime.block_on(sink::with_retries(NAME, &self.settings.retry, &self.health, || async {
+                self.runtime.block_on(toolkit::with_retries(NAME, &self.settings.retry, &self.health, || async {
                     query(&self.client, &self.settings.project, &sql).await.map_err(|e| failure(&e))
                 }))?;
             ids.extend(first_column(&rows));
@@ -938,7 +939,7 @@ struct Writer {
     settings: BigQuerySettings,
     health: Health,
     failed: FailedFlag,
-    backlog: sink::Backlog,
+    backlog: toolkit::Backlog,
     pending: Vec<PendingRow>,
     pending_bytes: usize,
     refused: Vec<SinkRejection>,
@@ -1018,7 +1019,7 @@ impl Writer {
                 Err(InsertFailure::Transient(message) | InsertFailure::Fatal(message)) => {
                     let error =
                         OutputError::Failed { output: NAME.into(), action: "inserting".into(), source: message.into() };
-                    sink::mark_failed(&self.failed, &error);
+                    toolkit::mark_failed(&self.failed, &error);
                     return Err(error);
                 }
             }
@@ -1040,23 +1041,15 @@ impl Writer {
         }
         let bytes: usize = rows.iter().map(|r| r.bytes).sum();
         let started = Instant::now();
-        let last = Mutex::new(None);
-        let result = sink::with_retries(NAME, &s.retry, &self.health, || {
+        let result = toolkit::retry(NAME, &s.retry, &self.health, || {
             let request = request.clone();
-            let last = &last;
             async move {
                 let attempt = Instant::now();
                 match self.client.tabledata().insert_all(&s.project, &s.dataset, table, request).await {
                     Ok(response) => Ok((response, attempt.elapsed())),
                     Err(e) => match classify(&e) {
                         InsertFailure::Transient(m) => Err(Failure::Transient(m)),
-                        other => {
-                            let message = format!("{other:?}");
-                            if let Ok(mut last) = last.lock() {
-                                *last = Some(other);
-                            }
-                            Err(Failure::Fatal(message))
-                        }
+                        other => Err(Failure::Fatal(other)),
                     },
                 }
             }
@@ -1075,7 +1068,8 @@ impl Writer {
                 );
                 Ok(refused)
             }
-            Err(error) => Err(last.into_inner().ok().flatten().unwrap_or(InsertFailure::Transient(error.to_string()))),
+            Err(Stopped::Fatal(failure)) => Err(failure),
+            Err(Stopped::GaveUp(error)) => Err(InsertFailure::Transient(error.to_string())),
         }
     }
 }

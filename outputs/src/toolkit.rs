@@ -13,10 +13,10 @@ use fvision_connector_common::ConfigError;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::Destination;
-use super::{Acknowledged, Delivery, OutputError, OutputHealth};
-use crate::events;
-use crate::pipeline::Outcome;
+use fvision_pipeline::Outcome;
+
+use crate::metrics as events;
+use crate::{Acknowledged, Delivery, Destination, OutputError, OutputHealth};
 
 /// Which outcomes an external sink stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -60,18 +60,27 @@ impl RetryPolicy {
 
     /// The wait before attempt `attempt + 1` (`attempt` failures so far, from 1).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
+        fvision_connector_common::backoff::delay(self.initial, self.max, attempt)
     }
 }
 
-/// How one attempt failed.
+/// How one attempt failed; `E` is what a sink wants back from a failure that repeating cannot help (a
+/// message by default, BigQuery's classified insert error).
 #[derive(Debug)]
-pub enum Failure {
+pub enum Failure<E = String> {
     /// Worth repeating: 429, 5xx, timeouts, refused connections.
     Transient(String),
-    /// Repeating cannot help (a 403, a missing bucket): the sink stops.
-    Fatal(String),
+    /// Repeating cannot help (a 403, a missing bucket, a request too large): the attempt stops.
+    Fatal(E),
+}
+
+/// Why [`retry`] stopped without a success.
+#[derive(Debug)]
+pub enum Stopped<E> {
+    /// An attempt failed in a way repeating cannot help.
+    Fatal(E),
+    /// The destination kept failing for longer than the policy's limit ([`OutputError::GaveUp`]).
+    GaveUp(OutputError),
 }
 
 /// The health every sink reports through [`super::Output::health`], shared with its worker.
@@ -109,17 +118,36 @@ impl Health {
     }
 }
 
-/// Runs `attempt` until it succeeds, repeating transient failures with backoff; gives up once the
-/// destination has been failing for longer than the policy's limit.
+/// [`retry`] for attempts whose fatal failure is a message: it becomes [`OutputError::Failed`].
 pub async fn with_retries<T, F, Fut>(
     sink: &str,
     policy: &RetryPolicy,
     health: &Health,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, OutputError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
+{
+    retry(sink, policy, health, attempt).await.map_err(|stopped| match stopped {
+        Stopped::Fatal(message) => {
+            OutputError::Failed { output: sink.to_string(), action: "writing".into(), source: message.into() }
+        }
+        Stopped::GaveUp(error) => error,
+    })
+}
+
+/// Runs `attempt` until it succeeds, repeating transient failures with backoff; gives up once the
+/// destination has been failing for longer than the policy's limit. A fatal failure comes back as it was.
+pub async fn retry<T, E, F, Fut>(
+    sink: &str,
+    policy: &RetryPolicy,
+    health: &Health,
+    mut attempt: F,
+) -> Result<T, Stopped<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure<E>>>,
 {
     loop {
         match attempt().await {
@@ -127,13 +155,9 @@ where
                 health.healthy();
                 return Ok(value);
             }
-            Err(Failure::Fatal(message)) => {
+            Err(Failure::Fatal(error)) => {
                 events::sink_error(sink, "fatal");
-                return Err(OutputError::Failed {
-                    output: sink.to_string(),
-                    action: "writing".into(),
-                    source: message.into(),
-                });
+                return Err(Stopped::Fatal(error));
             }
             Err(Failure::Transient(message)) => {
                 events::sink_error(sink, "transient");
@@ -141,7 +165,8 @@ where
                 let failing_for = since.elapsed();
                 if failing_for >= policy.limit {
                     events::sink_error(sink, "gave_up");
-                    return Err(OutputError::GaveUp { output: sink.to_string(), failing_for, last_error: message });
+                    let output = sink.to_string();
+                    return Err(Stopped::GaveUp(OutputError::GaveUp { output, failing_for, last_error: message }));
                 }
                 tracing::warn!(sink, attempts, error = %message, "write failed; retrying");
                 events::sink_retry(sink);
@@ -242,7 +267,7 @@ impl<R: Send + 'static> SinkQueue<R> {
     }
 
     /// Asks the worker to make everything queued so far durable; resolves with its answer.
-    pub fn flush(&self) -> super::AckFuture<'_> {
+    pub fn flush(&self) -> crate::AckFuture<'_> {
         Box::pin(async move {
             self.check()?;
             let (reply, answer) = async_channel::bounded(1);
@@ -325,41 +350,11 @@ pub fn check_common(origin: &Origin, max_retry_time: Duration, queue: usize) -> 
     Ok(())
 }
 
-/// The external sinks the `inference` section configures, connected and checked, in the order BigQuery,
-/// Kafka, GCS (any combination). `path` names the config file in errors; `topic` is the consumed topic.
-pub fn connect_external(
-    settings: &crate::config::InferenceConfig,
-    path: &std::path::Path,
-    topic: &str,
-) -> Result<Vec<Box<dyn super::Output>>, ConfigError> {
-    let mut outputs: Vec<Box<dyn super::Output>> = Vec::new();
-    for name in [
-        settings.bigquery.as_ref().map(|_| super::bigquery::NAME),
-        settings.kafka.as_ref().map(|_| super::kafka::NAME),
-        settings.gcs.as_ref().map(|_| super::gcs::NAME),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        events::sink_added(name);
-    }
-    if let Some(config) = &settings.bigquery {
-        outputs.push(Box::new(super::bigquery::BigQueryOutput::connect(config.settings(path, topic)?)?));
-    }
-    if let Some(config) = &settings.kafka {
-        outputs.push(Box::new(super::kafka::KafkaOutput::connect(config.settings(path)?)?));
-    }
-    if let Some(config) = &settings.gcs {
-        outputs.push(Box::new(super::gcs::GcsOutput::connect(config.settings(path)?)?));
-    }
-    Ok(outputs)
-}
-
 /// The end of the summary line for the outputs that are retrying: `; bigquery retrying for 12 s (7
 /// attempts, 31 rows held back): HTTP 503: ...`; empty when all are healthy. Pure.
-pub fn retrying_note(reports: &[super::OutputReport], now: Instant) -> String {
+pub fn retrying_note(reports: &[crate::OutputReport], now: Instant) -> String {
     let mut note = String::new();
-    for super::OutputReport { name, health, backlog } in reports {
+    for crate::OutputReport { name, health, backlog } in reports {
         if let OutputHealth::Retrying { since, attempts, last_error } = health {
             let error: String = last_error.chars().take(160).collect();
             let secs = now.saturating_duration_since(*since).as_secs();
@@ -380,8 +375,8 @@ mod tests {
         let now = Instant::now();
         let since = now - Duration::from_secs(12);
         let health = vec![
-            super::super::OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
-            super::super::OutputReport {
+            crate::OutputReport { name: "fluvio".into(), health: OutputHealth::Healthy, backlog: 0 },
+            crate::OutputReport {
                 name: "bigquery".into(),
                 health: OutputHealth::Retrying { since, attempts: 7, last_error: "HTTP 503: down".into() },
                 backlog: 31,

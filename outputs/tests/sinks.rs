@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluvio_future::task::run_block_on;
+use fvision_outputs::bigquery::{self, BigQueryConfig, BigQueryOutput, BigQuerySettings};
+use fvision_outputs::gcs::{self, GcsConfig, GcsOutput};
+use fvision_outputs::kafka::{KafkaConfig, KafkaOutput};
+use fvision_outputs::route;
+use fvision_outputs::BelowThreshold;
+use fvision_outputs::{Delivery, Output, OutputHealth, ReplayWindow};
+use fvision_pipeline::{Outcome, SourcePosition};
 use fvision_records::{prediction_id, ClassScore, EventMeta, Prediction, RejectReason, RejectedImage, Source, Stage};
 use fvision_tests::emulators::{self, Emulator, PROJECT};
-use inference_sink::config::BelowThreshold;
-use inference_sink::outputs::bigquery::{self, BigQueryConfig, BigQueryOutput, BigQuerySettings};
-use inference_sink::outputs::gcs::{self, GcsConfig, GcsOutput};
-use inference_sink::outputs::kafka::{KafkaConfig, KafkaOutput};
-use inference_sink::outputs::route;
-use inference_sink::outputs::{Delivery, Output, OutputHealth, ReplayWindow, SourcePosition};
-use inference_sink::Outcome;
 
 const TOPIC: &str = "images";
 
@@ -32,7 +32,7 @@ fn outage() -> Duration {
 /// The process-wide Prometheus recorder (tests run in parallel, so values are at least what one test did).
 fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| inference_sink::events::prometheus().install_recorder().unwrap())
+    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().unwrap())
 }
 
 /// The value of the first sample whose line starts with `prefix`.
@@ -131,7 +131,7 @@ fn bigquery_rows_land_once_and_the_runbooks_queries_run() {
 
     // The runbook's two queries (the job's own), on this table.
     let runbook =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fluvio-config/RUNBOOK.md")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fluvio-config/RUNBOOK.md")).unwrap();
     let queries = runbook_queries(&runbook);
     assert_eq!(queries.len(), 2, "the runbook has the recent-predictions and per-model queries");
     let table = format!("{PROJECT}.ml_streaming.image_predictions");

@@ -1,5 +1,8 @@
-//! The sink's connector YAML: what serde reads (`*Config`: the `inference` section, [`SinkConfig`]) and
-//! what it is checked into once, before anything connects ([`SinkSettings`]).
+//! The inference sink's connector YAML: what serde reads (`*Config`: the `inference` section,
+//! [`SinkConfig`]) and what it is checked into once, before anything connects ([`SinkSettings`]). Its own
+//! crate because three readers share it: the connector, `fvision run --config` (which runs the same
+//! pipeline and outputs in one process, without the connector) and `fvision deploy`.
+#![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,27 +15,15 @@ use fvision_connector_common::{ConfigError, ConnectorConfig, MetaConfig};
 use fvision_records::{PayloadCap, MIN_PAYLOAD_CAP};
 use serde::Deserialize;
 
-use crate::connector::ConsumeSettings;
-use crate::outputs::bigquery::BigQueryConfig;
-use crate::outputs::gcs::GcsConfig;
-use crate::outputs::kafka::KafkaConfig;
-use crate::pipeline::PipelineSettings;
+use fvision_outputs::bigquery::BigQueryConfig;
+use fvision_outputs::gcs::GcsConfig;
+use fvision_outputs::kafka::KafkaConfig;
+use fvision_outputs::ExternalConfigs;
+use fvision_pipeline::PipelineSettings;
 
-/// The name of this connector's own section in the YAML.
-pub const SECTION: &str = "inference";
-
-/// What happens to predictions below the confidence threshold (the job this replaces dropped them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BelowThreshold {
-    /// Keep them, with `above_threshold: false` (default: nothing is lost).
-    #[default]
-    Flag,
-    /// Drop them (counted in metrics).
-    Drop,
-    /// Send them to `review-topic` instead of `predictions`.
-    Review,
-}
+pub use fvision_outputs::BelowThreshold;
+/// The name of this connector's own section in the YAML (the outputs name their sections under it).
+pub use fvision_outputs::SECTION;
 
 /// Where the `image-validate` SmartModule runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -123,13 +114,13 @@ pub struct InferenceConfig {
     /// `dead_letter_payload_cap` param, so both validation paths cap alike.
     #[serde(default)]
     pub dead_letter_payload_cap: Option<ByteSize>,
-    /// Also stream predictions into a BigQuery table (`outputs/bigquery.rs`).
+    /// Also stream predictions into a BigQuery table (`outputs/src/bigquery/`).
     #[serde(default)]
     pub bigquery: Option<BigQueryConfig>,
-    /// Also produce predictions to a Kafka topic (`outputs/kafka.rs`).
+    /// Also produce predictions to a Kafka topic (`outputs/src/kafka/`).
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
-    /// Also write predictions to GCS as NDJSON objects (`outputs/gcs.rs`).
+    /// Also write predictions to GCS as NDJSON objects (`outputs/src/gcs/`).
     #[serde(default)]
     pub gcs: Option<GcsConfig>,
 }
@@ -177,8 +168,6 @@ pub struct SinkSettings {
     pub inference: InferenceConfig,
     /// The `image-validate` step.
     pub validation: ValidationSettings,
-    /// How to consume, resolved from `meta`.
-    pub consume: ConsumeSettings,
 }
 
 /// The `image-validate` transform: which SmartModule, its params, and where it runs.
@@ -212,12 +201,7 @@ impl SinkSettings {
             at: config.custom.validate_at,
             dead_letter_payload_cap: dead_letter_payload_cap(&config),
         };
-        let consume = ConsumeSettings {
-            stop_timeout: config.custom.stop_timeout,
-            read_timeout: config.custom.read_timeout,
-            ..ConsumeSettings::from_meta(&config.meta)
-        };
-        Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation, consume })
+        Ok(Self { path: path.to_owned(), meta: config.meta, inference: config.custom, validation })
     }
 }
 
@@ -377,16 +361,12 @@ impl InferenceConfig {
         if self.dead_letter_payload_cap.is_some_and(|c| c.as_u64() < MIN_PAYLOAD_CAP as u64) {
             return Err(field("dead-letter-payload-cap", "at least 16 KiB (the kept head of a truncated payload)"));
         }
-        if let Some(bigquery) = &self.bigquery {
-            bigquery.settings(path, "")?;
-        }
-        if let Some(kafka) = &self.kafka {
-            kafka.settings(path)?;
-        }
-        if let Some(gcs) = &self.gcs {
-            gcs.settings(path)?;
-        }
-        Ok(())
+        self.external().check(path)
+    }
+
+    /// The external sinks' sections, for [`fvision_outputs::OutputSet::build`].
+    pub fn external(&self) -> ExternalConfigs<'_> {
+        ExternalConfigs { bigquery: self.bigquery.as_ref(), kafka: self.kafka.as_ref(), gcs: self.gcs.as_ref() }
     }
 
     /// The pipeline this section describes.

@@ -1,4 +1,4 @@
-//! The HTTP endpoint of a run: `/metrics` (the Prometheus exposition of [`crate::events`]) and, when a
+//! The HTTP endpoint of a run: `/metrics` (the Prometheus exposition of every crate's metrics) and, when a
 //! [`Dashboard`] is given, the live status page on the same listener: `/` (the page; every asset is in the
 //! binary), `/api/status` (the JSON the page polls) and `/thumbnails/SEQ.jpg`.
 //!
@@ -47,15 +47,15 @@ pub enum EndpointError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Installs the process's metrics recorder ([`crate::events::prometheus`]) and serves `/metrics` (and the
+/// Installs the process's metrics recorder ([`crate::prometheus`]) and serves `/metrics` (and the
 /// status page, with a `dashboard`) on `address` for the process's lifetime. Returns the bound address (port
 /// 0 picks a free one).
 pub fn serve(address: SocketAddr, dashboard: Option<Dashboard>) -> Result<SocketAddr, EndpointError> {
     let listener = std::net::TcpListener::bind(address).map_err(|source| EndpointError::Bind { address, source })?;
     let bound = listener.local_addr().map_err(|source| EndpointError::Bind { address, source })?;
     listener.set_nonblocking(true).map_err(EndpointError::Runtime)?;
-    let handle = crate::events::prometheus().install_recorder().map_err(EndpointError::Recorder)?;
-    crate::events::register();
+    let handle = crate::prometheus().install_recorder().map_err(EndpointError::Recorder)?;
+    fvision_pipeline::metrics::register();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EndpointError::Runtime)?;
     std::thread::Builder::new()
         .name("fvision-http".into())
@@ -123,7 +123,7 @@ fn respond(
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         "/dashboard.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT),
         "/dashboard.css" => reply(StatusCode::OK, "text/css; charset=utf-8", STYLE),
-        "/api/status" => match serde_json::to_vec(&dashboard.status(Some(handle))) {
+        "/api/status" => match serde_json::to_vec(&dashboard.status()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
         },

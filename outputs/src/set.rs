@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::join_all;
 
-use fvision_connector_common::ConfigError;
+use std::path::Path;
 
-use super::{route, Delivery, Destination, JsonlOutput, Output, OutputError, Routed, SinkRejection, SourcePosition};
-use crate::config::{BelowThreshold, SinkSettings};
-use crate::pipeline::Outcome;
+use fvision_connector_common::ConfigError;
+use fvision_pipeline::{Outcome, SourcePosition};
+
+use crate::bigquery::{BigQueryConfig, BigQueryOutput};
+use crate::gcs::{GcsConfig, GcsOutput};
+use crate::kafka::{KafkaConfig, KafkaOutput};
+use crate::metrics;
+use crate::{route, BelowThreshold, Delivery, Destination, JsonlOutput, Output, OutputError, Routed, SinkRejection};
 
 /// What a run adds to the outputs its YAML configures: the connector has Fluvio topics and appends to
 /// its JSONL file, `fvision run` has neither topics nor the console output (its table is its console) and
@@ -18,7 +23,7 @@ use crate::pipeline::Outcome;
 pub struct LocalOutputs {
     /// The connector's Fluvio topics; they take the dead letters of every output.
     pub topics: Option<Box<dyn Output>>,
-    /// Whether to print predictions with [`super::ConsoleOutput`].
+    /// Whether to print predictions with [`crate::ConsoleOutput`].
     pub console: bool,
     /// The JSONL file, already opened by the caller. Without topics it takes the dead letters.
     pub jsonl: Option<JsonlOutput>,
@@ -26,6 +31,57 @@ pub struct LocalOutputs {
     pub below: BelowThreshold,
     /// The consumed topic, written into BigQuery's `source_topic` column (empty for `fvision run`).
     pub source_topic: String,
+}
+
+/// The external sinks' sections of a connector YAML (any of them may be absent), as serde read them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExternalConfigs<'a> {
+    /// `bigquery:`.
+    pub bigquery: Option<&'a BigQueryConfig>,
+    /// `kafka:`.
+    pub kafka: Option<&'a KafkaConfig>,
+    /// `gcs:`.
+    pub gcs: Option<&'a GcsConfig>,
+}
+
+impl ExternalConfigs<'_> {
+    /// Checks every section without connecting, so a bad value stops the start before any I/O.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(bigquery) = self.bigquery {
+            bigquery.settings(path, "")?;
+        }
+        if let Some(kafka) = self.kafka {
+            kafka.settings(path)?;
+        }
+        if let Some(gcs) = self.gcs {
+            gcs.settings(path)?;
+        }
+        Ok(())
+    }
+
+    /// The sinks, connected and checked, in the order BigQuery, Kafka, GCS. `path` names the config file in
+    /// errors; `topic` is the consumed topic.
+    fn connect(&self, path: &Path, topic: &str) -> Result<Vec<Box<dyn Output>>, ConfigError> {
+        let names = [
+            self.bigquery.map(|_| crate::bigquery::NAME),
+            self.kafka.map(|_| crate::kafka::NAME),
+            self.gcs.map(|_| crate::gcs::NAME),
+        ];
+        for name in names.into_iter().flatten() {
+            metrics::sink_added(name);
+        }
+        let mut outputs: Vec<Box<dyn Output>> = Vec::new();
+        if let Some(config) = self.bigquery {
+            outputs.push(Box::new(BigQueryOutput::connect(config.settings(path, topic)?)?));
+        }
+        if let Some(config) = self.kafka {
+            outputs.push(Box::new(KafkaOutput::connect(config.settings(path)?)?));
+        }
+        if let Some(config) = self.gcs {
+            outputs.push(Box::new(GcsOutput::connect(config.settings(path)?)?));
+        }
+        Ok(outputs)
+    }
 }
 
 /// An outcome could not be delivered or confirmed: offsets must not be committed.
@@ -77,14 +133,14 @@ impl OutputSet {
     /// missing table or bucket stops the start with an error naming the file and the field. The topics
     /// take the dead letters; without them, the JSONL file does; without either, a row an external sink
     /// refuses stops the run (it is never dropped).
-    pub fn build(settings: &SinkSettings, local: LocalOutputs) -> Result<Self, ConfigError> {
+    pub fn build(path: &Path, external: ExternalConfigs<'_>, local: LocalOutputs) -> Result<Self, ConfigError> {
         let mut outputs = Self::new(local.below);
         let jsonl_takes_dead_letters = local.topics.is_none();
         if let Some(topics) = local.topics {
             outputs = outputs.with_dead_letters(topics);
         }
         if local.console {
-            outputs = outputs.with(Box::new(super::ConsoleOutput));
+            outputs = outputs.with(Box::new(crate::ConsoleOutput));
         }
         if let Some(jsonl) = local.jsonl {
             outputs = match jsonl_takes_dead_letters {
@@ -92,7 +148,7 @@ impl OutputSet {
                 false => outputs.with(Box::new(jsonl)),
             };
         }
-        for external in super::sink::connect_external(&settings.inference, &settings.path, &local.source_topic)? {
+        for external in external.connect(path, &local.source_topic)? {
             outputs = outputs.with(external);
         }
         Ok(outputs)
@@ -100,7 +156,7 @@ impl OutputSet {
 
     /// Adds an output.
     pub fn with(mut self, output: Box<dyn Output>) -> Self {
-        crate::events::output_added(output.name());
+        metrics::output_added(output.name());
         self.outputs.push(output);
         self
     }
@@ -118,31 +174,27 @@ impl OutputSet {
     }
 
     /// Each output's name and health.
-    pub fn health(&self) -> Vec<(String, super::OutputHealth)> {
+    pub fn health(&self) -> Vec<(String, crate::OutputHealth)> {
         self.outputs.iter().map(|o| (o.name().to_string(), o.health())).collect()
     }
 
     /// Each output's name, health and backlog, also set as the `fvision_output_retrying` and
     /// `fvision_output_backlog` gauges (so whoever polls for the page or the summary keeps `/metrics`
     /// current too).
-    pub fn reports(&self) -> Vec<super::OutputReport> {
+    pub fn reports(&self) -> Vec<crate::OutputReport> {
         self.outputs
             .iter()
             .map(|o| {
                 let report =
-                    super::OutputReport { name: o.name().to_string(), health: o.health(), backlog: o.backlog() };
-                crate::events::output_state(
-                    &report.name,
-                    report.health != super::OutputHealth::Healthy,
-                    report.backlog,
-                );
+                    crate::OutputReport { name: o.name().to_string(), health: o.health(), backlog: o.backlog() };
+                metrics::output_state(&report.name, report.health != crate::OutputHealth::Healthy, report.backlog);
                 report
             })
             .collect()
     }
 
     /// Calls [`Output::prepare`] on every output, before the first delivery.
-    pub fn prepare(&self, window: &super::ReplayWindow) -> Result<(), DeliveryError> {
+    pub fn prepare(&self, window: &crate::ReplayWindow) -> Result<(), DeliveryError> {
         for output in &self.outputs {
             output.prepare(window)?;
         }
@@ -159,7 +211,7 @@ impl OutputSet {
         let routed = route(outcome, self.below)?;
         let delivery = Delivery { outcome, routed: &routed, position };
         for output in &self.outputs {
-            output.send(&delivery).inspect_err(|_| crate::events::output_failed(output.name()))?;
+            output.send(&delivery).inspect_err(|_| metrics::output_failed(output.name()))?;
         }
         // Counted only after every send, so an acknowledgement that sees the count also covers this outcome.
         self.delivered.fetch_add(1, Ordering::AcqRel);
@@ -173,9 +225,9 @@ impl OutputSet {
         for (output, acknowledged) in
             self.outputs.iter().zip(join_all(self.outputs.iter().map(|o| o.acknowledge())).await)
         {
-            let rejections = acknowledged.inspect_err(|_| crate::events::output_failed(output.name()))?;
+            let rejections = acknowledged.inspect_err(|_| metrics::output_failed(output.name()))?;
             if !rejections.is_empty() {
-                crate::events::output_refused(output.name(), rejections.len());
+                metrics::output_refused(output.name(), rejections.len());
                 tracing::warn!(output = output.name(), count = rejections.len(), "rows refused; dead-lettering them");
                 refused.push((output.name(), rejections));
             }
@@ -214,7 +266,7 @@ mod tests {
     use fvision_records::{Prediction, RejectReason, RejectedImage, Stage, ValidationRecord};
 
     use super::*;
-    use crate::outputs::AckFuture;
+    use crate::AckFuture;
 
     /// A test double of our own trait: records what it was sent, acknowledges once its gate opens (when it
     /// has one), and refuses the rows it was told to.

@@ -10,9 +10,10 @@
 //! [`SinkRejection`], which the connector routes to the dead-letter topic before it commits.
 //!
 //! [`OutputSet`] holds a run's outputs and is what the connector and `fvision run` deliver to; the
-//! implementations are one file each: [`fluvio`] (the predictions, review and dead-letter topics),
-//! [`console`], [`jsonl`], and the external sinks [`bigquery`], [`kafka`], [`gcs`] (what they share:
-//! [`sink`]).
+//! implementations are one file or folder each: [`fluvio`] (the predictions, review and dead-letter
+//! topics), [`console`], [`jsonl`], and the external sinks [`bigquery`], [`kafka`], [`gcs`], over one
+//! [`toolkit`] they share (queue, retries, health), which imports no output.
+#![deny(missing_docs)]
 
 pub mod bigquery;
 pub mod console;
@@ -20,9 +21,10 @@ pub mod fluvio;
 pub mod gcs;
 pub mod jsonl;
 pub mod kafka;
+pub mod metrics;
 mod route;
 mod set;
-pub mod sink;
+pub mod toolkit;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,23 +34,17 @@ use std::time::Instant;
 
 use fvision_records::RejectedImage;
 
-use crate::pipeline::Outcome;
+use fvision_pipeline::{Outcome, SourcePosition};
+
+/// The YAML section the external sinks' own sections sit in (`inference.bigquery`, ...), as their config
+/// errors name them.
+pub const SECTION: &str = "inference";
 
 pub use console::ConsoleOutput;
 pub use fluvio::{FluvioOutput, TopicProducer};
 pub use jsonl::{JsonlLine, JsonlOutput};
-pub use route::{route, Destination, Routed};
-pub use set::{DeliveryError, LocalOutputs, OutputSet};
-
-/// Where an outcome's record sat in the consumed topic. Outputs that name objects after offsets or
-/// de-duplicate a replay use it; outcomes of the embedded pipeline (files, stdin) have none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourcePosition {
-    /// The partition of the consumed topic.
-    pub partition: u32,
-    /// The record's offset in that partition.
-    pub offset: i64,
-}
+pub use route::{route, BelowThreshold, Destination, Routed};
+pub use set::{DeliveryError, ExternalConfigs, LocalOutputs, OutputSet};
 
 /// One outcome as every output receives it: the outcome itself, its routing (destination, key, JSON
 /// value, computed once for all outputs) and its source position.

@@ -18,12 +18,12 @@ use fvision_connector_common::ConfigError;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::sink::{
+use crate::metrics as events;
+use crate::toolkit::{
     self, check_common, default_max_retry_time, default_queue, default_request_timeout, parse_endpoint, Command,
     FailedFlag, Failure, Health, Include, Origin, RetryPolicy, SinkQueue,
 };
-use super::{AckFuture, Delivery, Output, OutputError, OutputHealth, ReplayWindow, SourcePosition};
-use crate::events;
+use crate::{AckFuture, Delivery, Output, OutputError, OutputHealth, ReplayWindow, SourcePosition};
 
 /// The `sink` label and name of this output.
 pub const NAME: &str = "gcs";
@@ -110,7 +110,7 @@ pub struct GcsSettings {
 impl GcsConfig {
     /// Checks the section read from `path`.
     pub fn settings(&self, path: &Path) -> Result<GcsSettings, ConfigError> {
-        let origin = Origin { path: path.to_owned(), section: format!("{}.gcs", crate::config::SECTION) };
+        let origin = Origin { path: path.to_owned(), section: format!("{}.gcs", crate::SECTION) };
         let valid_bucket = (3..=222).contains(&self.bucket.len())
             && self.bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
             && self.bucket.starts_with(|c: char| c.is_ascii_alphanumeric());
@@ -368,7 +368,8 @@ impl GcsOutput {
     /// Connects, checks that the bucket exists (naming the field when it does not, or when the endpoint
     /// does not answer), and starts the uploader.
     pub fn connect(settings: GcsSettings) -> Result<Self, ConfigError> {
-        let runtime = sink::runtime(NAME).map_err(|e| settings.origin.error("endpoint", format!("a runtime: {e}")))?;
+        let runtime =
+            toolkit::runtime(NAME).map_err(|e| settings.origin.error("endpoint", format!("a runtime: {e}")))?;
         let client = runtime.block_on(async {
             let client = GcsClient::new(&settings).await?;
             match client.bucket_exists().await {
@@ -418,10 +419,10 @@ impl Output for GcsOutput {
         let parts = format!("{prefix}part-");
         self.runtime.block_on(async {
             let names =
-                sink::with_retries(NAME, &self.settings.retry, &self.health, || self.client.list(&parts)).await?;
+                toolkit::with_retries(NAME, &self.settings.retry, &self.health, || self.client.list(&parts)).await?;
             let stale = uncommitted(&prefix, &names, window);
             for name in &stale {
-                sink::with_retries(NAME, &self.settings.retry, &self.health, || self.client.delete(name)).await?;
+                toolkit::with_retries(NAME, &self.settings.retry, &self.health, || self.client.delete(name)).await?;
             }
             if !stale.is_empty() {
                 tracing::info!(
@@ -466,7 +467,7 @@ struct Uploader {
     health: Health,
     open: BTreeMap<u32, OpenObject>,
     failed: FailedFlag,
-    backlog: sink::Backlog,
+    backlog: toolkit::Backlog,
 }
 
 impl Uploader {
@@ -532,7 +533,7 @@ impl Uploader {
             let name = object_name(&self.settings.prefix, partition, object.from, object.to);
             let bytes = object.body.len() as u64;
             let started = Instant::now();
-            let uploaded = sink::with_retries(NAME, &self.settings.retry, &self.health, || {
+            let uploaded = toolkit::with_retries(NAME, &self.settings.retry, &self.health, || {
                 self.client.upload(&name, object.body.clone())
             })
             .await;
@@ -544,7 +545,7 @@ impl Uploader {
                 }
                 Err(error) => {
                     tracing::error!(sink = NAME, object = %name, "{error}");
-                    sink::mark_failed(&self.failed, &error);
+                    toolkit::mark_failed(&self.failed, &error);
                     self.open.clear();
                     return Some(error);
                 }

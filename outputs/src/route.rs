@@ -1,10 +1,22 @@
 //! Routing: where one outcome goes (predictions, review, dead letters, nowhere) and the record it becomes
 //! there. Pure, computed once per outcome for every output, so the rules are tested without a cluster.
 
+use fvision_pipeline::Outcome;
 use fvision_records::RejectedImage;
+use serde::Deserialize;
 
-use crate::config::BelowThreshold;
-use crate::pipeline::Outcome;
+/// What happens to predictions below the confidence threshold (the job this replaces dropped them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BelowThreshold {
+    /// Keep them, with `above_threshold: false` (default: nothing is lost).
+    #[default]
+    Flag,
+    /// Drop them (counted in metrics).
+    Drop,
+    /// Send them to `review-topic` instead of `predictions`.
+    Review,
+}
 
 /// Where one outcome goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

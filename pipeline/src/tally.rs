@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::pipeline::Outcome;
+use crate::item::Outcome;
 
 /// End-to-end latencies in a fixed-size histogram with geometric buckets: every quantile it reports is
 /// within [`LatencyHistogram::RELATIVE_ERROR`] of the exact one (between 1 µs and 1 h; values outside
@@ -81,16 +81,6 @@ impl LatencyHistogram {
         self.max
     }
 
-    /// Adds another histogram's counts.
-    pub fn merge(&mut self, other: &Self) {
-        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *mine += theirs;
-        }
-        self.total += other.total;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-    }
-
     /// Bytes the histogram occupies, inline and on the heap: the same from the first record to the last.
     pub fn footprint_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.counts)
@@ -151,14 +141,6 @@ impl Tally {
     pub fn latency_ms(&self, q: f64) -> f64 {
         self.latency.quantile(q)
     }
-
-    /// Adds another tally.
-    pub fn merge(&mut self, other: &Self) {
-        self.classified += other.classified;
-        self.rejected += other.rejected;
-        self.below_threshold += other.below_threshold;
-        self.latency.merge(&other.latency);
-    }
 }
 
 #[cfg(test)]
@@ -206,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tally_counts_rates_and_merges() {
+    fn a_tally_counts_and_rates() {
         use fvision_records::{Prediction, RejectReason, RejectedImage, Stage};
         let classified = |ms: f64, above_threshold| Outcome::Classified {
             name: "x".into(),
@@ -228,8 +210,5 @@ mod tests {
         assert!((tally.success_percent() - 75.0).abs() < 1e-9);
         assert!((tally.images_per_sec(Duration::from_secs(2)) - 2.0).abs() < 1e-9);
         assert!((tally.latency_ms(0.5) - 20.0).abs() <= 20.0 * LatencyHistogram::RELATIVE_ERROR);
-        let mut both = tally.clone();
-        both.merge(&tally);
-        assert_eq!((both.total(), both.latency.len()), (8, 6));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pipeline::Outcome;
+use crate::item::Outcome;
 use crate::tally::Tally;
 
 /// Outcomes seen since the last summary line.

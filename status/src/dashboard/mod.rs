@@ -1,6 +1,6 @@
 //! The live status page: what the pipeline is doing, for people. The sink thread records every outcome
 //! ([`Dashboard::record`]), the decode workers hand over thumbnails ([`ThumbnailSink`]), and the HTTP endpoint
-//! ([`crate::endpoint`]) serves the page, its JSON ([`Dashboard::status`]) and the thumbnails.
+//! ([`crate::serve`]) serves the page, its JSON ([`Dashboard::status`]) and the thumbnails.
 //!
 //! Memory is fixed whatever the run's length: the most recent [`RECENT`] predictions and [`DEAD_LETTERS`]
 //! dead letters (each with a thumbnail of at most a few kilobytes), [`PENDING`] thumbnails waiting for their
@@ -15,14 +15,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fvision_models::ThumbnailSink;
 use fvision_records::EventMeta;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 pub use series::{Point, Series};
 
-use crate::outputs::{OutputHealth, OutputReport};
-use crate::pipeline::Outcome;
-use crate::tally::Tally;
+use fvision_outputs::{OutputHealth, OutputReport};
+use fvision_pipeline::metrics::FlowSnapshot;
+use fvision_pipeline::{Outcome, Tally};
 
 /// Predictions shown in the grid.
 pub const RECENT: usize = 24;
@@ -39,7 +38,7 @@ const TOP: usize = 10;
 /// Longest rejection detail shown.
 const MAX_DETAIL: usize = 300;
 
-/// Reports how the outputs are doing (the connector's [`crate::outputs::OutputSet::health`]).
+/// Reports how the outputs are doing (the connector's `fvision_outputs::OutputSet::reports`).
 pub type HealthSource = Arc<dyn Fn() -> Vec<OutputReport> + Send + Sync>;
 
 /// The model, as the page shows it.
@@ -320,11 +319,12 @@ impl Dashboard {
     }
 
     /// Everything the page shows, newest predictions first; queue depths, in-flight records and batch sizes
-    /// come from the metrics recorder (`metrics`), so the page and `/metrics` agree.
-    pub fn status(&self, metrics: Option<&PrometheusHandle>) -> Status {
+    /// come from the pipeline's in-memory flow state, which the same calls keep as `/metrics`, so the page
+    /// and `/metrics` agree.
+    pub fn status(&self) -> Status {
         let now = unix_now();
         let outputs = self.outputs();
-        let rendered = metrics.map(PrometheusHandle::render).unwrap_or_default();
+        let flow = fvision_pipeline::metrics::flow().snapshot();
         let mut state = self.state();
         state.series.advance(now);
         let tally = &state.tally;
@@ -344,12 +344,7 @@ impl Dashboard {
         let mut rejects: Vec<Count> =
             state.rejects.iter().map(|(&name, &count)| Count { name: name.into(), count: count as f64 }).collect();
         rejects.sort_by(|a, b| b.count.total_cmp(&a.count));
-        let queues = samples(&rendered, crate::events::QUEUE_DEPTH)
-            .into_iter()
-            .map(|(labels, value)| Count { name: label_value(&labels, "queue").unwrap_or_default(), count: value })
-            .collect();
-        let in_flight = samples(&rendered, crate::events::IN_FLIGHT).first().map(|(_, v)| *v);
-        let batches = batches(&rendered);
+        let (queues, in_flight, batches) = flow_status(flow);
         Status {
             mode: self.inner.mode,
             uptime_s: self.inner.started.elapsed().as_secs_f64(),
@@ -405,46 +400,20 @@ impl ThumbnailSink for Dashboard {
     }
 }
 
-/// The samples of metric `name` in a Prometheus text exposition: (the label set as written, value).
-fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(rest) => {
-                    let (labels, value) = rest.split_once("} ")?;
-                    (labels.to_string(), value)
-                }
-                None => (String::new(), rest.strip_prefix(' ')?),
-            };
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of `key` in a label set as written (`a="x",b="y"`).
-fn label_value(labels: &str, key: &str) -> Option<String> {
-    labels
-        .split(',')
-        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix("=\"")?.strip_suffix('"').map(str::to_string))
-}
-
-fn batches(text: &str) -> Batches {
-    let name = crate::events::BATCH_SIZE;
-    let one = |suffix: &str| samples(text, &format!("{name}{suffix}")).first().map(|(_, v)| *v);
-    let (count, sum) = (one("_count").unwrap_or(0.0), one("_sum").unwrap_or(0.0));
-    let buckets = samples(text, &format!("{name}_bucket"))
-        .into_iter()
-        .map(|(labels, count)| Count { name: label_value(&labels, "le").unwrap_or_default(), count })
-        .collect();
-    Batches { count, mean: (count > 0.0).then(|| sum / count), buckets }
+/// The page's queues, in-flight records and batches, from the pipeline's flow state.
+fn flow_status(flow: FlowSnapshot) -> (Vec<Count>, Option<f64>, Batches) {
+    let queues =
+        flow.queues.into_iter().map(|(name, depth)| Count { name: name.into(), count: depth as f64 }).collect();
+    let (count, sum) = (flow.batches as f64, flow.batch_images as f64);
+    let buckets = flow.batch_buckets.into_iter().map(|(le, count)| Count { name: le, count: count as f64 }).collect();
+    let batches = Batches { count, mean: (count > 0.0).then(|| sum / count), buckets };
+    (queues, flow.in_flight.map(|n| n as f64), batches)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outputs::SourcePosition;
+    use fvision_pipeline::SourcePosition;
     use fvision_records::{Prediction, RejectReason, RejectedImage, Stage};
 
     fn classified(id: &str, label: &str, partition_offset: Option<(u32, i64)>) -> Outcome {
@@ -476,7 +445,7 @@ mod tests {
                 },
             ]
         }));
-        let status = serde_json::to_value(dashboard.status(None)).unwrap();
+        let status = serde_json::to_value(dashboard.status()).unwrap();
         let outputs = &status["outputs"];
         assert_eq!((outputs[0]["healthy"].as_bool(), outputs[0]["backlog"].as_u64()), (Some(true), Some(0)));
         let bigquery = &outputs[1];
@@ -500,7 +469,7 @@ mod tests {
         rejected.event.id = "bad".into();
         dashboard.record(&Outcome::Rejected { name: "bad.jpg".into(), position: None, rejected: Box::new(rejected) });
 
-        let status = dashboard.status(None);
+        let status = dashboard.status();
         assert_eq!((status.totals.classified, status.totals.rejected, status.totals.below_threshold), (100, 1, 34));
         assert_eq!(status.recent.len(), RECENT);
         assert_eq!(status.recent[0].image_id, "img-99", "newest first");
@@ -527,7 +496,7 @@ mod tests {
         let dashboard = Dashboard::new("connector");
         dashboard.set_partition(0, Some(9), Some(15));
         dashboard.set_partition(1, None, Some(4));
-        let status = dashboard.status(None);
+        let status = dashboard.status();
         let lags: Vec<_> = status.partitions.iter().map(|p| (p.partition, p.lag)).collect();
         assert_eq!(lags, vec![(0, Some(5)), (1, Some(4))]);
         assert!(status.partitions[0].committed_at.is_some());
@@ -535,17 +504,21 @@ mod tests {
     }
 
     #[test]
-    fn gauges_and_histograms_are_read_from_the_exposition() {
-        let text = "# TYPE fvision_queue_depth gauge\nfvision_queue_depth{queue=\"decode\"} 3\n\
-                    fvision_queue_depth{queue=\"batch\"} 0\nfvision_in_flight 7\n\
-                    fvision_batch_size_bucket{le=\"1\"} 2\nfvision_batch_size_bucket{le=\"+Inf\"} 5\n\
-                    fvision_batch_size_sum 14\nfvision_batch_size_count 5\n";
-        let queues = samples(text, crate::events::QUEUE_DEPTH);
-        assert_eq!(queues, vec![("queue=\"decode\"".to_string(), 3.0), ("queue=\"batch\"".to_string(), 0.0)]);
-        assert_eq!(label_value(&queues[0].0, "queue").as_deref(), Some("decode"));
-        assert_eq!(samples(text, crate::events::IN_FLIGHT), vec![(String::new(), 7.0)]);
-        let b = batches(text);
-        assert_eq!((b.count, b.mean, b.buckets.len()), (5.0, Some(2.8), 2));
-        assert_eq!(b.buckets[1].name, "+Inf");
+    fn gauges_and_histograms_are_read_from_the_flow_state() {
+        let flow = fvision_pipeline::metrics::Flow::new();
+        flow.queue_moved("decode", 3);
+        flow.queue_moved("batch", 1);
+        flow.queue_moved("batch", -1);
+        flow.set_in_flight(7, 0);
+        for size in [1, 1, 3, 4, 5] {
+            flow.batch(size);
+        }
+        let (queues, in_flight, b) = flow_status(flow.snapshot());
+        let queues: Vec<(&str, f64)> = queues.iter().map(|c| (c.name.as_str(), c.count)).collect();
+        assert_eq!(queues, vec![("consumed", 0.0), ("decode", 3.0), ("batch", 0.0)]);
+        assert_eq!(in_flight, Some(7.0));
+        assert_eq!((b.count, b.mean, b.buckets.len()), (5.0, Some(2.8), 10));
+        assert_eq!((b.buckets[0].name.as_str(), b.buckets[0].count), ("1", 2.0));
+        assert_eq!((b.buckets[9].name.as_str(), b.buckets[9].count), ("+Inf", 5.0));
     }
 }

@@ -3,8 +3,6 @@
 //! stage (or a slow sink) slows everything before it and memory stays bounded by the queue sizes.
 //! Every input yields exactly one [`Outcome`]: a prediction, or a rejection carrying its original bytes.
 
-mod batcher;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -17,68 +15,10 @@ use fvision_records::{
     CappedPayload, EventMeta, PayloadCap, Prediction, RejectReason, RejectedImage, Stage, ValidationRecord,
 };
 
-use crate::events;
-use crate::outputs::SourcePosition;
+use crate::batcher::next_batch;
+use crate::item::{Item, Outcome, SourcePosition};
+use crate::metrics as events;
 use crate::tally::Tally;
-
-pub use batcher::next_batch;
-
-/// One record value to classify, with a name for reports.
-#[derive(Debug, Clone)]
-pub struct Item {
-    /// A display name (file path, topic/offset).
-    pub name: String,
-    /// The record value as it arrived.
-    pub value: Vec<u8>,
-    /// Where it was read from, when it came from a Fluvio topic (outputs name objects or de-duplicate by it).
-    pub position: Option<SourcePosition>,
-}
-
-impl Item {
-    /// A record without a source position (a file, a line of stdin).
-    pub fn new(name: impl Into<String>, value: Vec<u8>) -> Self {
-        Self { name: name.into(), value, position: None }
-    }
-}
-
-/// What became of one input.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Classified.
-    Classified {
-        /// The input's name.
-        name: String,
-        /// Where the input was read from, when it came from a Fluvio topic.
-        position: Option<SourcePosition>,
-        /// The prediction.
-        prediction: Box<Prediction>,
-    },
-    /// Rejected at some stage; belongs on the dead-letter topic.
-    Rejected {
-        /// The input's name.
-        name: String,
-        /// Where the input was read from, when it came from a Fluvio topic.
-        position: Option<SourcePosition>,
-        /// The rejection, with the original record value.
-        rejected: Box<RejectedImage>,
-    },
-}
-
-impl Outcome {
-    /// The input's name (file path, `topic/partition@offset`).
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Classified { name, .. } | Self::Rejected { name, .. } => name,
-        }
-    }
-
-    /// Where the input was read from, when it came from a Fluvio topic.
-    pub fn position(&self) -> Option<SourcePosition> {
-        match self {
-            Self::Classified { position, .. } | Self::Rejected { position, .. } => *position,
-        }
-    }
-}
 
 /// The validation stage: one verdict per value (`None` where the validator dropped it).
 pub trait Validate: Send {
@@ -211,23 +151,29 @@ impl Original {
 }
 
 /// A stage failed on one image or one batch: the reason and detail of its dead letters.
-struct Failure {
+struct StageFailure {
     reason: RejectReason,
     detail: String,
 }
 
-/// Runs `work`, turning a panic into a [`Failure`] with reason `internal_error`: a decoder or model bug on a
+/// Runs `work`, turning a panic into a [`StageFailure`] with reason `internal_error`: a decoder or model bug on a
 /// crafted input costs that input, not the worker (whose loss would leave the commit barrier waiting forever).
-fn guarded<T>(stage: Stage, work: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+fn guarded<T>(stage: Stage, work: impl FnOnce() -> Result<T, StageFailure>) -> Result<T, StageFailure> {
     catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic payload".into());
+        let message = panic_message(&*panic);
         tracing::error!(stage = stage.as_str(), panic = %message, "a stage panicked; the image goes to the dead letters");
-        Err(Failure { reason: RejectReason::InternalError, detail: format!("{} panicked: {message}", stage.as_str()) })
+        Err(StageFailure { reason: RejectReason::InternalError, detail: format!("{} panicked: {message}", stage.as_str()) })
     })
+}
+
+/// The message of a panic payload (`panic!` with a string or a format), for the dead letter or the error
+/// that reports it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// What the stages send to the calling thread.
@@ -247,7 +193,7 @@ struct Ready {
 }
 
 impl Ready {
-    fn rejected(self, failure: &Failure, cap: PayloadCap) -> Outcome {
+    fn rejected(self, failure: &StageFailure, cap: PayloadCap) -> Outcome {
         let meta = self.batch.images().first().map(|i| i.meta.clone()).unwrap_or_default();
         let rejected = self.original.rejected(failure.reason, failure.detail.clone(), Stage::Inference, cap);
         Outcome::Rejected {
@@ -413,12 +359,14 @@ fn decode_stage(
         let prepared = guarded(Stage::Decode, || {
             #[cfg(test)]
             fault::inject("decode", &task.meta.id);
-            let image = base64::engine::general_purpose::STANDARD.decode(&task.data).map_err(|e| Failure {
+            let image = base64::engine::general_purpose::STANDARD.decode(&task.data).map_err(|e| StageFailure {
                 reason: RejectReason::InvalidBase64,
                 detail: format!("validated data is not base64: {e}"),
             })?;
             let mut batch = PreparedBatch::with_capacity(pre, 1);
-            batch.push(pre, &image, task.meta.clone()).map_err(|e| Failure { reason: e.reason, detail: e.detail })?;
+            batch
+                .push(pre, &image, task.meta.clone())
+                .map_err(|e| StageFailure { reason: e.reason, detail: e.detail })?;
             Ok(batch)
         });
         let sent = match prepared {
@@ -507,7 +455,7 @@ fn classify(
     classifier: &Classifier,
     parts: &[&PreparedBatch],
     config: &PipelineSettings,
-) -> Result<Vec<Prediction>, Failure> {
+) -> Result<Vec<Prediction>, StageFailure> {
     guarded(Stage::Inference, || {
         let mut batch = PreparedBatch::with_capacity(classifier.preprocessor(), parts.len());
         for part in parts {
@@ -517,7 +465,7 @@ fn classify(
         fault::inference(&batch)?;
         let predictions = classifier
             .classify_batch(&batch, config.top_k, config.threshold)
-            .map_err(|e| Failure { reason: RejectReason::InferenceError, detail: e.to_string() })?;
+            .map_err(|e| StageFailure { reason: RejectReason::InferenceError, detail: e.to_string() })?;
         if predictions.len() != batch.len() {
             return Err(no_prediction());
         }
@@ -525,8 +473,8 @@ fn classify(
     })
 }
 
-fn no_prediction() -> Failure {
-    Failure {
+fn no_prediction() -> StageFailure {
+    StageFailure {
         reason: RejectReason::InternalError,
         detail: "the model returned a different number of predictions than images".into(),
     }
@@ -550,7 +498,7 @@ mod fault {
 
     use fvision_models::PreparedBatch;
 
-    use super::Failure;
+    use super::StageFailure;
     use fvision_records::RejectReason;
 
     /// (what, image id): `("decode", id)` panics while decoding `id`; `("inference-panic", id)` panics on
@@ -567,11 +515,11 @@ mod fault {
         }
     }
 
-    pub fn inference(batch: &PreparedBatch) -> Result<(), Failure> {
+    pub fn inference(batch: &PreparedBatch) -> Result<(), StageFailure> {
         for image in batch.images() {
             inject("inference-panic", &image.meta.id);
             if armed("inference-error", &image.meta.id) {
-                return Err(Failure {
+                return Err(StageFailure {
                     reason: RejectReason::InferenceError,
                     detail: format!("injected inference error for {}", image.meta.id),
                 });
@@ -754,7 +702,7 @@ mod tests {
         struct Spu;
         impl Validate for Spu {
             fn validate(&mut self, values: &[&[u8]]) -> Vec<Option<ValidationRecord>> {
-                values.iter().map(|v| Some(crate::connector::parse_spu_output(v))).collect()
+                values.iter().map(|v| Some(serde_json::from_slice(v).unwrap())).collect()
             }
             fn sees_originals(&self) -> bool {
                 false

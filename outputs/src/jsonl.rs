@@ -12,7 +12,7 @@ use fvision_records::{Prediction, RejectReason, Stage};
 use serde::Serialize;
 
 use super::{AckFuture, Delivery, Destination, Output, OutputError};
-use crate::pipeline::Outcome;
+use fvision_pipeline::Outcome;
 
 /// The output's name in metrics, logs and errors.
 pub const NAME: &str = "jsonl";
@@ -143,7 +143,7 @@ impl Output for JsonlOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outputs::SourcePosition;
+    use fvision_pipeline::SourcePosition;
     use fvision_records::{EventMeta, RejectedImage};
 
     fn line(outcome: &Outcome) -> serde_json::Value {
