@@ -237,7 +237,7 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: {{meta: {{name: images}}}}}}\n\
              inference:\n  kafka: {{brokers: '{}', include: predictions}}\n",
             kafka.bootstrap_servers()
         ),

@@ -33,7 +33,7 @@ fn run_with_a_config_writes_to_its_bigquery_and_kafka_sections() {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: {{meta: {{name: images}}}}}}\n\
              inference:\n  model: efficientnet-lite0\n  confidence-threshold: 0.0\n  \
              bigquery: {{project: {PROJECT}, endpoint: '{}', create-table: true, include: predictions, \
              dead-letter-table: image_dead_letters}}\n  \
@@ -101,7 +101,7 @@ fn run_with_a_config_stops_at_start_up_when_a_sink_is_unreachable() {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+            "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: {{meta: {{name: images}}}}}}\n\
              inference:\n  gcs: {{bucket: predictions, endpoint: 'http://127.0.0.1:{port}'}}\n"
         ),
     )

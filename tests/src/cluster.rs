@@ -25,14 +25,20 @@ const PRODUCE_BATCH: usize = 1 << 20;
 
 /// The `fluvio` CLI, where Fluvio's installer puts it.
 pub fn fluvio_cli() -> Option<PathBuf> {
+    fluvio_tool("fluvio")
+}
+
+/// One of Fluvio's command-line tools (`fluvio`, `cdk`, `smdk`): on PATH, else in `~/.fluvio/bin` where
+/// Fluvio's installer puts them.
+pub fn fluvio_tool(name: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("fluvio"))
+        .map(|dir| dir.join(name))
         .find(|path| path.is_file());
     on_path.or_else(|| {
         let home = std::env::var_os("HOME")?;
-        Some(Path::new(&home).join(".fluvio/bin/fluvio")).filter(|p| p.is_file())
+        Some(Path::new(&home).join(".fluvio/bin").join(name)).filter(|p| p.is_file())
     })
 }
 
@@ -99,7 +105,13 @@ impl LocalCluster {
 
     /// Creates a topic (deleted when the cluster guard drops).
     pub fn create_topic(&self, name: &str) {
-        self.create(&["topic", "create", name]);
+        self.create(name, &["topic", "create", name]);
+    }
+
+    /// Creates the topic a Fluvio topic config file describes, with `fluvio topic create --config` (deleted
+    /// when the cluster guard drops); `name` is the `meta.name` the file gives.
+    pub fn create_topic_from_file(&self, name: &str, file: &Path) {
+        self.create(name, &["topic", "create", "--config", &file.display().to_string()]);
     }
 
     /// Creates a source's events topic and dead-letter topic, named uniquely from `prefix`.
@@ -113,13 +125,12 @@ impl LocalCluster {
 
     /// Creates a topic with `partitions` partitions (deleted when the cluster guard drops).
     pub fn create_topic_with_partitions(&self, name: &str, partitions: u32) {
-        self.create(&["topic", "create", name, "--partitions", &partitions.to_string()]);
+        self.create(name, &["topic", "create", name, "--partitions", &partitions.to_string()]);
     }
 
     /// Runs a `topic create`, once more when the SC's answer timed out (it can take over a minute while the
     /// SPU deletes the large topics an earlier test left); a topic that the timed-out call did create counts.
-    fn create(&self, args: &[&str]) {
-        let name = args[2];
+    fn create(&self, name: &str, args: &[&str]) {
         for attempt in 1..=3 {
             let out = self.cli(args);
             let said = text(&out);

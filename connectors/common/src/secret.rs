@@ -68,19 +68,28 @@ impl Secrets {
 
     /// `text` with every secret value replaced by its reference `${{ secrets.NAME }}`, also where the value
     /// appears escaped (a parser's message quotes it with `Debug`), longest values first so a value that
-    /// contains another is replaced whole.
+    /// contains another is replaced whole. A value shorter than [`SHORT_SECRET`] characters is replaced only
+    /// where it stands alone (not inside a word): replacing every `u` of a text would spell the secret out
+    /// by the letters missing around the references.
     pub fn redact(&self, text: &str) -> String {
         let mut forms: Vec<(String, &String)> = Vec::new();
         for (name, secret) in self.0.iter().filter(|(_, s)| !s.0.is_empty()) {
             for form in [secret.0.clone(), secret.0.escape_debug().to_string(), secret.0.escape_default().to_string()] {
-                forms.push((form, name));
+                if !forms.iter().any(|(f, _)| *f == form) {
+                    forms.push((form, name));
+                }
             }
         }
         forms.sort_by_key(|(form, _)| std::cmp::Reverse(form.len()));
         let mut text = text.to_string();
         for (form, name) in forms {
             if text.contains(&form) {
-                text = text.replace(&form, &format!("${{{{ secrets.{name} }}}}"));
+                let reference = format!("${{{{ secrets.{name} }}}}");
+                text = if form.chars().count() >= SHORT_SECRET {
+                    text.replace(&form, &reference)
+                } else {
+                    replace_standalone(&text, &form, &reference)
+                };
             }
         }
         text
@@ -94,6 +103,29 @@ impl Secrets {
             }
         }
     }
+}
+
+/// Secrets with fewer characters than this are redacted only where they stand alone ([`Secrets::redact`]).
+pub const SHORT_SECRET: usize = 8;
+
+/// `text` with each occurrence of `needle` that no letter, digit or `_` touches replaced.
+fn replace_standalone(text: &str, needle: &str, replacement: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(needle) {
+        if at < last {
+            continue;
+        }
+        let end = at + needle.len();
+        if !word(text[..at].chars().next_back()) && !word(text[end..].chars().next()) {
+            out.push_str(&text[last..at]);
+            out.push_str(replacement);
+            last = end;
+        }
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 static REGISTERED: RwLock<Secrets> = RwLock::new(Secrets(BTreeMap::new()));
@@ -140,5 +172,24 @@ mod tests {
         let secrets = Secrets::new([("PASS".into(), "hunter2".into()), ("LONG".into(), "hunter2-more".into())]);
         assert_eq!(format!("{secrets:?}"), r#"{"LONG", "PASS"}"#);
         assert_eq!(secrets.redact("a hunter2 and hunter2-more"), "a ${{ secrets.PASS }} and ${{ secrets.LONG }}");
+    }
+
+    /// Issue 28: a one-character username `u` redacted inside a log line must not spell itself out by the
+    /// `u`s missing from the words around it, and must still be hidden where it stands alone.
+    #[test]
+    fn a_short_secret_is_hidden_where_it_stands_alone_and_words_keep_their_letters() {
+        let secrets = Secrets::new([("USER".into(), "u".into()), ("PIN".into(), "0x1F2E".into())]);
+        let line = r#"connecting as "u" to bucket uploads: user=u pin 0x1F2E rejected"#;
+        let redacted = secrets.redact(line);
+        assert_eq!(
+            redacted,
+            r#"connecting as "${{ secrets.USER }}" to bucket uploads: user=${{ secrets.USER }} pin ${{ secrets.PIN }} rejected"#
+        );
+        // The words that merely contain the letter are untouched: no reference sits inside a word.
+        assert!(redacted.contains("bucket uploads: user="), "{redacted}");
+        assert!(!redacted.contains(r#""u""#) && !redacted.contains("=u "), "{redacted}");
+        // A long secret is hidden wherever it appears, also inside a word.
+        let long = Secrets::new([("TOKEN".into(), "abcdefgh1234".into())]);
+        assert_eq!(long.redact("Bearerabcdefgh1234x"), "Bearer${{ secrets.TOKEN }}x");
     }
 }

@@ -21,15 +21,32 @@ use crate::dead_letter;
 use crate::producer::{image_producer_config, MAX_IMAGE_RECORD};
 use crate::replay::{id_key, replay_key, RecentKeys, Sent};
 
-/// Default `meta.replay-lookback`: ids remembered per partition of each written topic, and read back at
+/// Default `replay-lookback` of a source's section: ids remembered per partition of each written topic, and read back at
 /// start-up. It must cover what the sources sharing the topic write between a source's last acknowledged
 /// batch and its restart (a few batches of each), and what a source writes before Pub/Sub redelivers the
 /// messages of a batch it did not ack (its ack deadline); ids are small, so it is generous.
 pub const DEFAULT_REPLAY_LOOKBACK: usize = 4096;
 
-/// Default `meta.replay-lookback-bytes`: the most bytes of records read back per topic at start-up (image
+/// Default `replay-lookback-bytes` of a source's section: the most bytes of records read back per topic at start-up (image
 /// records are 100 KB to MBs, so this, not the count, usually bounds the read-back: about 600 records of 200 KB).
 pub const DEFAULT_REPLAY_LOOKBACK_BYTES: ByteSize = ByteSize::mib(128);
+
+/// How much of each topic a source writes it reads back at start-up, so that what a crashed predecessor
+/// wrote but did not commit is not written again ([`crate::replay`]): the sources' `replay-lookback` (ids per
+/// partition, 0 turns the guard off) and `replay-lookback-bytes` (the newest records first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLookback {
+    /// Ids remembered per partition.
+    pub ids: usize,
+    /// The most bytes of records read back per topic.
+    pub bytes: u64,
+}
+
+impl Default for ReplayLookback {
+    fn default() -> Self {
+        Self { ids: DEFAULT_REPLAY_LOOKBACK, bytes: DEFAULT_REPLAY_LOOKBACK_BYTES.as_u64() }
+    }
+}
 
 /// Most records per read of the read-back, which walks back from the end of a partition in windows of at most
 /// this size.
@@ -82,7 +99,12 @@ pub struct SourceOutput {
 impl SourceOutput {
     /// Checks the topics (creating `meta.topic` when `meta.create-topic` allows) and opens the producers,
     /// sized for whole images from `meta.producer`.
-    pub async fn connect(fluvio: &Fluvio, meta: &MetaConfig, dlq_topic: &str) -> Result<Self, OutputError> {
+    pub async fn connect(
+        fluvio: &Fluvio,
+        meta: &MetaConfig,
+        dlq_topic: &str,
+        lookback: ReplayLookback,
+    ) -> Result<Self, OutputError> {
         let admin = fluvio.admin().await;
         let topic = meta.topic.name().to_string();
         for (name, may_create) in [(topic.as_str(), meta.create_topic), (dlq_topic, false)] {
@@ -111,8 +133,7 @@ impl SourceOutput {
                 Ok::<_, OutputError>((name, producer))
             }
         };
-        let lookback = meta.replay_lookback.unwrap_or(DEFAULT_REPLAY_LOOKBACK);
-        let bytes = meta.replay_lookback_bytes.unwrap_or(DEFAULT_REPLAY_LOOKBACK_BYTES).as_u64();
+        let ReplayLookback { ids: lookback, bytes } = lookback;
         let (recent_events, recent_event_ids) = read_back(fluvio, &topic, lookback, bytes).await?;
         let (recent_dead_letters, _) = read_back(fluvio, dlq_topic, lookback, bytes).await?;
         Ok(Self {

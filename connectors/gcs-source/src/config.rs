@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use fvision_connector_common::source_output::ReplayLookback;
 use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use serde::Deserialize;
 
@@ -57,6 +58,22 @@ pub struct GcsSettings {
     /// Serve Prometheus metrics on this port.
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Ids per partition of the written topics (events, dead letters) remembered, and read back from the end
+    /// of each partition at start-up, so that what a crashed predecessor wrote but did not commit is not
+    /// written again; 0 turns the guard off.
+    #[serde(default = "default_replay_lookback")]
+    pub replay_lookback: usize,
+    /// The most bytes of records read back per topic at start-up for `replay-lookback` (the newest first).
+    #[serde(default = "default_replay_lookback_bytes")]
+    pub replay_lookback_bytes: ByteSize,
+}
+
+fn default_replay_lookback() -> usize {
+    ReplayLookback::default().ids
+}
+
+fn default_replay_lookback_bytes() -> ByteSize {
+    ByteSize::b(ReplayLookback::default().bytes)
 }
 
 fn default_subscription() -> String {
@@ -96,6 +113,11 @@ fn default_dlq_topic() -> String {
 }
 
 impl GcsSettings {
+    /// The replay guard's read-back at start-up.
+    pub fn replay_lookback(&self) -> ReplayLookback {
+        ReplayLookback { ids: self.replay_lookback, bytes: self.replay_lookback_bytes.as_u64() }
+    }
+
     /// What serde cannot check.
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {

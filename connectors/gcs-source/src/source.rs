@@ -115,7 +115,12 @@ impl GcsSource {
             .build()
             .map_err(|e| SourceError::Setup(format!("starting the async runtime: {e}")))?;
         let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
-        let mut output = run_block_on(SourceOutput::connect(&fluvio, &self.config.meta, &settings.dlq_topic))?;
+        let mut output = run_block_on(SourceOutput::connect(
+            &fluvio,
+            &self.config.meta,
+            &settings.dlq_topic,
+            settings.replay_lookback(),
+        ))?;
         let client = runtime.block_on(pubsub::client(
             &settings.project,
             settings.pubsub_emulator_host.as_deref(),

@@ -97,7 +97,7 @@ meta:
   version: 0.1.0
   name: fvt-gcs-source
   type: gcs-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
@@ -207,7 +207,7 @@ meta:
   version: 0.1.0
   name: fvt-gcs-crash
   type: gcs-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
@@ -287,7 +287,7 @@ meta:
   version: 0.1.0
   name: fvt-gcs-down
   type: gcs-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
@@ -347,7 +347,7 @@ meta:
   version: 0.1.0
   name: fvt-gcs-psdown
   type: gcs-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}

@@ -50,7 +50,7 @@ fn the_dead_letter_cap_reaches_the_smartmodule_and_must_agree_with_its_param() {
         std::fs::write(
             &path,
             format!(
-                "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: images}}\n\
+                "apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: s, type: inference-sink, topic: {{meta: {{name: images}}}}}}\n\
                  inference: {{{inference}}}\ntransforms:\n  - uses: image-validate\n    with: {{{with}}}\n"
             ),
         )
@@ -91,7 +91,7 @@ fn secrets_are_substituted_from_the_secrets_file() {
     let config = dir.join("c.yaml");
     std::fs::write(
         &config,
-        "apiVersion: 0.2.0\nmeta:\n  {version: 0.1.0, name: s, type: inference-sink, topic: \"${{ secrets.TOPIC }}\", secrets: [{name: TOPIC}]}\ninference: {model: \"${{secrets.MODEL}}\"}\n",
+        "apiVersion: 0.2.0\nmeta:\n  {version: 0.1.0, name: s, type: inference-sink, topic: {meta: {name: \"${{ secrets.TOPIC }}\"}}, secrets: [{name: TOPIC}, {name: MODEL}]}\ninference: {model: \"${{secrets.MODEL}}\"}\n",
     )
     .unwrap();
     let secrets = dir.join("secrets.env");
@@ -171,7 +171,7 @@ fn secret_files(dir: &Path, inference: &str) -> (PathBuf, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: s\n  type: inference-sink\n  topic: images\n  \
+            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: s\n  type: inference-sink\n  topic: {{meta: {{name: images}}}}\n  \
              secrets: [{{name: PASS}}]\ninference:\n{inference}\n"
         ),
     )
@@ -190,10 +190,25 @@ fn secrets_are_values_never_structure() {
     let loaded = load(&config, Some(&secrets)).unwrap();
     assert_eq!(loaded.inference.predictions_topic, HOSTILE_SECRET.replace('\n', "\\n"));
     assert_eq!(loaded.inference.model, "efficientnet-lite0", "the secret's `model:` did not become a setting");
-    // A reference that is the whole value of a numeric setting becomes a number.
-    let (config, _) = secret_files(dir.path(), "  metrics-port: ${{ secrets.PASS }}");
-    std::fs::write(&secrets, "PASS=9464\n").unwrap();
-    assert_eq!(load(&config, Some(&secrets)).unwrap().inference.metrics_port, Some(9464));
+}
+
+/// Issue 28: a substituted value stays a string whatever it looks like (`0x1F2E` is not 7982, a numeric
+/// password is a password), and a numeric setting refuses it without showing it in any form.
+#[test]
+fn secrets_that_look_like_numbers_stay_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, secrets) = secret_files(dir.path(), "  predictions-topic: ${{ secrets.PASS }}");
+    for value in ["0x1F2E", "123456", "1e3", "true", "7"] {
+        std::fs::write(&secrets, format!("PASS={value}\n")).unwrap();
+        assert_eq!(load(&config, Some(&secrets)).unwrap().inference.predictions_topic, value);
+    }
+    let (config, secrets) = secret_files(dir.path(), "  metrics-port: ${{ secrets.PASS }}");
+    for value in ["0x1F2E", "9464"] {
+        std::fs::write(&secrets, format!("PASS={value}\n")).unwrap();
+        let err = load(&config, Some(&secrets)).unwrap_err().to_string();
+        assert!(err.contains("inference.metrics-port") && err.contains("${{ secrets.PASS }}"), "{err}");
+        assert!(!err.contains(value) && !err.contains("7982"), "the secret leaked: {err}");
+    }
 }
 
 #[test]

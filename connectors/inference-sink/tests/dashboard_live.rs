@@ -72,8 +72,8 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: {consumer}\n  type: inference-sink\n  topic: {images}\n  \
-             consumer:\n    id: {consumer}\n    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1}}}}\n\
+            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: {consumer}\n  type: inference-sink\n  topic: {{meta: {{name: {images}}}}}\n  \
+             consumer:\n    id: {consumer}\n    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1, nanos: 0}}}}\n\
              inference:\n  predictions-topic: {predictions}\n  dlq-topic: {dlq}\n  validate-at: connector\n  \
              confidence-threshold: 0.5\n  metrics-port: {port}\n  dashboard: true\n  \
              kafka: {{brokers: '{brokers}', include: predictions}}\n",

@@ -137,11 +137,11 @@ meta:
   version: 0.1.0
   name: {name}
   type: inference-sink
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
   consumer:
     id: {name}
     max-bytes: 3 MiB
-    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1}}}}{consumer}
+    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1, nanos: 0}}}}{consumer}
   producer: {{linger: 5ms, batch-size: 8 MiB}}
 inference:
   predictions-topic: {predictions}
@@ -564,7 +564,7 @@ fn the_shipped_config_drains_a_topic() {
     let consumer = unique_name("fvt-shipped-sink");
     let yaml = std::fs::read_to_string(shipped)
         .unwrap()
-        .replace("  topic: images\n", &format!("  topic: {}\n", topics.images))
+        .replace("      name: images\n", &format!("      name: {}\n", topics.images))
         .replace("    id: inference-sink\n", &format!("    id: {consumer}\n"))
         .replace("predictions-topic: predictions\n", &format!("predictions-topic: {}\n", topics.predictions))
         .replace("dlq-topic: images-dlq\n", &format!("dlq-topic: {}\n", topics.dlq))

@@ -136,7 +136,12 @@ impl KafkaSource {
                 .map_err(|e| SourceError::Metrics { port, detail: e.to_string() })?;
         }
         let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
-        let mut output = run_block_on(SourceOutput::connect(&fluvio, &self.config.meta, &settings.dlq_topic))?;
+        let mut output = run_block_on(SourceOutput::connect(
+            &fluvio,
+            &self.config.meta,
+            &settings.dlq_topic,
+            settings.replay_lookback(),
+        ))?;
         let consumer: BaseConsumer = self
             .client_config()
             .create()

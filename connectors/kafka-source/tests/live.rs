@@ -81,7 +81,7 @@ meta:
   version: 0.1.0
   name: {name}
   type: kafka-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
   producer: {{linger: 5ms, batch-size: 8 MiB}}
 kafka:
   bootstrap-servers: {servers}
@@ -274,7 +274,7 @@ meta:
   version: 0.1.0
   name: {name}
   type: kafka-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 kafka:
   bootstrap-servers: {servers}
   topics: [{TOPIC}]

@@ -188,7 +188,6 @@ impl SinkSettings {
     pub fn new(config: SinkConfig, path: &Path) -> Result<Self, ConfigError> {
         config.custom.check(path)?;
         check_delivery(&config, path)?;
-        check_no_source_settings(&config, path)?;
         let params = validation_params(&config, path)?;
         let smartmodule = config
             .transforms
@@ -285,25 +284,6 @@ pub fn is_image_validate(uses: &str) -> bool {
     let name = name.split('@').next().unwrap_or(name);
     let base = image_validate::SMARTMODULE_NAME;
     name == base || name.strip_prefix(base).is_some_and(|rest| rest.starts_with('-') && rest.len() > 1)
-}
-
-/// `meta` is shared with the sources, but the replay guard is theirs alone: accepted here it would do nothing.
-fn check_no_source_settings(config: &SinkConfig, path: &Path) -> Result<(), ConfigError> {
-    let meta = &config.meta;
-    let set = [
-        ("replay-lookback", meta.replay_lookback.is_some()),
-        ("replay-lookback-bytes", meta.replay_lookback_bytes.is_some()),
-    ];
-    match set.iter().find(|(_, present)| *present) {
-        Some((name, _)) => Err(ConfigError::Field {
-            path: path.to_owned(),
-            field: format!("meta.{name}"),
-            expected: "nothing here: only the sources (kafka-source, gcs-source) guard against replays by id; the \
-                       sink's replays keep their offsets and are checked against its outputs"
-                .into(),
-        }),
-        None => Ok(()),
-    }
 }
 
 /// Offsets are committed by the connector after its outputs acknowledged; the client's own periodic commit

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, a module per capability (ripgrep's layout).
 
 mod campaign;
+mod cdk;
 mod deploy;
 mod emulators;
 mod fuzz_corpus;
@@ -8,5 +9,6 @@ mod packages;
 mod pipeline_embedded;
 mod runbook;
 mod sources;
+mod topics;
 mod validate_wasm;
 mod wasm_memory;

@@ -14,7 +14,7 @@ fn accepted_keys(kind: &str, section: &str, load: impl Fn(&Path) -> String) -> B
     let path = dir.path().join("probe.yaml");
     std::fs::write(
         &path,
-        format!("apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: probe, type: {kind}, topic: images}}\n{section}:\n  zz-not-a-key: 1\n"),
+        format!("apiVersion: 0.2.0\nmeta: {{version: 0.1.0, name: probe, type: {kind}, topic: {{meta: {{name: images}}}}}}\n{section}:\n  zz-not-a-key: 1\n"),
     )
     .unwrap();
     let error = load(&path);

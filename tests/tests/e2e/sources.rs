@@ -87,7 +87,7 @@ meta:
   version: 0.1.0
   name: {name}
   type: {kind}
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
   producer: {{linger: 5ms, batch-size: 8 MiB}}
 {section}  dlq-topic: {dlq}
 ",
@@ -278,7 +278,7 @@ meta:
   version: 0.1.0
   name: fvt-src-sink
   type: inference-sink
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
   consumer:
     id: {consumer}
     offset: {{start: beginning, strategy: manual}}

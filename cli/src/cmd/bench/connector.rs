@@ -129,8 +129,8 @@ pub fn run(args: BenchConnectorArgs) -> Result<ExitCode> {
     let yaml = format!(
         "apiVersion: 0.2.0
 meta:
-  {{version: 0.1.0, name: fvbench-{suffix}, type: inference-sink, topic: {images},
-   consumer: {{id: fvbench-{suffix}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: {flush_period}}}}}}}}}
+  {{version: 0.1.0, name: fvbench-{suffix}, type: inference-sink, topic: {{meta: {{name: {images}}}}},
+   consumer: {{id: fvbench-{suffix}, max-bytes: 16 MiB, offset: {{start: beginning, strategy: manual, flush-period: {{secs: {flush_period}, nanos: 0}}}}}}}}
 inference:
   {{model: {model}, max-batch: {MAX_BATCH}, max-wait: {wait}ms, predictions-topic: {predictions},
    dlq-topic: {dlq}, validate-at: {validate_at}}}

@@ -404,7 +404,7 @@ pub struct RenderError {
 }
 
 /// The effective connector YAML of `entry`: its own file (`text`) with the deployment's names filled in.
-/// Sets `meta.name`, `meta.topic` (images) and, by type:
+/// Sets `meta.name`, the name in `meta.topic` (images) and, by type:
 /// - inference-sink: `meta.consumer.id` (`<deployment>-<name>`), `meta.consumer.partition` (when given),
 ///   `inference.predictions-topic`, `inference.dlq-topic`, `inference.metrics-port`, `transforms[0].uses`
 ///   (the SmartModule), and the `bigquery`, `kafka` and `gcs` outputs' project/dataset/table/endpoint,
@@ -421,7 +421,10 @@ pub fn render_connector(deployment: &Deployment, entry: &ConnectorEntry, text: &
     let config = &deployment.config;
     let topics = &config.topics;
     set(&mut doc, &["meta", "name"], entry.name.as_str().into()).map_err(err)?;
-    set(&mut doc, &["meta", "topic"], topics.images.name.as_str().into()).map_err(err)?;
+    // `apiVersion: 0.2.0` names the topic inside a topic config object; 0.1.0 and older by the name alone.
+    let topic_name: &[&str] =
+        if doc["meta"]["topic"].is_mapping() { &["meta", "topic", "meta", "name"] } else { &["meta", "topic"] };
+    set(&mut doc, topic_name, topics.images.name.as_str().into()).map_err(err)?;
     let section = entry.kind.section();
     match entry.kind {
         ConnectorKind::InferenceSink => {
@@ -566,13 +569,20 @@ mod tests {
             let config = &deployment.config;
             for topic in [&config.topics.images, &config.topics.predictions, &config.topics.dlq] {
                 assert!(topic.config.is_file(), "{file}: {}", topic.config.display());
+                // What `fluvio topic create --config` reads, every key one Fluvio knows.
+                let text = std::fs::read_to_string(&topic.config).unwrap();
+                let rendered = render_topic(&text, &topic.name, topic.partitions).unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let copy = dir.path().join("topic.yaml");
+                std::fs::write(&copy, rendered).unwrap();
+                fvision_connector_common::config::TopicConfig::load(&copy).unwrap_or_else(|e| panic!("{file}: {e}"));
             }
             for entry in &config.connectors {
                 assert!(entry.config.is_file(), "{file}: {}", entry.config.display());
                 let text = std::fs::read_to_string(&entry.config).unwrap();
                 let rendered = render_connector(&deployment, entry, &text).unwrap();
                 let doc: Value = serde_yaml::from_str(&rendered).unwrap();
-                assert_eq!(doc["meta"]["topic"].as_str(), Some(config.topics.images.name.as_str()));
+                assert_eq!(doc["meta"]["topic"]["meta"]["name"].as_str(), Some(config.topics.images.name.as_str()));
                 assert_eq!(doc["meta"]["type"].as_str(), Some(entry.kind.binary()), "{file}: {}", entry.name);
             }
         }
@@ -604,11 +614,11 @@ mod tests {
             deployment.config.connectors.iter().find(|c| c.kind == ConnectorKind::InferenceSink).unwrap().clone();
         entry.partition = Some(1);
         entry.metrics_port = Some(40001);
-        let sink = "apiVersion: 0.2.0\nmeta: {version: 0.1.0, name: x, type: inference-sink, topic: images}\n\
+        let sink = "apiVersion: 0.2.0\nmeta: {version: 0.1.0, name: x, type: inference-sink, topic: {meta: {name: images}}}\n\
                     inference: {model: mobilenet-v2, max-batch: 3}\ntransforms:\n  - uses: image-validate\n    with: {max_pixels: 5}\n";
         let rendered = render_connector(&deployment, &entry, sink).unwrap();
         let doc: Value = serde_yaml::from_str(&rendered).unwrap();
-        assert_eq!(doc["meta"]["topic"].as_str(), Some("img-7"));
+        assert_eq!(doc["meta"]["topic"]["meta"]["name"].as_str(), Some("img-7"));
         assert_eq!(doc["meta"]["consumer"]["partition"].as_u64(), Some(1));
         assert_eq!(doc["meta"]["consumer"]["id"].as_str().map(str::to_string), Some(deployment.consumer_id(&entry)));
         assert_eq!(doc["inference"]["model"].as_str(), Some("mobilenet-v2"));

@@ -149,6 +149,14 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
             missing.push(format!("topics.{key}.config: cannot read {}: {e}", topic.config.display()));
         }
     }
+    // Fluvio ignores keys it does not know, so a misspelt topic setting would silently do nothing.
+    for (key, topic) in
+        [("images", &config.topics.images), ("predictions", &config.topics.predictions), ("dlq", &config.topics.dlq)]
+    {
+        if let Err(e) = fvision_connector_common::config::TopicConfig::load(&topic.config) {
+            missing.push(format!("topics.{key}.config: {e}"));
+        }
+    }
     for (i, entry) in config.connectors.iter().enumerate() {
         if connector_binary(entry).is_none() {
             missing.push(format!(
@@ -253,7 +261,7 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
         let rendered = file::render_topic(&text, &topic.name, topic.partitions)
             .map_err(|e| anyhow::anyhow!("{}: {e}", topic.config.display()))?;
         let path = dir.join(format!("topic-{}.yaml", topic.name));
-        std::fs::write(&path, &rendered)?;
+        supervisor::write_private(&path, &rendered)?;
         let change = resources::ensure_fluvio_topic(&fluvio, &topic.name, &path)?;
         let partitions = file::topic_partitions(&rendered);
         if say(change, &format!("Fluvio topic {} ({partitions} partition(s))", topic.name)) {
@@ -345,7 +353,7 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
             }
             None => {}
         }
-        std::fs::write(&files.config, &rendered)?;
+        supervisor::write_private(&files.config, &rendered)?;
         let binary = connector_binary(entry).context("the connector binary disappeared")?;
         let mut command = vec![
             "supervise".to_string(),

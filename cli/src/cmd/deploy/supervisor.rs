@@ -7,8 +7,9 @@
 //! Also the process helpers `deploy`, `status`, `cleanup` and `dev` share: liveness from `/proc`, signals
 //! by pid, detached starts.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
@@ -134,8 +135,24 @@ fn drain(child: &mut Child, limit: Duration, log: &Path) -> ExitCode {
     }
 }
 
+/// The log `log` for appending, readable by its owner only (0600, also when it existed): a connector's output
+/// may name its endpoints and accounts even with every secret redacted.
+fn open_log(log: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(log)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Writes `contents` to `path`, readable by its owner only (0600): the rendered connector configs, which can
+/// hold credentials written into them literally.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
+}
+
 fn spawn_logged(program: &str, args: &[String], log: &Path) -> Result<Child> {
-    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| log.display().to_string())?;
+    let out = open_log(log).with_context(|| log.display().to_string())?;
     let err = out.try_clone()?;
     Command::new(program)
         .args(args)
@@ -149,7 +166,7 @@ fn spawn_logged(program: &str, args: &[String], log: &Path) -> Result<Child> {
 
 /// Appends one supervisor line to the log.
 fn note(log: &Path, line: &str) {
-    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut file) = open_log(log) {
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         let _ = writeln!(file, "{now} SUPERVISOR {line}");
     }
@@ -159,7 +176,7 @@ fn note(log: &Path, line: &str) {
 /// to `log`, and leaves it running after this process exits. Returns its pid.
 pub fn spawn_detached(program: &Path, args: &[String], env: &[(String, String)], log: &Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
-    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| log.display().to_string())?;
+    let out = open_log(log).with_context(|| log.display().to_string())?;
     let err = out.try_clone()?;
     let child = Command::new(program)
         .args(args)
@@ -238,6 +255,26 @@ pub fn stop(pid: u32, limit: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28: rendered configs and logs, which can carry credentials, are the owner's alone.
+    #[test]
+    fn configs_and_logs_are_written_for_the_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, log) = (dir.path().join("c.yaml"), dir.path().join("c.log"));
+        // Files that existed with wider modes are narrowed too.
+        for path in [&config, &log] {
+            std::fs::write(path, "old").unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        write_private(&config, "sasl.password: p").unwrap();
+        note(&log, "started");
+        for path in [&config, &log] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "sasl.password: p");
+        assert!(std::fs::read_to_string(&log).unwrap().contains("SUPERVISOR started"));
+    }
 
     #[test]
     fn backoff_doubles_to_thirty_seconds() {

@@ -855,7 +855,8 @@ mod tests {
 
     #[test]
     fn the_first_offset_comes_from_the_commit_else_from_the_start() {
-        let mut settings = ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: s, type: t, topic: images}"));
+        let mut settings =
+            ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: s, type: t, topic: {meta: {name: images}}}"));
         let position = Position { start: 5, end: 9, committed: None };
         assert_eq!(settings.first_offset(&position), Some(5), "beginning: the first offset still stored");
         assert_eq!(settings.first_offset(&Position { committed: Some(6), ..position }), Some(7));
@@ -867,7 +868,9 @@ mod tests {
 
     #[test]
     fn defaults_commit_after_delivery_under_the_connector_name() {
-        let settings = ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: sink-a, type: t, topic: images}"));
+        let settings = ConsumeSettings::from_meta(&meta(
+            "  {version: 0.1.0, name: sink-a, type: t, topic: {meta: {name: images}}}",
+        ));
         assert_eq!(
             settings,
             ConsumeSettings {
@@ -897,7 +900,7 @@ mod tests {
         let settings = ConsumeSettings::from_meta(&meta(
             "  version: 0.1.0\n  name: s\n  type: t\n  topic: {meta: {name: raw}}\n  consumer:\n    id: c7\n    \
              partition: [2, 3]\n    max-bytes: 4 MiB\n    offset: {start: {absolute: 42}, strategy: manual, \
-             flush-period: {secs: 5}}",
+             flush-period: {secs: 5, nanos: 0}}",
         ));
         assert_eq!(settings.topic, "raw");
         assert_eq!(settings.partitions, Some(vec![2, 3]));
@@ -1139,7 +1142,8 @@ mod tests {
     }
 
     fn fake_settings() -> ConsumeSettings {
-        let mut settings = ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: s, type: t, topic: t}"));
+        let mut settings =
+            ConsumeSettings::from_meta(&meta("  {version: 0.1.0, name: s, type: t, topic: {meta: {name: t}}}"));
         settings.max_bytes = ByteSize::b(MAX_BYTES as u64);
         settings.read_timeout = Duration::from_millis(200);
         settings.commit_interval = Duration::ZERO; // a barrier after every record: commit order is checked each time
