@@ -217,3 +217,29 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
     assert_eq!(written, expected, "one prediction per image, the same labels as fvision run");
     assert!(cluster.read_all(&dlq).is_empty(), "no dead letters");
 }
+
+/// The docs point only at what a clone or the archive holds: no path into the project machines' `../shared`.
+#[test]
+fn no_document_names_a_folder_outside_the_repository() {
+    let mut checked = 0;
+    for entry in walk(&repo_root()) {
+        let text = std::fs::read_to_string(&entry).unwrap_or_default();
+        assert!(!text.contains("../shared"), "{} names ../shared", entry.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "the Markdown files: {checked}");
+}
+
+/// Every Markdown file of the repository, outside build output and the fuzz corpus.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if entry.is_dir() && !name.starts_with('.') && !matches!(name.as_str(), "target" | "dist" | "corpus") {
+            found.extend(walk(&entry));
+        } else if name.ends_with(".md") {
+            found.push(entry);
+        }
+    }
+    found
+}
