@@ -54,6 +54,17 @@ pub fn wasm_runner(params: &[(&str, &str)]) -> Result<SmartModuleRunner, fvision
     SmartModuleRunner::builder(image_validate::SMARTMODULE_NAME).params(params).load(&path)
 }
 
+/// The cargo target directory holding the running test binary (`<target>/release/deps/<test>-<hash>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("locating the test binary: {e}"));
+    exe.ancestors().nth(3).unwrap_or_else(|| panic!("{} is not in a target directory", exe.display())).to_path_buf()
+}
+
+/// A finished command's stdout and stderr, for failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// The stock identity SmartModule (built by the README's commands), the reference for engine costs.
 pub fn identity_wasm() -> PathBuf {
     built_wasm("identity_smartmodule.wasm")

@@ -6,19 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use fvision_tests::cluster::{local_cluster, unique_name};
 use fvision_tests::emulators::free_port;
 use fvision_tests::process::target_binary;
-use fvision_tests::repo_root;
-
-/// The cargo target directory holding this test binary (`<target>/release/deps/e2e-...`).
-fn target_dir() -> PathBuf {
-    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
-}
+use fvision_tests::{output_text, repo_root, target_dir};
 
 /// Packs the archive into `out` from the binaries already built; returns its path.
 fn pack(out: &Path) -> PathBuf {
@@ -29,15 +24,11 @@ fn pack(out: &Path) -> PathBuf {
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .unwrap();
-    assert!(run.status.success(), "package.sh --no-build:\n{}", text(&run));
+    assert!(run.status.success(), "package.sh --no-build:\n{}", output_text(&run));
     let name = format!("fluvio-vision-{}-x86_64-unknown-linux-gnu.tar.gz", env!("CARGO_PKG_VERSION"));
     let archive = out.join(name);
-    assert!(archive.is_file(), "package.sh wrote {}:\n{}", archive.display(), text(&run));
+    assert!(archive.is_file(), "package.sh wrote {}:\n{}", archive.display(), output_text(&run));
     archive
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// `program` with nothing of this environment: another HOME, the system's PATH only, run in `cwd`.
@@ -85,7 +76,7 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
         std::fs::create_dir_all(d).unwrap();
     }
     let untar = Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpacked).output().unwrap();
-    assert!(untar.status.success(), "{}", text(&untar));
+    assert!(untar.status.success(), "{}", output_text(&untar));
     let root = unpacked.join(archive.file_name().unwrap().to_string_lossy().trim_end_matches(".tar.gz"));
     let share = root.join("share/fluvio-vision");
     for file in [
@@ -111,7 +102,7 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
     // fvision models list: every preset the archive ships.
     let fvision = root.join("bin/fvision");
     let out = clean(&fvision, &home, &work).args(["models", "list"]).output().unwrap();
-    assert!(out.status.success(), "fvision models list:\n{}", text(&out));
+    assert!(out.status.success(), "fvision models list:\n{}", output_text(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
     let presets: Vec<String> = std::fs::read_dir(share.join("models/presets"))
         .unwrap()
@@ -128,7 +119,7 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
 
     // fvision run on its own demo images: the build's predictions, image for image.
     let out = clean(&fvision, &home, &work).args(["run", "--output", "run.jsonl"]).output().unwrap();
-    assert!(out.status.success(), "fvision run:\n{}", text(&out));
+    assert!(out.status.success(), "fvision run:\n{}", output_text(&out));
     let from_archive = labels(&work.join("run.jsonl"));
     let reference = dir.path().join("reference.jsonl");
     let out = Command::new(target_binary("fvision"))
@@ -138,7 +129,7 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
         .arg(&reference)
         .output()
         .unwrap();
-    assert!(out.status.success(), "the build's fvision run:\n{}", text(&out));
+    assert!(out.status.success(), "the build's fvision run:\n{}", output_text(&out));
     let demos = shipped_demo_images(&share);
     assert_eq!(from_archive.len(), demos.len(), "one prediction per shipped demo image: {from_archive:?}");
     assert_eq!(from_archive, labels(&reference), "the archive classifies as the build does");

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use fvision_connector_common::SmartModuleRunner;
 use fvision_tests::cluster::{fluvio_cli, local_cluster, unique_name};
-use fvision_tests::{repo_root, WASM_DIR_IN_TARGET};
+use fvision_tests::{output_text, repo_root, target_dir, WASM_DIR_IN_TARGET};
 
 /// `group/name@version` from `smartmodule/SmartModule.toml`, as `smdk load` and the SC compose it.
 fn package_name() -> String {
@@ -24,12 +24,6 @@ fn sample() -> PathBuf {
     repo_root().join("smartmodule/test-data/sample.jsonl")
 }
 
-/// The cargo target directory holding this test binary (`<target>/release/deps/e2e-...`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
-
 /// Runs `smdk ARGS` in `smartmodule/`, building into this test's target directory.
 fn smdk(smdk: &Path, args: &[&str]) -> Output {
     Command::new(smdk)
@@ -38,10 +32,6 @@ fn smdk(smdk: &Path, args: &[&str]) -> Output {
         .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", smdk.display()))
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The JSON records a command printed, one per line (other lines, such as smdk's own, are not JSON).
@@ -71,13 +61,13 @@ fn smdk_builds_tests_and_loads_the_smartmodule_under_its_package_name() {
 
     // smdk build: cargo build --profile release-lto --lib -p image-validate --target wasm32-unknown-unknown.
     let out = smdk(&smdk_bin, &["build", "--nowasi"]);
-    assert!(out.status.success(), "smdk build --nowasi:\n{}", text(&out));
+    assert!(out.status.success(), "smdk build --nowasi:\n{}", output_text(&out));
     let wasm = target_dir().join(WASM_DIR_IN_TARGET).join("image_validate.wasm");
     assert!(wasm.is_file(), "smdk build wrote {}", wasm.display());
 
     // smdk test on the sample: what the SPU would emit, record for record.
     let out = smdk(&smdk_bin, &["test", "--nowasi", "--file", sample().to_str().unwrap()]);
-    assert!(out.status.success(), "smdk test:\n{}", text(&out));
+    assert!(out.status.success(), "smdk test:\n{}", output_text(&out));
     let tested = json_lines(&String::from_utf8_lossy(&out.stdout));
     let expected = expected_outputs(&wasm);
     assert_eq!(tested, expected, "smdk test prints what the in-process engine emits for the sample");
@@ -87,7 +77,7 @@ fn smdk_builds_tests_and_loads_the_smartmodule_under_its_package_name() {
         .collect();
     assert_eq!(statuses, [("ok", "png"), ("rejected", "too_many_pixels"), ("rejected", "invalid_base64")]);
     let out = smdk(&smdk_bin, &["test", "--nowasi", "--file", sample().to_str().unwrap(), "-e", "max_pixels=0"]);
-    assert!(!out.status.success(), "a bad param fails the module's init:\n{}", text(&out));
+    assert!(!out.status.success(), "a bad param fails the module's init:\n{}", output_text(&out));
 
     // smdk load: SmartModule.toml's group/name@version, on the live cluster. A copy someone loaded before is
     // replaced by this build's and left loaded; one this test loaded is deleted at the end.
@@ -98,7 +88,7 @@ fn smdk_builds_tests_and_loads_the_smartmodule_under_its_package_name() {
         cluster.delete_smartmodule_on_drop(&name);
     }
     let out = smdk(&smdk_bin, &["load", "--nowasi"]);
-    assert!(out.status.success(), "smdk load --nowasi:\n{}", text(&out));
+    assert!(out.status.success(), "smdk load --nowasi:\n{}", output_text(&out));
     let listed = cluster.cli_ok(&["smartmodule", "list"]);
     assert!(listed.lines().any(|l| l.split_whitespace().next() == Some(name.as_str())), "{name} listed:\n{listed}");
 
