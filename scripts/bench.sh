@@ -55,8 +55,7 @@ ensure_java
 ensure_bench_venv
 build
 export PATH=$HOME/.fluvio/bin:$PATH
-export FVISION_SMARTMODULE_WASM=${FVISION_SMARTMODULE_WASM:-$CARGO_TARGET_DIR/wasm32-unknown-unknown/release-wasm/image_validate.wasm}
-# FVISION_MODELS_DIR and FVISION_DATA_DIR come from lib.sh
+# FVISION_MODELS_DIR, FVISION_DATA_DIR and FVISION_SMARTMODULE_WASM come from lib.sh
 
 day=$(date -u +%F)
 if $short; then

@@ -6,10 +6,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FLUVIO_VISION_CACHE=${FLUVIO_VISION_CACHE:-$HOME/.cache/fluvio-vision}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUVIO_VISION_CACHE/target}
-# The binaries find the shipped models and data through these. Their built-in fallback is the source tree
-# they were compiled in, and cargo does not rebuild when the same cache serves a clone at another path.
+# The binaries find the shipped models, data and SmartModule through these when they run from the cargo
+# target directory: on their own they look only beside themselves, where the release archive puts them
+# (records/src/resources.rs), never in a source tree or a target directory.
 export FVISION_MODELS_DIR=${FVISION_MODELS_DIR:-$REPO/models/presets}
 export FVISION_DATA_DIR=${FVISION_DATA_DIR:-$REPO/data}
+export FVISION_SMARTMODULE_WASM=${FVISION_SMARTMODULE_WASM:-$CARGO_TARGET_DIR/wasm32-unknown-unknown/release-lto/image_validate.wasm}
 ORT_VERSION=1.32.0
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -142,7 +144,7 @@ ensure_qemu() {
 # One optimised build serves the demo, the tests and the benchmarks.
 build() {
   say "building the SmartModules (WASM), fvision and the connectors (release; first build takes several minutes)"
-  (cd "$REPO" && cargo build --profile release-wasm --target wasm32-unknown-unknown \
+  (cd "$REPO" && cargo build --profile release-lto --target wasm32-unknown-unknown \
      -p image-validate -p identity-smartmodule -p trap-smartmodule)
   (cd "$REPO" && cargo build --release -p fvision -p inference-sink -p kafka-source -p gcs-source)
 }

@@ -62,7 +62,7 @@ pub struct ValidatorArgs {
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
 
-    /// The SmartModule .wasm to run [default: the one built next to this binary]
+    /// The SmartModule .wasm to run [default: the installation's share/fluvio-vision/smartmodule/image_validate.wasm]
     #[arg(long, env = SMARTMODULE_ENV, value_name = "FILE")]
     pub smartmodule: Option<PathBuf>,
 }

@@ -1,24 +1,21 @@
-//! Locations of the data shipped in the repository (demo images, the ImageNet sample).
+//! Locations of the shipped data (demo images, the ImageNet sample, hostile inputs).
 
 use std::path::PathBuf;
 
-/// Overrides where the shipped data is looked up (a copy of the repository's `data/` folder).
-pub const DATA_DIR_ENV: &str = "FVISION_DATA_DIR";
+use fvision_records::resources::{self, NotFound};
 
-/// The shipped data folder: `$FVISION_DATA_DIR`, else `data/` in the source tree this binary was built from.
-pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os(DATA_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../data")));
-    dir.canonicalize().unwrap_or(dir)
+/// The shipped data folder, found by the binaries' one lookup order ([`fvision_records::resources`]):
+/// `$FVISION_DATA_DIR`, else the installation's `share/fluvio-vision/data`.
+pub fn data_dir() -> Result<PathBuf, NotFound> {
+    resources::DATA.locate(None)
 }
 
 /// The photos `fvision run` uses when given no inputs.
-pub fn demo_images() -> PathBuf {
-    data_dir().join("demo-images")
+pub fn demo_images() -> Result<PathBuf, NotFound> {
+    Ok(data_dir()?.join("demo-images"))
 }
 
 /// The 100 ImageNet images with reference predictions, used by the benchmarks.
-pub fn imagenet_sample() -> PathBuf {
-    data_dir().join("imagenet-sample")
+pub fn imagenet_sample() -> Result<PathBuf, NotFound> {
+    Ok(data_dir()?.join("imagenet-sample"))
 }

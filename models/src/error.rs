@@ -52,6 +52,9 @@ pub enum ModelError {
         /// The presets that exist.
         known: String,
     },
+    /// A file the installation should hold (the presets, the ONNX Runtime library) is in none of its places.
+    #[error(transparent)]
+    NotInstalled(#[from] fvision_records::resources::NotFound),
     /// The ONNX Runtime shared library could not be loaded.
     #[error("cannot load the ONNX Runtime library: {0}")]
     Runtime(String),

@@ -21,5 +21,5 @@ pub use manifest::{
 pub use preprocess::{
     crop_box, jpeg_thumbnail, CropBox, ImageInfo, PreparedBatch, Preprocessor, StageTimes, ThumbnailSink,
 };
-pub use registry::{Registry, DEFAULT_MODEL, MODELS_DIR_ENV};
-pub use runtime::{init_runtime, ORT_DYLIB_ENV};
+pub use registry::{Registry, DEFAULT_MODEL};
+pub use runtime::init_runtime;

@@ -2,14 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use fvision_records::resources;
+
 use crate::error::ModelError;
 use crate::manifest::ModelSpec;
 
 /// The model used when none is named: the one with real ImageNet weights.
 pub const DEFAULT_MODEL: &str = "efficientnet-lite0";
-
-/// Overrides the folder of preset manifests.
-pub const MODELS_DIR_ENV: &str = "FVISION_MODELS_DIR";
 
 /// The preset manifests of one folder.
 #[derive(Debug, Clone)]
@@ -18,11 +17,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The shipped presets: `$FVISION_MODELS_DIR`, else `models/presets` of the source tree.
+    /// The shipped presets, found by the binaries' one lookup order ([`fvision_records::resources`]):
+    /// `$FVISION_MODELS_DIR`, else `share/fluvio-vision/models/presets` of the installation.
     pub fn open_default() -> Result<Self, ModelError> {
-        let dir = std::env::var_os(MODELS_DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("presets"));
+        let dir = resources::MODELS.locate(None)?;
         Self::open(&dir)
     }
 

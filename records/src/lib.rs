@@ -2,13 +2,17 @@
 //!
 //! Every stage (sources, the `image-validate` SmartModule, the inference sink, the CLI) speaks these
 //! types, so a field is declared once and the JSON on each Fluvio topic stays the same everywhere.
-//! The crate compiles to `wasm32-unknown-unknown`: it holds data and pure helpers only.
+//! The crate compiles to `wasm32-unknown-unknown`: it holds data and pure helpers only, plus (natively)
+//! [`resources`], the one lookup of installed files that every binary shares, here because every crate
+//! already depends on this one.
 #![deny(missing_docs)]
 
 mod event;
 mod format;
 mod prediction;
 mod reason;
+#[cfg(not(target_family = "wasm"))]
+pub mod resources;
 mod validation;
 
 pub use event::{EventMeta, ImageEvent, Source};

@@ -28,6 +28,11 @@ pub use validate::{content_id, validate_to_json, validate_value, JsonOutput};
 /// The name this SmartModule is published and loaded under.
 pub const SMARTMODULE_NAME: &str = "image-validate";
 
+/// This SmartModule's package metadata (`SmartModule.toml`, as `smdk` reads it: group, name, version,
+/// params), compiled in so `fvision deploy` loads the module under the same `group/name@version` as
+/// `smdk load`, wherever the binary runs.
+pub const PACKAGE_METADATA: &str = include_str!("../SmartModule.toml");
+
 static PARAMS_CELL: OnceLock<ValidationParams> = OnceLock::new();
 
 /// Parses the params once per SmartModule instance; a bad value fails the consumer at start-up with

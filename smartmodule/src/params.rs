@@ -200,7 +200,7 @@ mod package_tests {
     /// The package metadata users read must list exactly the params the module understands.
     #[test]
     fn smartmodule_toml_lists_every_param() {
-        let toml = include_str!("../../fluvio-config/smartmodule/SmartModule.toml");
+        let toml = crate::PACKAGE_METADATA;
         let listed: Vec<&str> = toml
             .lines()
             .filter_map(|line| line.strip_prefix("name = \""))

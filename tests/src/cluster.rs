@@ -161,6 +161,11 @@ impl LocalCluster {
     pub fn create_smartmodule(&self, name: &str, wasm: &Path) {
         let wasm = wasm.to_string_lossy();
         self.cli_ok(&["smartmodule", "create", name, "--wasm-file", &wasm]);
+        self.delete_smartmodule_on_drop(name);
+    }
+
+    /// Deletes SmartModule `name` (`group/name@version` or a bare name) when the cluster guard drops.
+    pub fn delete_smartmodule_on_drop(&self, name: &str) {
         self.smartmodules.borrow_mut().push(name.to_string());
     }
 

@@ -54,8 +54,34 @@ pub fn wasm_runner(params: &[(&str, &str)]) -> Result<SmartModuleRunner, fvision
     SmartModuleRunner::builder(image_validate::SMARTMODULE_NAME).params(params).load(&path)
 }
 
+/// The cargo target directory holding the running test binary (`<target>/release/deps/<test>-<hash>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("locating the test binary: {e}"));
+    exe.ancestors().nth(3).unwrap_or_else(|| panic!("{} is not in a target directory", exe.display())).to_path_buf()
+}
+
+/// A finished command's stdout and stderr, for failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// The stock identity SmartModule (built by the README's commands), the reference for engine costs.
 pub fn identity_wasm() -> PathBuf {
-    fvision_connector_common::find_in_target_dir("identity_smartmodule.wasm")
-        .unwrap_or_else(|| panic!("identity_smartmodule.wasm is not built; run ./scripts/test.sh"))
+    built_wasm("identity_smartmodule.wasm")
+}
+
+/// Where cargo puts the SmartModules, relative to a target directory (the `release-lto` profile `smdk build`
+/// uses).
+pub const WASM_DIR_IN_TARGET: &str = "wasm32-unknown-unknown/release-lto";
+
+/// A SmartModule built by the README's commands (`image_validate.wasm`, `trap_smartmodule.wasm`, ...), found
+/// in the cargo target directory that holds the running test binary. Only tests look there: the binaries
+/// find theirs by `fvision_records::resources`.
+pub fn built_wasm(file_name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("locating the test binary: {e}"));
+    exe.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(WASM_DIR_IN_TARGET).join(file_name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{file_name} is not built in the target directory; run ./scripts/test.sh"))
 }

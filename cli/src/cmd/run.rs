@@ -74,7 +74,7 @@ pub struct RunArgs {
 
 /// Entry point of `fvision run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let paths = if args.paths.is_empty() { vec![demo_images()] } else { args.paths };
+    let paths = if args.paths.is_empty() { vec![demo_images()?] } else { args.paths };
     let source = InputSource::from_args(&paths)?;
     let mut below = BelowThreshold::Flag;
     let mut metrics_port = args.metrics_port;

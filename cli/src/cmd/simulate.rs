@@ -321,12 +321,12 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     let good = match (&args.synthetic, &args.images) {
         (Some(spec), _) => synthetic(spec)?,
         (None, Some(dir)) => read_folder(dir)?,
-        (None, None) => read_folder(&imagenet_sample())?,
+        (None, None) => read_folder(&imagenet_sample()?)?,
     };
     if good.is_empty() {
         bail!("no images to send");
     }
-    let bad = if args.bad_ratio > 0.0 { read_folder(&data_dir().join("bad-inputs"))? } else { Vec::new() };
+    let bad = if args.bad_ratio > 0.0 { read_folder(&data_dir()?.join("bad-inputs"))? } else { Vec::new() };
     let run_id = args.run_id.clone().unwrap_or_else(|| {
         let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         format!("sim-{ms}")

@@ -11,9 +11,6 @@ use fluvio_smartmodule::{Record, SMARTMODULE_TIMESTAMPS_VERSION};
 /// The SPU's linear-memory limit per SmartModule instance (fluvio-smartengine's default).
 pub const DEFAULT_MEMORY_LIMIT: usize = 1_000_000_000;
 
-/// Where cargo puts the WASM artefacts, relative to a target directory.
-const WASM_DIR_IN_TARGET: &str = "wasm32-unknown-unknown/release-wasm";
-
 /// Why a SmartModule could not be loaded or started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,14 +142,4 @@ fn instantiate(
     chain.set_store_memory_limit(config.memory_limit);
     chain.add_smart_module(sm_config, wasm.to_vec());
     chain.initialize(engine).map_err(|e| EngineError::Init(e.into()))
-}
-
-/// Finds a SmartModule artefact named `file_name` (e.g. `image_validate.wasm`) in the cargo target
-/// directory that holds the running binary, where the README's commands build it.
-pub fn find_in_target_dir(file_name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors()
-        .skip(1)
-        .map(|dir| dir.join(WASM_DIR_IN_TARGET).join(file_name))
-        .find(|candidate| candidate.is_file())
 }

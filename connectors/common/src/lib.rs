@@ -19,9 +19,9 @@ pub mod source_output;
 pub mod validator;
 
 pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
-pub use engine::{find_in_target_dir, EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
+pub use engine::{EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
 pub use producer::{image_producer_config, MAX_EVENT_RECORD, MAX_IMAGE_RECORD};
 pub use replay::Sent;
 pub use secret::{Secret, Secrets};
 pub use source_output::{OutputError, SourceOutput};
-pub use validator::{locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};
+pub use validator::{locate_beside_smartmodule, locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

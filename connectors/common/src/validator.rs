@@ -6,25 +6,23 @@ use std::path::{Path, PathBuf};
 use fvision_records::{PayloadCap, RejectReason, RejectedImage, Stage, ValidationRecord};
 use image_validate::{ParamError, ValidationParams, SMARTMODULE_NAME};
 
-use crate::engine::{find_in_target_dir, EngineError, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
+use fvision_records::resources::{self, NotFound};
+
+use crate::engine::{EngineError, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
 
 /// Environment variable naming the `.wasm` file, for deployments that keep it elsewhere.
-pub const SMARTMODULE_ENV: &str = "FVISION_SMARTMODULE_WASM";
-
-/// The artefact's file name.
-const WASM_FILE: &str = "image_validate.wasm";
+pub const SMARTMODULE_ENV: &str = resources::SMARTMODULE.env();
 
 /// Why the validator could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValidatorError {
-    /// No `.wasm` file was found in the usual places.
+    /// No `.wasm` file was found in the installation's places.
     #[error(
-        "the image-validate SmartModule ({WASM_FILE}) was not found; build it with \
-         `cargo build --profile release-wasm --target wasm32-unknown-unknown -p image-validate` \
-         or point {SMARTMODULE_ENV} at it"
+        "{0} (to build it: `smdk build --nowasi` in smartmodule/, or \
+         `cargo build --profile release-lto --target wasm32-unknown-unknown -p image-validate`)"
     )]
-    NotFound,
+    NotFound(#[from] NotFound),
     /// A SmartModule param is unknown or has a bad value.
     #[error(transparent)]
     Param(#[from] ParamError),
@@ -117,11 +115,15 @@ pub fn check_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)> + C
     ValidationParams::from_pairs(params).map(drop)
 }
 
-/// Finds `image_validate.wasm`: `$FVISION_SMARTMODULE_WASM`, else in the cargo target directory of
-/// the running binary.
+/// Finds `image_validate.wasm` by the binaries' one lookup order ([`fvision_records::resources`]):
+/// `$FVISION_SMARTMODULE_WASM`, else the installation's `share/fluvio-vision/smartmodule/image_validate.wasm`.
 pub fn locate_smartmodule() -> Result<PathBuf, ValidatorError> {
-    match std::env::var_os(SMARTMODULE_ENV) {
-        Some(path) => Ok(PathBuf::from(path)),
-        None => find_in_target_dir(WASM_FILE).ok_or(ValidatorError::NotFound),
-    }
+    Ok(resources::SMARTMODULE.locate(None)?)
+}
+
+/// Another SmartModule of the project (`identity_smartmodule.wasm`, ...): in the folder `image_validate.wasm`
+/// is found in (`explicit`, else [`locate_smartmodule`]), where the build and the release archive put both.
+pub fn locate_beside_smartmodule(explicit: Option<&Path>, file_name: &str) -> Result<PathBuf, ValidatorError> {
+    let validate = resources::SMARTMODULE.locate(explicit)?;
+    Ok(validate.with_file_name(file_name))
 }

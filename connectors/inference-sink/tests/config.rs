@@ -25,7 +25,7 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!((inference.confidence_threshold, inference.below_threshold), (0.3, BelowThreshold::Flag));
     assert_eq!((inference.max_batch, inference.max_wait), (4, Duration::from_millis(5)));
     assert_eq!((inference.predictions_topic.as_str(), inference.dlq_topic.as_str()), ("predictions", "images-dlq"));
-    assert_eq!(config.validation.smartmodule, "image-validate");
+    assert_eq!(config.validation.smartmodule, "fluvio-vision/image-validate@0.1.0");
     let params = config.validation.params.clone();
     assert_eq!(params["max_pixels"], "50000000");
     assert_eq!(params["full_decode"], "false");

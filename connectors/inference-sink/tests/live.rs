@@ -623,8 +623,7 @@ fn a_smartmodule_failing_on_the_spu_stops_the_sink_with_an_error() {
     let topics = Topics::create(&cluster, "fvt-trap");
     // The trap SmartModule under a name the sink accepts; it passes records through and traps on `trap`.
     let smartmodule = unique_name("image-validate-trap");
-    let wasm = fvision_connector_common::find_in_target_dir("trap_smartmodule.wasm")
-        .unwrap_or_else(|| panic!("trap_smartmodule.wasm is not built; run ./scripts/test.sh"));
+    let wasm = fvision_tests::built_wasm("trap_smartmodule.wasm");
     cluster.create_smartmodule(&smartmodule, &wasm);
     let records: Vec<(String, Vec<u8>)> = ["one", "two", "trap", "four"]
         .iter()

@@ -2,7 +2,9 @@
 //! in order, as a user would: `fvision dev up`, deploy twice, simulate, the watch commands, cleanup,
 //! `fvision dev down`. So the test can run beside a user's own stand-ins and deployment, the fixed ports, the
 //! state directory and the names are replaced by free ports, a private directory and unique names (the
-//! table in `substitutions`); nothing else in a command changes.
+//! table in `substitutions`); nothing else in a command changes. The SmartModule keeps its package name
+//! (`fluvio-vision/image-validate@<version>`, as `smdk load` names it): deploy loads it unless the cluster
+//! has it, and cleanup deletes it only if deploy loaded it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,11 +59,9 @@ fn substitutions(dir: &Path, suffix: &str) -> Vec<(String, String)> {
         ("fluvio consume predictions".into(), format!("fluvio consume {suffix}-predictions")),
         ("fluvio consume images-dlq".into(), format!("fluvio consume {suffix}-dlq")),
         ("fluvio consume images ".into(), format!("fluvio consume {suffix}-images ")),
-        ("--smartmodule image-validate".into(), format!("--smartmodule image-validate-{suffix}")),
         ("{name: images,".into(), format!("{{name: {suffix}-images,")),
         ("{name: predictions,".into(), format!("{{name: {suffix}-predictions,")),
         ("{name: images-dlq,".into(), format!("{{name: {suffix}-dlq,")),
-        ("name: image-validate ".into(), format!("name: image-validate-{suffix} ")),
         ("../".into(), format!("{}/fluvio-config/", repo_root().display())),
     ]
 }

@@ -89,7 +89,7 @@ impl Drop for Topics<'_> {
 pub fn run(args: BenchConnectorArgs) -> Result<ExitCode> {
     let BenchConnectorArgs { paths, repeat, model, validate_at, flush_period, json } = args;
     let model = model.as_str();
-    let paths = sample_or(&paths);
+    let paths = sample_or(&paths)?;
     let values = record_values(&paths, false)?;
     let records: Vec<Vec<u8>> = (0..repeat.max(1)).flat_map(|_| values.iter().map(|(v, _)| v.clone())).collect();
 

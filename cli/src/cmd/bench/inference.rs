@@ -46,7 +46,7 @@ pub struct BenchInferenceArgs {
 pub fn run(args: BenchInferenceArgs) -> Result<ExitCode> {
     let registry = fvision_models::Registry::open_default()?;
     let specs = if args.model == "all" { registry.list().to_vec() } else { vec![registry.resolve(&args.model)?] };
-    let paths = sample_or(&args.paths);
+    let paths = sample_or(&args.paths)?;
     let files: Vec<Vec<u8>> = InputSource::from_args(&paths)?
         .iter()
         .map(|input| input.value.with_context(|| format!("reading {}", input.name)))

@@ -133,7 +133,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// spread over all cores.
 pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
     let classifier = args.model.load()?;
-    let paths = sample_or(&args.paths);
+    let paths = sample_or(&args.paths)?;
     let values = record_values(&paths, false)?;
     let files: Vec<Vec<u8>> = record_values(&paths, true)?.into_iter().map(|(bytes, _)| bytes).collect();
     // Inference alone, before and after the pipeline run (averaged against drift), at the same sizes.

@@ -16,11 +16,11 @@ use crate::inputs::InputSource;
 use crate::output::progress;
 
 /// The paths given, or the shipped ImageNet sample.
-pub fn sample_or(paths: &[PathBuf]) -> Vec<PathBuf> {
+pub fn sample_or(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        vec![imagenet_sample()]
+        Ok(vec![imagenet_sample()?])
     } else {
-        paths.to_vec()
+        Ok(paths.to_vec())
     }
 }
 

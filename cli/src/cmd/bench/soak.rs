@@ -78,9 +78,11 @@ fn rss_bytes() -> Option<u64> {
 pub fn run(args: BenchSoakArgs) -> Result<ExitCode> {
     rss_bytes().context("reading /proc/self/statm: the soak benchmark needs Linux")?;
     let paths = if args.paths.is_empty() {
-        vec![sample_or(&[])[0].clone(), data_dir().join("bad-inputs")]
+        let mut paths = sample_or(&[])?;
+        paths.push(data_dir()?.join("bad-inputs"));
+        paths
     } else {
-        sample_or(&args.paths)
+        sample_or(&args.paths)?
     };
     let values: Vec<Vec<u8>> = record_values(&paths, false)?.into_iter().map(|(value, _)| value).collect();
     let classifier = args.model.load()?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fvision_connector_common::{find_in_target_dir, SmartModuleRunner};
+use fvision_connector_common::{locate_beside_smartmodule, SmartModuleRunner};
 use fvision_records::ValidationRecord;
 use image_validate::{validate_value, ValidationParams};
 use serde::Serialize;
@@ -73,7 +73,7 @@ pub fn run(args: BenchValidateArgs) -> Result<ExitCode> {
     if args.validator.full_decode || !args.validator.params.is_empty() {
         bail!("bench validate sets full_decode itself and runs with default limits; drop --full-decode/--param");
     }
-    let paths = sample_or(&args.paths);
+    let paths = sample_or(&args.paths)?;
     let values = record_values(&paths, args.raw)?;
     let image_bytes: u64 = values.iter().map(|(_, size)| size).sum();
     let values: Vec<Vec<u8>> = values.into_iter().map(|(v, _)| v).collect();
@@ -86,12 +86,13 @@ pub fn run(args: BenchValidateArgs) -> Result<ExitCode> {
     let mut full_args = args.validator.param_map();
     full_args.insert("full_decode".into(), "true".into());
     let mut wasm_full = args.validator.load_with(full_args)?;
-    let identity_path = find_in_target_dir(IDENTITY_WASM).with_context(|| {
-        format!(
-            "the reference SmartModule {IDENTITY_WASM} was not found; build it with \
-             `cargo build --profile release-wasm --target wasm32-unknown-unknown -p identity-smartmodule`"
-        )
-    })?;
+    let identity_path = locate_beside_smartmodule(args.validator.smartmodule.as_deref(), IDENTITY_WASM)?;
+    anyhow::ensure!(
+        identity_path.is_file(),
+        "the reference SmartModule {} is missing; build it with \
+         `cargo build --profile release-lto --target wasm32-unknown-unknown -p identity-smartmodule`",
+        identity_path.display()
+    );
     // A stock module leaks its output (see smartmodule/src/abi.rs): recycle it, as one would in production.
     let mut identity =
         SmartModuleRunner::builder("identity").recycle_after_output_bytes(256 << 20).load(&identity_path)?;

@@ -26,7 +26,7 @@ pub struct DeploymentConfig {
     pub state_dir: Option<PathBuf>,
     /// The three Fluvio topics of the pipeline.
     pub topics: TopicsConfig,
-    /// The `image-validate` SmartModule, loaded with `fluvio smartmodule create`.
+    /// The `image-validate` SmartModule, loaded as `smdk load` loads it.
     pub smartmodule: SmartModuleConfig,
     /// The Kafka broker and its topics (input of kafka-source, output of the sink).
     #[serde(default)]
@@ -74,10 +74,12 @@ pub struct TopicConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SmartModuleConfig {
-    /// Its name on the cluster: `image-validate` or `image-validate-<suffix>`.
+    /// Its name on the cluster: the package's `group/name@version` (`fluvio-vision/image-validate@<version>`,
+    /// loaded with its package metadata as `smdk load` does), or a bare `image-validate` /
+    /// `image-validate-<suffix>`.
     pub name: String,
-    /// The `.wasm` [default: `$FVISION_SMARTMODULE_WASM`, else the build directory's
-    /// `wasm32-unknown-unknown/release-wasm/image_validate.wasm`]. Relative to this file.
+    /// The `.wasm` [default: `$FVISION_SMARTMODULE_WASM`, else the installation's
+    /// `share/fluvio-vision/smartmodule/image_validate.wasm`]. Relative to this file.
     #[serde(default)]
     pub wasm: Option<PathBuf>,
 }
@@ -305,10 +307,14 @@ impl Deployment {
                 return Err(field(&format!("topics.{key}.partitions"), "at least 1".into()));
             }
         }
-        if !fvision_is_image_validate(&config.smartmodule.name) {
+        let packaged = super::resources::smartmodule_package().map(|p| p.package.fqdn()).unwrap_or_default();
+        if config.smartmodule.name != packaged && !fvision_is_image_validate(&config.smartmodule.name) {
             return Err(field(
                 "smartmodule.name",
-                format!("`image-validate` or `image-validate-<suffix>`, not `{}`", config.smartmodule.name),
+                format!(
+                    "`{packaged}` (the package), `image-validate` or `image-validate-<suffix>`, not `{}`",
+                    config.smartmodule.name
+                ),
             ));
         }
         if config.connectors.is_empty() {
@@ -567,6 +573,8 @@ mod tests {
             let path = repo().join("fluvio-config/deploy").join(file);
             let deployment = Deployment::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let config = &deployment.config;
+            let packaged = super::super::resources::smartmodule_package().unwrap().package.fqdn();
+            assert_eq!(config.smartmodule.name, packaged, "{file}: the SmartModule under its package name");
             for topic in [&config.topics.images, &config.topics.predictions, &config.topics.dlq] {
                 assert!(topic.config.is_file(), "{file}: {}", topic.config.display());
                 // What `fluvio topic create --config` reads, every key one Fluvio knows.
@@ -584,6 +592,14 @@ mod tests {
                 let doc: Value = serde_yaml::from_str(&rendered).unwrap();
                 assert_eq!(doc["meta"]["topic"]["meta"]["name"].as_str(), Some(config.topics.images.name.as_str()));
                 assert_eq!(doc["meta"]["type"].as_str(), Some(entry.kind.binary()), "{file}: {}", entry.name);
+                if entry.kind == ConnectorKind::InferenceSink {
+                    assert_eq!(
+                        doc["transforms"][0]["uses"].as_str(),
+                        Some(packaged.as_str()),
+                        "{file}: {}",
+                        entry.name
+                    );
+                }
             }
         }
     }
@@ -594,7 +610,7 @@ mod tests {
         let path = Path::new("/x/deploy.yaml");
         let cases = [
             (good.replace("topics:", "topicz: {}\ntopics:"), "field `topicz`: unknown field `topicz`"),
-            (good.replace("name: image-validate", "name: jolt"), "field `smartmodule.name`"),
+            (good.replace("name: fluvio-vision/image-validate@0.1.0", "name: jolt"), "field `smartmodule.name`"),
             (good.replace("type: kafka-source", "type: kafka-sauce"), "field `connectors[1].type`"),
             (good.replace("name: fvision-local", "name: a/b"), "field `name`"),
         ];

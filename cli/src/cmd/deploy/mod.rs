@@ -107,12 +107,9 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The SmartModule's `.wasm`: the file's, else the connectors' usual places.
-pub fn wasm_path(deployment: &Deployment) -> Option<PathBuf> {
-    match &deployment.config.smartmodule.wasm {
-        Some(path) => Some(path.clone()),
-        None => fvision_connector_common::locate_smartmodule().ok(),
-    }
+/// The SmartModule's `.wasm`: the file's, else where every binary looks (`fvision_records::resources`).
+pub fn wasm_path(deployment: &Deployment) -> Result<PathBuf, fvision_records::resources::NotFound> {
+    fvision_records::resources::SMARTMODULE.locate(deployment.config.smartmodule.wasm.as_deref())
 }
 
 /// Every prerequisite deploy needs, checked before anything changes: one line per missing one.
@@ -131,16 +128,12 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
         ));
     }
     match wasm_path(deployment) {
-        Some(path) if path.is_file() => {}
-        Some(path) => missing.push(format!(
-            "smartmodule.wasm: {} does not exist: cargo build --profile release-wasm --target wasm32-unknown-unknown -p image-validate",
+        Ok(path) if path.is_file() => {}
+        Ok(path) => missing.push(format!(
+            "the image-validate .wasm {} does not exist: `smdk build --nowasi` in smartmodule/ builds it",
             path.display()
         )),
-        None => missing.push(
-            "the image-validate .wasm is not built (nor $FVISION_SMARTMODULE_WASM set): cargo build --profile release-wasm \
-             --target wasm32-unknown-unknown -p image-validate"
-                .into(),
-        ),
+        Err(e) => missing.push(format!("{e} (`smdk build --nowasi` in smartmodule/ builds it)")),
     }
     for (key, topic) in
         [("images", &config.topics.images), ("predictions", &config.topics.predictions), ("dlq", &config.topics.dlq)]
@@ -269,7 +262,7 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
             ledger.record(Resource::FluvioTopic { name: topic.name.clone() }, &dir)?;
         }
     }
-    let wasm = wasm_path(&deployment).context("the .wasm disappeared")?;
+    let wasm = wasm_path(&deployment)?;
     let sm = &config.smartmodule.name;
     if say(resources::ensure_smartmodule(&fluvio, sm, &wasm)?, &format!("SmartModule {sm} ({})", wasm.display())) {
         changes += 1;

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fluvio::metadata::smartmodule::SmartModuleSpec;
+use fluvio::metadata::smartmodule::{SmartModuleMetadata, SmartModuleSpec, SmartModuleWasm};
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
@@ -165,7 +165,8 @@ pub fn ensure_fluvio_topic(fluvio: &Fluvio, name: &str, rendered: &Path) -> Resu
     Ok(Change::Created)
 }
 
-/// Whether SmartModule `name` is loaded.
+/// Whether the cluster has a SmartModule `name` resolves to: the SC's list, filtered by `name`, matches a
+/// `group/name@version` as the SPU resolves a consumer's SmartModule.
 pub fn smartmodule_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
     run_block_on(async {
         let admin = fluvio.admin().await;
@@ -173,16 +174,34 @@ pub fn smartmodule_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
             .list::<SmartModuleSpec, _>(vec![name.to_string()])
             .await
             .map_err(|e| anyhow!("listing SmartModules: {e}"))?;
-        Ok(listed.iter().any(|s| s.name == name))
+        Ok(!listed.is_empty())
     })
 }
 
-/// Loads the SmartModule with `fluvio smartmodule create` unless it is loaded.
+/// The package `smdk load` loads (`smartmodule/SmartModule.toml`, compiled into this binary).
+pub fn smartmodule_package() -> Result<SmartModuleMetadata> {
+    SmartModuleMetadata::from_bytes(image_validate::PACKAGE_METADATA.as_bytes())
+        .map_err(|e| anyhow!("the compiled-in SmartModule.toml: {e}"))
+}
+
+/// Loads the SmartModule unless it is loaded. Under the package's `group/name@version` it is loaded with the
+/// package metadata, as `smdk load` does (the cluster lists it under that name); under any other name bare,
+/// as `fluvio smartmodule create` does.
 pub fn ensure_smartmodule(fluvio: &Fluvio, name: &str, wasm: &Path) -> Result<Change> {
     if smartmodule_exists(fluvio, name)? {
         return Ok(Change::Exists);
     }
-    self::fluvio(&["smartmodule", "create", name, "--wasm-file", &wasm.to_string_lossy()])?;
+    let raw = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let package = smartmodule_package()?;
+    let (id, meta) = if package.package.fqdn() == name {
+        (package.package.name.clone(), Some(package))
+    } else {
+        (name.into(), None)
+    };
+    let wasm = SmartModuleWasm::from_raw_wasm_bytes(&raw).with_context(|| format!("compressing {}", wasm.display()))?;
+    let spec = SmartModuleSpec { meta, wasm, ..Default::default() };
+    run_block_on(async { fluvio.admin().await.create(id, false, spec).await })
+        .map_err(|e| anyhow!("loading SmartModule {name}: {e}"))?;
     Ok(Change::Created)
 }
 

@@ -73,8 +73,9 @@ pub enum ConnectorError {
     MissingTopic(String),
     /// `validate-at: cluster` but the cluster does not have the SmartModule.
     #[error(
-        "validate-at is `cluster` but the cluster has no SmartModule `{0}`; load it with \
-         `fluvio smartmodule create {0} --wasm-file image_validate.wasm`"
+        "validate-at is `cluster` but the cluster has no SmartModule `{0}`; load it with `smdk load --nowasi` \
+         (in smartmodule/) or `fvision deploy`, or a bare copy with `fluvio smartmodule create {0} --wasm-file \
+         image_validate.wasm`"
     )]
     MissingSmartModule(String),
     /// The SmartModule, the model or an output could not be loaded, or the metrics endpoint not started.
@@ -390,9 +391,10 @@ fn validation(
     let loaded = if at == ValidateAt::Connector {
         false
     } else {
-        let found = run_block_on(admin.list::<SmartModuleSpec, _>(Vec::<String>::new()))
+        // Filtered by the SC as the SPU resolves `uses` (`group/name@version` matches the package).
+        let found = run_block_on(admin.list::<SmartModuleSpec, _>(vec![name.clone()]))
             .map_err(fluvio_error("listing SmartModules"))?;
-        found.iter().any(|sm| sm.name == name)
+        !found.is_empty()
     };
     if at == ValidateAt::Cluster && !loaded {
         return Err(ConnectorError::MissingSmartModule(name));
