@@ -50,6 +50,8 @@ for module in image_validate identity_smartmodule; do
 done
 install -m 644 "$REPO/smartmodule/SmartModule.toml" "$share/smartmodule/"
 cp -r "$REPO/models/presets" "$REPO/models/onnx" "$share/models/"
+mkdir -p "$share/models/tools"   # fvision models import: the TensorFlow importer and its pinned requirements
+cp "$REPO"/models/tools/import_tf.py "$REPO"/models/tools/importer-requirements*.txt "$share/models/tools/"
 cp -r "$REPO/data" "$share/data"
 for dir in connectors topics deploy; do
   mkdir -p "$share/fluvio-config/$dir"

@@ -50,6 +50,14 @@ pub const ONNX_RUNTIME: Resource = Resource {
     flat: "libonnxruntime.so",
 };
 
+/// The model tools folder (`import_tf.py` and its pinned requirements, for `fvision models import`).
+pub const MODEL_TOOLS: Resource = Resource {
+    what: "the model tools (import_tf.py)",
+    env: "FVISION_TOOLS_DIR",
+    installed: "share/fluvio-vision/models/tools",
+    flat: "models/tools",
+};
+
 /// The shipped data folder: `demo-images/`, `imagenet-sample/`, `bad-inputs/`.
 pub const DATA: Resource = Resource {
     what: "the shipped data (demo images, ImageNet sample)",

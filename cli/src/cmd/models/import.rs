@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use fvision_models::{Classifier, ClassifierOptions, ModelSpec, PreparedBatch};
+use fvision_records::resources::{MODELS, MODEL_TOOLS};
 use fvision_records::EventMeta;
 use indicatif::ProgressBar;
 use serde::Deserialize;
-
-/// Names the folder holding `import_tf.py` and its requirements (a copy of the repository's `models/tools`).
-pub const TOOLS_DIR_ENV: &str = "FVISION_TOOLS_DIR";
 
 const SCRIPT: &str = "import_tf.py";
 const REQUIREMENTS: &str = "importer-requirements.txt";
@@ -714,25 +712,24 @@ impl Session {
     }
 }
 
-/// Where `import_tf.py` is: `$FVISION_TOOLS_DIR`, else `tools/` beside `$FVISION_MODELS_DIR` (the presets
-/// folder), else a `models/tools` folder beside the executable or above it (a release archive).
+/// Where `import_tf.py` is: the project's one lookup order for [`MODEL_TOOLS`] (`$FVISION_TOOLS_DIR`, then
+/// beside the executable as a release archive lays it out), else `tools/` beside the presets folder.
 fn tools_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(TOOLS_DIR_ENV) {
-        let dir = PathBuf::from(dir);
+    let located = MODEL_TOOLS.locate(None);
+    if std::env::var_os(MODEL_TOOLS.env()).is_some() {
+        let dir = located?;
         if dir.join(SCRIPT).is_file() {
             return Ok(dir);
         }
-        bail!("{TOOLS_DIR_ENV}={}: that folder has no {SCRIPT}", dir.display());
+        bail!("{}={}: that folder has no {SCRIPT}", MODEL_TOOLS.env(), dir.display());
     }
-    let beside_presets = std::env::var_os(fvision_models::MODELS_DIR_ENV)
-        .and_then(|d| PathBuf::from(d).parent().map(|p| p.join("tools")));
-    let exe = std::env::current_exe().ok();
-    let near_exe = exe.iter().flat_map(|e| e.ancestors().skip(1).take(3)).map(|d| d.join("models/tools"));
-    beside_presets.into_iter().chain(near_exe).find(|d| d.join(SCRIPT).is_file()).ok_or_else(|| {
+    let beside_presets = MODELS.locate(None).ok().and_then(|d| d.parent().map(|p| p.join("tools")));
+    located.ok().into_iter().chain(beside_presets).find(|d| d.join(SCRIPT).is_file()).ok_or_else(|| {
         anyhow!(
-            "cannot find the importer script {SCRIPT}: set {TOOLS_DIR_ENV} to the repository's models/tools folder \
+            "cannot find the importer script {SCRIPT}: set {} to the repository's models/tools folder \
              (or {} to its models/presets)",
-            fvision_models::MODELS_DIR_ENV
+            MODEL_TOOLS.env(),
+            MODELS.env()
         )
     })
 }
