@@ -273,7 +273,10 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let classifier = Classifier::load(spec, &ClassifierOptions::default())
         .with_context(|| format!("fvision cannot load the ONNX file converted from {}", args.model.display()))?;
 
-    let sample = args.check_images.clone().unwrap_or_else(crate::data::imagenet_sample);
+    let sample = match args.check_images.clone() {
+        Some(dir) => dir,
+        None => crate::data::imagenet_sample().context("the sample images to check the conversion on")?,
+    };
     let checking = spinner(&format!("checking ONNX against TensorFlow on {}", sample.display()));
     let inputs = preprocess_sample(&classifier, &sample)?;
     let check_path = args.save_check_inputs.clone().unwrap_or_else(|| files.dir.join(".check-inputs.npy"));
