@@ -71,7 +71,15 @@ pub fn local_cluster(test: &str) -> Option<LocalCluster> {
         LocalCluster { cli, started: false, topics: RefCell::default(), smartmodules: RefCell::default(), _turn: turn };
     if !cluster.answers() {
         eprintln!("{test}: starting a local Fluvio cluster");
-        let out = cluster.cli(&["cluster", "start", "--local"]);
+        let mut out = cluster.cli(&["cluster", "start", "--local"]);
+        if !out.status.success() && text(&out).contains("wasn't deleted") {
+            // A cluster that was killed (not deleted) leaves its state behind and does not answer; Fluvio
+            // refuses to start over it. Nothing answers on it, so it holds nothing a test could lose.
+            eprintln!("{test}: a local cluster was left behind without running; deleting it and starting again");
+            let deleted = cluster.cli(&["cluster", "delete", "--force"]);
+            assert!(deleted.status.success(), "fluvio cluster delete --force failed:\n{}", text(&deleted));
+            out = cluster.cli(&["cluster", "start", "--local"]);
+        }
         assert!(out.status.success(), "fluvio cluster start --local failed:\n{}", text(&out));
         cluster.started = true;
         let deadline = Instant::now() + Duration::from_secs(60);
