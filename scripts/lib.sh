@@ -148,11 +148,3 @@ build() {
      -p image-validate -p identity-smartmodule -p trap-smartmodule)
   (cd "$REPO" && cargo build --release -p fvision -p inference-sink -p kafka-source -p gcs-source)
 }
-
-# What `cdk deploy start` and `cdk publish --pack` run: cdk builds each connector itself with an explicit
-# host target (its own command line), into the same target directory; built here so the cdk tests only start them.
-build_for_cdk() {
-  say "building the connectors as cdk builds them (--target x86_64-unknown-linux-gnu, for the cdk tests)"
-  (cd "$REPO" && cargo build --profile release --target x86_64-unknown-linux-gnu \
-     -p inference-sink -p kafka-source -p gcs-source)
-}

@@ -13,7 +13,6 @@ cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check
 build
-build_for_cdk
 say "linting (clippy, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown -p image-validate -p identity-smartmodule -p trap-smartmodule -- -D warnings
