@@ -159,14 +159,16 @@ fn the_release_archive_runs_from_an_empty_folder_with_a_clean_environment() {
     let consumer = unique_name("fvt-pkg-sink");
     let yaml = std::fs::read_to_string(share.join("fluvio-config/connectors/inference-sink.yaml"))
         .unwrap()
-        .replace("  topic: images\n", &format!("  topic: {images}\n"))
+        .replace("  topic:\n    meta:\n      name: images\n", &format!("  topic:\n    meta:\n      name: {images}\n"))
         .replace("    id: inference-sink\n", &format!("    id: {consumer}\n"))
         .replace("predictions-topic: predictions\n", &format!("predictions-topic: {predictions}\n"))
         .replace("dlq-topic: images-dlq\n", &format!("dlq-topic: {dlq}\n"))
         .replace("metrics-port: 9464", &format!("metrics-port: {}", free_port()))
         .replace("validate-at: auto", "validate-at: connector");
     assert!(
-        yaml.contains(&consumer) && yaml.contains("validate-at: connector"),
+        yaml.contains(&consumer)
+            && yaml.contains(&format!("name: {images}\n"))
+            && yaml.contains("validate-at: connector"),
         "the shipped YAML changed shape:\n{yaml}"
     );
     std::fs::write(work.join("sink.yaml"), yaml).unwrap();
