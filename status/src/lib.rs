@@ -6,7 +6,7 @@
 pub mod dashboard;
 mod endpoint;
 
-pub use endpoint::{serve, EndpointError};
+pub use endpoint::{serve, EndpointError, EndpointOptions};
 
 /// Bucket bounds of the `*_seconds` histograms: 1 ms to 10 s, where image latencies live.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -67,6 +67,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "IP")]
     metrics_address: Option<IpAddr>,
 
+    /// A host name, besides localhost and IP addresses, that the status page answers to (the name you reach
+    /// it by; repeat for more). Any other name in `Host` is refused, against DNS rebinding.
+    #[arg(long = "status-host", value_name = "NAME")]
+    status_hosts: Vec<String>,
+
     /// Secrets for `${{ secrets.NAME }}` references in --config (NAME=value lines).
     #[arg(long, value_name = "FILE", requires = "config")]
     secrets: Option<PathBuf>,
@@ -80,6 +85,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut metrics_port = args.metrics_port;
     let mut address = args.metrics_address;
     let mut dashboard_on = args.dashboard.is_some();
+    let mut status_hosts = args.status_hosts.clone();
     let mut sink_settings = None;
     let (mut validator, mut classifier, pipeline, output) = match &args.config {
         Some(path) => {
@@ -96,6 +102,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             metrics_port = metrics_port.or(config.metrics_port);
             address = address.or(Some(config.metrics_address));
             dashboard_on |= config.dashboard;
+            status_hosts.extend(config.status_hosts.iter().cloned());
             if below == BelowThreshold::Review {
                 eprintln!(
                     "fvision: below-threshold `review` needs the review topic of the connector; run flags them instead"
@@ -120,7 +127,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut page_url = None;
     if let Some(port) = port {
         let address = SocketAddr::new(address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port);
-        let bound = fvision_status::serve(address, dashboard.clone())
+        let options = fvision_status::EndpointOptions { hosts: status_hosts, ..Default::default() };
+        let bound = fvision_status::serve(address, dashboard.clone(), options)
             .with_context(|| format!("starting the HTTP endpoint on {address}"))?;
         eprintln!("metrics on http://{bound}/metrics");
         if dashboard.is_some() {

@@ -121,7 +121,7 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
     assert_eq!(Some(recent.len() as u64), status["totals"]["classified"].as_u64(), "{status}");
     assert!(recent.len() >= data_files("demo-images").len() && recent.iter().all(|r| r["has_thumbnail"] == true));
     let seq = recent[0]["seq"].as_u64().unwrap();
-    let (code, jpeg) = get(port, &format!("/thumbnails/{seq}.jpg"));
+    let (code, jpeg) = get(port, &format!("/thumbnails/{}-{seq}.jpg", status["run"].as_str().unwrap()));
     assert!(code == 200 && jpeg.starts_with(&[0xFF, 0xD8, 0xFF]), "thumbnail {seq}: HTTP {code}");
     let (code, page) = get(port, "/");
     assert!(code == 200 && String::from_utf8_lossy(&page).contains("/dashboard.js"));

@@ -93,6 +93,11 @@ pub struct InferenceConfig {
     /// metrics port. It shows the images: bind it wider than 127.0.0.1 only on purpose.
     #[serde(default)]
     pub dashboard: bool,
+    /// Host names, besides `localhost` and IP addresses, that the status page answers to (the names
+    /// operators reach it by); a page under any other name in `Host` is refused, so that a web site the
+    /// operator visits cannot read it through DNS rebinding.
+    #[serde(default)]
+    pub status_hosts: Vec<String>,
     /// Where the `image-validate` transform runs: `auto`, `cluster` or `connector`.
     #[serde(default)]
     pub validate_at: ValidateAt,

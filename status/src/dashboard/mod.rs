@@ -10,6 +10,7 @@
 mod series;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,9 @@ pub struct Dashboard {
 
 struct Inner {
     mode: &'static str,
+    /// Names this process's page in thumbnail URLs: outcome numbers restart at 1 with every process, and the
+    /// browser keeps thumbnails as immutable, so a URL must never name another process's image.
+    run: String,
     started: Instant,
     state: Mutex<State>,
     pending: Mutex<VecDeque<(String, Arc<[u8]>)>>,
@@ -132,6 +136,7 @@ pub struct Partition {
 #[derive(Debug, Serialize)]
 pub struct Status {
     mode: &'static str,
+    run: String,
     uptime_s: f64,
     now: u64,
     model: Option<ModelInfo>,
@@ -191,6 +196,14 @@ pub fn lag(committed: Option<i64>, end: Option<i64>) -> Option<i64> {
     end.map(|end| (end - committed.map_or(0, |c| c + 1)).max(0))
 }
 
+/// A name for this page that no earlier or concurrent page on the host had: the start time in nanoseconds,
+/// the process id and the page's number in the process.
+fn run_id() -> String {
+    static PAGES: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    format!("{nanos:x}.{:x}.{}", std::process::id(), PAGES.fetch_add(1, Ordering::Relaxed))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
@@ -200,6 +213,7 @@ impl Dashboard {
     pub fn new(mode: &'static str) -> Self {
         let inner = Inner {
             mode,
+            run: run_id(),
             started: Instant::now(),
             state: Mutex::new(State::default()),
             pending: Mutex::new(VecDeque::with_capacity(PENDING)),
@@ -311,8 +325,14 @@ impl Dashboard {
         }
     }
 
-    /// The thumbnail of outcome `seq`, while it is still on the page.
-    pub fn thumbnail_jpeg(&self, seq: u64) -> Option<Arc<[u8]>> {
+    /// The thumbnail at `name` (`RUN-SEQ`, as the page's JSON spells it), while it is still on the page;
+    /// `None` for another process's run or an unknown outcome.
+    pub fn thumbnail_jpeg(&self, name: &str) -> Option<Arc<[u8]>> {
+        let (run, seq) = name.rsplit_once('-')?;
+        if run != self.inner.run {
+            return None;
+        }
+        let seq: u64 = seq.parse().ok()?;
         let state = self.state();
         let recent = state.recent.iter().find(|r| r.seq == seq).and_then(|r| r.thumbnail.clone());
         recent.or_else(|| state.dead_letters.iter().find(|d| d.seq == seq).and_then(|d| d.thumbnail.clone()))
@@ -347,6 +367,7 @@ impl Dashboard {
         let (queues, in_flight, batches) = flow_status(flow);
         Status {
             mode: self.inner.mode,
+            run: self.inner.run.clone(),
             uptime_s: self.inner.started.elapsed().as_secs_f64(),
             now,
             model: state.model.clone(),
@@ -474,8 +495,15 @@ mod tests {
         assert_eq!(status.recent.len(), RECENT);
         assert_eq!(status.recent[0].image_id, "img-99", "newest first");
         assert!(status.recent.iter().all(|r| r.has_thumbnail));
-        assert_eq!(dashboard.thumbnail_jpeg(status.recent[0].seq).as_deref(), Some(&[0xFF, 0xD8, 0xFF, 99][..]));
-        assert!(dashboard.thumbnail_jpeg(1).is_none(), "the oldest left the grid with its thumbnail");
+        let name = |seq: u64| format!("{}-{seq}", status.run);
+        assert_eq!(dashboard.thumbnail_jpeg(&name(status.recent[0].seq)).as_deref(), Some(&[0xFF, 0xD8, 0xFF, 99][..]));
+        assert!(dashboard.thumbnail_jpeg(&name(1)).is_none(), "the oldest left the grid with its thumbnail");
+        // A restarted process numbers its outcomes from 1 again: the browser's cached thumbnail of this run's
+        // newest outcome must not be what the next run's URL for the same number names.
+        let next = Dashboard::new("embedded");
+        assert_ne!(next.status().run, status.run, "every process's page has its own run name");
+        assert!(next.thumbnail_jpeg(&name(status.recent[0].seq)).is_none(), "another run's URL is not served");
+        assert!(dashboard.thumbnail_jpeg("x").is_none() && dashboard.thumbnail_jpeg(&name(0)).is_none());
         assert!(dashboard.inner.pending.lock().unwrap().is_empty(), "every thumbnail found its outcome");
         assert_eq!((status.labels[0].name.as_str(), status.labels[0].count), ("cat", 66.0));
         assert_eq!((status.rejects[0].name.as_str(), status.dead_letters[0].reason), ("truncated", "truncated"));

@@ -197,7 +197,9 @@ impl Connector {
         let dashboard = inference.dashboard.then(|| Dashboard::new("connector"));
         if let Some(port) = inference.metrics_port {
             let address = std::net::SocketAddr::new(inference.metrics_address, port);
-            let bound = fvision_status::serve(address, dashboard.clone())
+            let options =
+                fvision_status::EndpointOptions { hosts: inference.status_hosts.clone(), ..Default::default() };
+            let bound = fvision_status::serve(address, dashboard.clone(), options)
                 .map_err(setup_error(format!("starting the metrics endpoint on {address}")))?;
             events::register();
             tracing::info!(%bound, "metrics on /metrics");

@@ -70,7 +70,7 @@ function render(s) {
     shown.grid = gridKey;
     $("grid").innerHTML = s.recent.map((r) =>
     '<div class="card' + (r.below_threshold ? " low" : "") + '" data-seq="' + r.seq + '" data-image-id="' + esc(r.image_id) + '">' +
-    (r.has_thumbnail ? '<img class="thumb" alt="" src="/thumbnails/' + r.seq + '.jpg">' : '<div class="thumb"></div>') +
+    (r.has_thumbnail ? '<img class="thumb" alt="" src="/thumbnails/' + s.run + "-" + r.seq + '.jpg">' : '<div class="thumb"></div>') +
     '<div class="label" title="' + esc(r.name) + '">' + esc(r.label) + '</div>' +
     '<div class="meta"><span class="conf">' + (100 * r.confidence).toFixed(1) + '%</span> · <span class="latency">' + ms(r.latency_ms) + '</span></div>' +
     (r.below_threshold ? '<div class="flag">below threshold</div>' : "") + "</div>").join("");
@@ -94,7 +94,7 @@ function render(s) {
   if (deadKey !== shown.dead) {
     shown.dead = deadKey;
     rows("dead-letters", ["", "input", "reason", "stage", "detail"], s.dead_letters.map((d) =>
-      "<tr><td>" + (d.has_thumbnail ? '<img class="dl" alt="" src="/thumbnails/' + d.seq + '.jpg">' : "") + "</td><td>" + esc(d.name) +
+      "<tr><td>" + (d.has_thumbnail ? '<img class="dl" alt="" src="/thumbnails/' + s.run + "-" + d.seq + '.jpg">' : "") + "</td><td>" + esc(d.name) +
       "</td><td>" + esc(d.reason) + "</td><td>" + esc(d.stage) + '</td><td class="detail">' + esc(d.detail) + "</td></tr>"));
   }
   setText("updated", "updated " + new Date().toLocaleTimeString());
