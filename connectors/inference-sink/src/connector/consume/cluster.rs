@@ -73,4 +73,3 @@ impl Source for FluvioSource<'_> {
         Ok(positions)
     }
 }
-
