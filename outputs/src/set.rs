@@ -119,12 +119,20 @@ pub struct OutputSet {
     dead_letters: Option<usize>,
     below: BelowThreshold,
     delivered: AtomicU64,
+    /// Woken at every delivery, for [`OutputSet::delivered_reach`].
+    delivered_changed: tokio::sync::Notify,
 }
 
 impl OutputSet {
     /// No outputs yet; predictions below the threshold are routed by `below`.
     pub fn new(below: BelowThreshold) -> Self {
-        Self { outputs: Vec::new(), dead_letters: None, below, delivered: AtomicU64::new(0) }
+        Self {
+            outputs: Vec::new(),
+            dead_letters: None,
+            below,
+            delivered: AtomicU64::new(0),
+            delivered_changed: tokio::sync::Notify::new(),
+        }
     }
 
     /// Every output of a run, in one place for the connector and `fvision run` (so `fvision run --config`
@@ -206,6 +214,19 @@ impl OutputSet {
         self.delivered.load(Ordering::Acquire)
     }
 
+    /// Resolves once [`OutputSet::delivered`] is at least `count`: the commit barrier awaits it instead of
+    /// polling the count.
+    pub async fn delivered_reach(&self, count: u64) {
+        loop {
+            // Registered before the check, so a delivery between the check and the await still wakes it.
+            let changed = self.delivered_changed.notified();
+            if self.delivered() >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Routes one outcome and hands it to every output. Blocks only while an output's buffer is full.
     pub fn deliver(&self, outcome: &Outcome, position: Option<SourcePosition>) -> Result<Destination, DeliveryError> {
         let routed = route(outcome, self.below)?;
@@ -215,6 +236,7 @@ impl OutputSet {
         }
         // Counted only after every send, so an acknowledgement that sees the count also covers this outcome.
         self.delivered.fetch_add(1, Ordering::AcqRel);
+        self.delivered_changed.notify_waiters();
         Ok(routed.destination)
     }
 

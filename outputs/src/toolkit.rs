@@ -67,6 +67,7 @@ impl RetryPolicy {
 /// How one attempt failed; `E` is what a sink wants back from a failure that repeating cannot help (a
 /// message by default, BigQuery's classified insert error).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Failure<E = String> {
     /// Worth repeating: 429, 5xx, timeouts, refused connections.
     Transient(String),
@@ -76,6 +77,7 @@ pub enum Failure<E = String> {
 
 /// Why [`retry`] stopped without a success.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Stopped<E> {
     /// An attempt failed in a way repeating cannot help.
     Fatal(E),

@@ -692,7 +692,7 @@ fn a_missing_or_malformed_key_file_is_a_start_up_error_naming_it() {
 
 /// librdkafka is built without OpenSSL (RUNBOOK section 6): a TLS setting is a start-up error naming the
 /// field, never a silent plaintext connection. SASL settings from secrets reach the producer as they are
-/// (`tests/config.rs` checks the substitution); SASL_PLAINTEXT is accepted.
+/// (`connectors/inference-sink/tests/sink/config.rs` checks the substitution); SASL_PLAINTEXT is accepted.
 #[test]
 fn kafka_security_settings_reach_librdkafka_with_tls_built_in() {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();

@@ -14,5 +14,5 @@ pub mod summary;
 pub mod tally;
 
 pub use item::{Item, Outcome, SourcePosition};
-pub use stages::{run_pipeline, PipelineError, PipelineSettings, PipelineStats, Validate};
+pub use stages::{run_pipeline, run_pipeline_from, PipelineError, PipelineSettings, PipelineStats, Validate};
 pub use tally::Tally;

@@ -204,9 +204,33 @@ impl Ready {
     }
 }
 
-/// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread.
+/// Runs `inputs` through the pipeline, handing each outcome to `sink` on the calling thread. The inputs are
+/// read on their own thread, so validation takes what has arrived instead of waiting for a full validator
+/// batch.
 pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     inputs: impl Iterator<Item = Item> + Send,
+    validator: impl Validate,
+    classifier: &Classifier,
+    config: &PipelineSettings,
+    sink: impl FnMut(Outcome) -> Result<(), E>,
+) -> Result<PipelineStats, PipelineError> {
+    let (input_tx, input_rx) = async_channel::bounded::<Item>(config.validate_batch.max(1));
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for item in inputs {
+                if input_tx.send_blocking(item).is_err() {
+                    return; // the pipeline stopped
+                }
+            }
+        });
+        run_pipeline_from(input_rx, validator, classifier, config, sink)
+    })
+}
+
+/// [`run_pipeline`] on a channel a producer already fills (the connector's consumer): validation reads it
+/// directly. The pipeline drops `inputs` when it stops, so the producer sees the channel closed.
+pub fn run_pipeline_from<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    input_rx: async_channel::Receiver<Item>,
     mut validator: impl Validate,
     classifier: &Classifier,
     config: &PipelineSettings,
@@ -215,8 +239,6 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let started = Instant::now();
     let queue = config.queue.max(1);
     let max_batch = config.max_batch.clamp(1, classifier.spec().manifest.max_batch);
-    let validate_batch = config.validate_batch.max(1);
-    let (input_tx, input_rx) = sync_channel::<Item>(validate_batch);
     let (task_tx, task_rx) = sync_channel::<Task>(queue);
     let (ready_tx, ready_rx) = sync_channel::<Ready>(queue);
     let (out_tx, out_rx) = sync_channel::<Message>(queue);
@@ -226,15 +248,6 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let decoding = AtomicUsize::new(0); // images a decode worker holds right now
 
     let result = std::thread::scope(|scope| {
-        // The inputs are read on their own thread, so validation takes what has arrived instead of waiting
-        // for a full validator batch.
-        scope.spawn(move || {
-            for item in inputs {
-                if input_tx.send(item).is_err() {
-                    return; // validation stopped
-                }
-            }
-        });
         let out = out_tx.clone();
         let validate_counts = Arc::clone(&counts);
         scope.spawn(move || validate_stage(&input_rx, &mut validator, config, task_tx, out, &validate_counts));
@@ -281,8 +294,8 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
 }
 
 /// Blocks for one item, then takes those already queued, up to `max` (never waits for more).
-fn take_arrived<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let mut batch = vec![rx.recv().ok()?];
+fn take_arrived<T>(rx: &async_channel::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv_blocking().ok()?];
     while batch.len() < max {
         match rx.try_recv() {
             Ok(item) => batch.push(item),
@@ -293,7 +306,7 @@ fn take_arrived<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
 }
 
 fn validate_stage(
-    inputs: &Receiver<Item>,
+    inputs: &async_channel::Receiver<Item>,
     validator: &mut impl Validate,
     config: &PipelineSettings,
     tasks: SyncSender<Task>,

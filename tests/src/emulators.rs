@@ -5,8 +5,7 @@
 //! leaves a process behind; a missing virtualenv is a failure that says how to install it (these tests
 //! are never skipped).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,10 +21,7 @@ const DUCKDB_VERSION: &str = "v1.5.5";
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|e| panic!("finding a free loopback port: {e}"))
+    fvision_connector_common::standin::free_port().unwrap_or_else(|e| panic!("finding a free loopback port: {e}"))
 }
 
 /// `N` distinct free loopback ports: every listener is held until all are found, so the OS cannot hand the
@@ -172,18 +168,7 @@ impl Drop for Emulator {
     }
 }
 
-/// The status code of `GET path` on 127.0.0.1:`port`, or `None` when nothing answers. Enough HTTP for a
-/// readiness probe without a client library.
-pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut head = [0u8; 16];
-    let n = stream.read(&mut head).ok()?;
-    let line = std::str::from_utf8(&head[..n]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+pub use fvision_connector_common::standin::http_get_status;
 
 /// BigQuery (`bqemulator`), in memory; its REST API is at [`bigquery_base_url`].
 pub fn bigquery() -> Emulator {
@@ -295,20 +280,7 @@ pub fn pubsub() -> PubSub {
     command.arg(launcher).env("CLOUDBOX_HOST", "127.0.0.1").env("CLOUDBOX_PROJECT", PROJECT);
     let mut grpc_port = 0;
     let mut rest_port = 0;
-    const SERVICES: [&str; 11] = [
-        "GCS",
-        "PUBSUB",
-        "PUBSUB_REST",
-        "FIRESTORE",
-        "SECRETMANAGER",
-        "TASKS",
-        "BIGQUERY",
-        "SPANNER",
-        "LOGGING",
-        "SCHEDULER",
-        "ADMIN",
-    ];
-    for (service, port) in SERVICES.into_iter().zip(free_ports::<11>()) {
+    for (service, port) in fvision_connector_common::standin::CLOUDBOX_SERVICES.into_iter().zip(free_ports::<11>()) {
         command.env(format!("CLOUDBOX_{service}_PORT"), port.to_string());
         match service {
             "PUBSUB" => grpc_port = port,

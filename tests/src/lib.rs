@@ -3,9 +3,11 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod connector_yaml;
 pub mod emulators;
 pub mod fixtures;
 pub mod kafka;
+pub mod metrics;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,6 @@
 //! BigQuery, GCS and Pub/Sub emulators from `$FVISION_EMULATORS` (installed by `scripts/lib.sh`). `up`
 //! records what it started in its state directory; `down` stops exactly that.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -164,17 +163,7 @@ fn port_free(port: u16) -> bool {
 
 /// `GET path` on 127.0.0.1:port answers 200.
 fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 16];
-    let n = stream.read(&mut head).unwrap_or(0);
-    std::str::from_utf8(&head[..n]).ok().and_then(|l| l.split_whitespace().nth(1)).is_some_and(|code| code == "200")
+    fvision_connector_common::standin::http_get_status(port, path) == Some(200)
 }
 
 fn wait_for(name: &str, pid: u32, log: &Path, ready: impl Fn() -> bool) -> Result<()> {
@@ -335,19 +324,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         std::fs::write(&launcher, CLOUDBOX_LAUNCHER)?;
         let mut env =
             vec![("CLOUDBOX_HOST".to_string(), "127.0.0.1".to_string()), ("CLOUDBOX_PROJECT".into(), PROJECT.into())];
-        for service in [
-            "GCS",
-            "PUBSUB",
-            "PUBSUB_REST",
-            "FIRESTORE",
-            "SECRETMANAGER",
-            "TASKS",
-            "BIGQUERY",
-            "SPANNER",
-            "LOGGING",
-            "SCHEDULER",
-            "ADMIN",
-        ] {
+        for service in fvision_connector_common::standin::CLOUDBOX_SERVICES {
             let port = match service {
                 "PUBSUB" => args.pubsub_port,
                 "PUBSUB_REST" => args.pubsub_rest_port,
@@ -383,7 +360,7 @@ fn up(args: UpArgs) -> Result<ExitCode> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(fvision_connector_common::standin::free_port()?)
 }
 
 fn down(args: DownArgs) -> Result<ExitCode> {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fluvio_future::task::run_block_on;
 use fvision_outputs::{BelowThreshold, Destination, JsonlOutput, LocalOutputs, OutputSet};
-use fvision_status::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
+use fvision_status::dashboard::Dashboard;
 
 use crate::args::{ModelArgs, PipelineArgs, ValidatorArgs};
 use crate::data::demo_images;
@@ -170,17 +170,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let outputs = Arc::new(outputs);
     if let Some(dashboard) = &dashboard {
-        let manifest = &classifier.spec().manifest;
-        dashboard.set_model(ModelInfo {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            load_ms: classifier.load_time().as_secs_f64() * 1e3,
-            real_weights: manifest.real_weights,
-        });
-        dashboard.set_validation("in this process (WASM)");
-        let health = Arc::clone(&outputs);
-        dashboard.watch_outputs(Arc::new(move || health.reports()));
-        classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
+        dashboard.attach(&mut classifier, "in this process (WASM)", Arc::clone(&outputs));
     }
     let mut out = io::stdout().lock();
     let mut table = Table::new(false);

@@ -1,4 +1,4 @@
-"""Test models for cli/tests/import_tf.rs, built and run with TensorFlow in the importer's virtualenv.
+"""Test models for cli/tests/cli/import_tf.rs, built and run with TensorFlow in the importer's virtualenv.
 
   build OUT_DIR                  small models with fixed seeds, in every format `fvision models import` reads,
                                  and the broken ones it must refuse

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::Stop;
+
 /// The arguments every connector takes, as `cdk deploy start` passes them; flattened into each binary's own.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
@@ -36,12 +38,34 @@ pub fn init_logging(default_filter: &str) {
 }
 
 /// A flag that SIGTERM and SIGINT set: the run loops stop reading, deliver what they hold, commit and return.
-pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, SignalsError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| anyhow::anyhow!("installing the signal handlers: {e}"))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(SignalsError)?;
     }
+    Ok(stop)
+}
+
+/// Why the signal handlers could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("installing the signal handlers")]
+pub struct SignalsError(#[source] std::io::Error);
+
+/// A [`Stop`] that SIGTERM and SIGINT request, for loops that await the stop rather than check a flag: a
+/// thread waits for the signals (the handlers only write to a pipe) and requests the stop.
+pub fn stop_signal() -> Result<Arc<Stop>, SignalsError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(SignalsError)?;
+    let stop = Arc::new(Stop::default());
+    let requested = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                requested.request();
+            }
+        })
+        .map_err(SignalsError)?;
     Ok(stop)
 }
 

@@ -16,6 +16,8 @@ pub mod producer;
 pub mod replay;
 pub mod secret;
 pub mod source_output;
+pub mod standin;
+pub mod stop;
 pub mod validator;
 
 pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
@@ -23,5 +25,6 @@ pub use engine::{EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_L
 pub use producer::{image_producer_config, MAX_EVENT_RECORD, MAX_IMAGE_RECORD};
 pub use replay::Sent;
 pub use secret::{Secret, Secrets};
-pub use source_output::{OutputError, SourceOutput};
+pub use source_output::{SourceOutput, SourceOutputError};
+pub use stop::Stop;
 pub use validator::{locate_beside_smartmodule, locate_smartmodule, ValidatorError, WasmValidator, SMARTMODULE_ENV};

@@ -33,7 +33,7 @@ pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 /// offsets, Pub/Sub acks, the sink's Fluvio offsets) only after the acknowledgement, and a record that only
 /// the partition leader held would be lost when that leader fails over (docs/decisions.md). On a partition of
 /// one replica the leader commits as it writes, so this costs nothing there.
-pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicProducerConfig> {
+pub fn image_producer_config(producer: &ProducerConfig) -> Result<TopicProducerConfig, ProducerConfigError> {
     let batch = producer.batch_size.unwrap_or(ByteSize::mib(8)).as_u64() as usize;
     let mut builder = TopicProducerConfigBuilder::default();
     builder
@@ -53,8 +53,13 @@ pub fn image_producer_config(producer: &ProducerConfig) -> anyhow::Result<TopicP
             CompressionSetting::Zstd => Compression::Zstd,
         });
     }
-    Ok(builder.build()?)
+    builder.build().map_err(|e| ProducerConfigError(Box::new(e)))
 }
+
+/// The client refused the producer settings.
+#[derive(Debug, thiserror::Error)]
+#[error("configuring the producers")]
+pub struct ProducerConfigError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 #[cfg(test)]
 mod tests {

@@ -57,17 +57,19 @@ const READ_BACK_WINDOW: usize = 256;
 /// `replay-lookback-bytes` by about one record, not a window.
 const FIRST_READ_BACK_WINDOW: usize = 1;
 
-/// Why records could not be written.
+/// Why a source's records could not be written to its Fluvio topics (the sink's outputs have
+/// `fvision_outputs::OutputError`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum OutputError {
+pub enum SourceOutputError {
     /// A Fluvio call failed.
-    #[error("{action}: {detail}")]
+    #[error("{action}")]
     Fluvio {
         /// What was being done.
         action: String,
         /// The client's error, with its causes.
-        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A topic the source writes does not exist.
     #[error(
@@ -80,9 +82,11 @@ pub enum OutputError {
     Serialize(#[from] serde_json::Error),
 }
 
-fn fluvio_error<E: Into<anyhow::Error>>(action: impl Into<String>) -> impl FnOnce(E) -> OutputError {
+fn fluvio_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    action: impl Into<String>,
+) -> impl FnOnce(E) -> SourceOutputError {
     let action = action.into();
-    move |e| OutputError::Fluvio { action, detail: format!("{:#}", e.into()) }
+    move |e| SourceOutputError::Fluvio { action, source: e.into() }
 }
 
 /// Producers for the events topic and the dead-letter topic, the sends not yet acknowledged, and the ids each
@@ -104,7 +108,7 @@ impl SourceOutput {
         meta: &MetaConfig,
         dlq_topic: &str,
         lookback: ReplayLookback,
-    ) -> Result<Self, OutputError> {
+    ) -> Result<Self, SourceOutputError> {
         let admin = fluvio.admin().await;
         let topic = meta.topic.name().to_string();
         for (name, may_create) in [(topic.as_str(), meta.create_topic), (dlq_topic, false)] {
@@ -112,7 +116,7 @@ impl SourceOutput {
                 admin.list::<TopicSpec, _>(vec![name.to_string()]).await.map_err(fluvio_error("listing topics"))?;
             if found.is_empty() {
                 if !may_create {
-                    return Err(OutputError::MissingTopic(name.to_string()));
+                    return Err(SourceOutputError::MissingTopic(name.to_string()));
                 }
                 admin
                     .create(name.to_string(), false, TopicSpec::new_computed(1, 1, None))
@@ -130,7 +134,7 @@ impl SourceOutput {
                     .topic_producer_with_config(name.clone(), config)
                     .await
                     .map_err(fluvio_error(format!("opening a producer for `{name}`")))?;
-                Ok::<_, OutputError>((name, producer))
+                Ok::<_, SourceOutputError>((name, producer))
             }
         };
         let ReplayLookback { ids: lookback, bytes } = lookback;
@@ -160,7 +164,7 @@ impl SourceOutput {
 
     /// Sends an already serialised ImageEvent keyed by its id, unless the events topic received that same
     /// record (id and value) recently ([`Sent::Replay`]).
-    pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<Sent, OutputError> {
+    pub async fn send_event_bytes(&mut self, id: &str, value: Vec<u8>) -> Result<Sent, SourceOutputError> {
         let key = replay_key(id, &value);
         if self.recent_events.contains(key) {
             tracing::debug!(id, "not sent again: a replay");
@@ -178,14 +182,14 @@ impl SourceOutput {
     }
 
     /// Sends an ImageEvent keyed by its id, unless it is a replay.
-    pub async fn send_event(&mut self, event: &ImageEvent) -> Result<Sent, OutputError> {
+    pub async fn send_event(&mut self, event: &ImageEvent) -> Result<Sent, SourceOutputError> {
         let value = serde_json::to_vec(event)?;
         self.send_event_bytes(&event.meta.id, value).await
     }
 
     /// Sends a dead letter keyed by the id of what it rejects, unless the dead-letter topic received that same
     /// dead letter (id and value) recently ([`Sent::Replay`]).
-    pub async fn send_dead_letter(&mut self, rejected: RejectedImage) -> Result<Sent, OutputError> {
+    pub async fn send_dead_letter(&mut self, rejected: RejectedImage) -> Result<Sent, SourceOutputError> {
         let id = rejected.event.id.clone();
         let value = dead_letter::encode(rejected)?;
         let key = replay_key(&id, &value);
@@ -207,7 +211,7 @@ impl SourceOutput {
     }
 
     /// Flushes both producers and waits for Fluvio's confirmation of every record sent so far.
-    pub async fn acknowledge(&mut self) -> Result<(), OutputError> {
+    pub async fn acknowledge(&mut self) -> Result<(), SourceOutputError> {
         for (topic, producer) in [&self.events, &self.dead_letters] {
             producer.flush().await.map_err(fluvio_error(format!("flushing `{topic}`")))?;
         }
@@ -227,7 +231,7 @@ async fn read_back(
     topic: &str,
     lookback: usize,
     max_bytes: u64,
-) -> Result<(RecentKeys, RecentKeys), OutputError> {
+) -> Result<(RecentKeys, RecentKeys), SourceOutputError> {
     if lookback == 0 {
         return Ok((RecentKeys::new(0), RecentKeys::new(0)));
     }
@@ -293,7 +297,7 @@ async fn read_range(
     size: usize,
     start: Option<i64>,
     end: Option<i64>,
-) -> Result<(Option<i64>, Vec<(Option<u128>, Option<u128>)>, u64), OutputError> {
+) -> Result<(Option<i64>, Vec<(Option<u128>, Option<u128>)>, u64), SourceOutputError> {
     let (mut first, mut keys, mut bytes) = (None::<i64>, Vec::new(), 0u64);
     let mut next = start;
     loop {

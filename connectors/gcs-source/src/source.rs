@@ -11,7 +11,7 @@ use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
 use fvision_connector_common::google::{GoogleAuth, SCOPE_STORAGE_READ};
-use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
+use fvision_connector_common::{ConfigError, Sent, SourceOutput, SourceOutputError as OutputError};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
 

@@ -39,10 +39,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = fvision_sink_config::load(&args.connector.config, args.connector.secrets.as_deref())?;
-    let stop = binary::stop_on_signals()?;
+    let stop = binary::stop_signal()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");
-    let (runner, health) = Connector::builder(config).stop_flag(stop).drain(args.drain).build().connect()?;
+    let (runner, health) = Connector::builder(config).stop(stop).drain(args.drain).build().connect()?;
     tracing::info!(outputs = ?health.outputs(), "connected");
     let report = runner.run()?;
     let stats = &report.pipeline;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
-use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
+use fvision_connector_common::{ConfigError, Sent, SourceOutput, SourceOutputError as OutputError};
 use fvision_records::RejectReason;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};

@@ -728,6 +728,24 @@ pub fn first_column(rows: &[TableRow]) -> Vec<String> {
         .collect()
 }
 
+/// The length of `value` as serde_json writes it compactly, counted without writing it: the batcher needs
+/// each row's size, and the row is already encoded once (into the value the request sends).
+fn json_len(value: &serde_json::Value) -> usize {
+    use fvision_records::json_string_len as string_len;
+    use serde_json::Value;
+    match value {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => string_len(s),
+        Value::Array(items) => 2 + items.iter().map(json_len).sum::<usize>() + items.len().saturating_sub(1),
+        Value::Object(map) => {
+            2 + map.iter().map(|(k, v)| string_len(k) + 1 + json_len(v)).sum::<usize>() + map.len().saturating_sub(1)
+        }
+    }
+}
+
 /// One row on its way to BigQuery.
 pub struct PendingRow {
     /// For the dead-letter table rather than the predictions table.
@@ -907,7 +925,7 @@ impl Output for BigQueryOutput {
             }
         }
         let row = row.map_err(|source| OutputError::Serialize { output: NAME.into(), source })?;
-        let bytes = row.to_string().len();
+        let bytes = json_len(&row);
         self.queue.push(PendingRow {
             dead_letter,
             insert_id,
@@ -1109,6 +1127,22 @@ mod tests {
             processed_at: "2026-12-01T10:00:00.000Z".into(),
             above_threshold: true,
             ..Prediction::default()
+        }
+    }
+
+    #[test]
+    fn a_row_is_measured_as_long_as_its_json() {
+        let hostile = "q\"b\\s\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é€😀";
+        let mut rejected = RejectedImage::new(RejectReason::UnknownFormat, hostile, Stage::Decode, hostile.as_bytes());
+        rejected.event.id = hostile.into();
+        let position = Some(SourcePosition { partition: 1, offset: 9 });
+        let rows = [
+            serde_json::to_value(encode_row(&prediction(), "images", position)).unwrap(),
+            serde_json::to_value(encode_dead_letter(hostile, &rejected, "images", position, "now")).unwrap(),
+            serde_json::json!({"a": [null, true, false, -1, 18446744073709551615u64, 0.1, 1e300, [], {}], "": ""}),
+        ];
+        for row in &rows {
+            assert_eq!(json_len(row), row.to_string().len(), "{row}");
         }
     }
 

@@ -242,6 +242,26 @@ impl Dashboard {
         *self.inner.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
     }
 
+    /// What `fvision run` and the connector tell the page alike: the model `classifier` loaded, where
+    /// validation runs, the health of `outputs`; and `classifier` hands it a thumbnail of every image.
+    pub fn attach(
+        &self,
+        classifier: &mut fvision_models::Classifier,
+        validation: impl Into<String>,
+        outputs: Arc<fvision_outputs::OutputSet>,
+    ) {
+        let manifest = &classifier.spec().manifest;
+        self.set_model(ModelInfo {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            load_ms: classifier.load_time().as_secs_f64() * 1e3,
+            real_weights: manifest.real_weights,
+        });
+        self.set_validation(validation);
+        self.watch_outputs(Arc::new(move || outputs.reports()));
+        classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(self.clone()));
+    }
+
     /// The committed and end offsets of a partition, as last read from the cluster.
     pub fn set_partition(&self, partition: u32, committed: Option<i64>, end: Option<i64>) {
         let mut state = self.state();

@@ -13,7 +13,6 @@ mod replay;
 mod status;
 mod validation;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,22 +21,23 @@ use fluvio::metadata::topic::TopicSpec;
 use fluvio::{Fluvio, FluvioAdmin, SmartModuleInvocation, SmartModuleInvocationWasm, SmartModuleKind};
 use fluvio_future::task::run_block_on;
 pub use fvision_connector_common::image_producer_config;
-use fvision_connector_common::{locate_smartmodule, ConfigError, WasmValidator};
+use fvision_connector_common::{locate_smartmodule, ConfigError, Stop, WasmValidator};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_records::RejectedImage;
 
 use fvision_outputs::{DeliveryError, FluvioOutput, JsonlOutput, LocalOutputs, OutputHealth, OutputSet, TopicProducer};
 use fvision_pipeline::stages::panic_message;
 use fvision_pipeline::summary::SummaryWindow;
-use fvision_pipeline::{run_pipeline, Outcome, PipelineSettings, PipelineStats, SourcePosition};
+use fvision_pipeline::{run_pipeline_from, Outcome, PipelineSettings, PipelineStats, SourcePosition};
 use fvision_sink_config::{BelowThreshold, SinkSettings, ValidateAt};
-use fvision_status::dashboard::{Dashboard, ModelInfo, THUMBNAIL_SIDE};
+use fvision_status::dashboard::Dashboard;
 
 use self::metrics as events;
 
 pub use consume::{
-    Barrier, BoxedStream, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source, StreamStart,
-    CRASH_BEFORE_COMMIT, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    Barrier, BoxedStream, ClientError, ConsumeError, ConsumeReport, ConsumeSettings, FluvioSource, Position, Source,
+    StreamStart, CRASH_BEFORE_COMMIT, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
 };
 pub use replay::replay_window;
 pub use validation::{parse_spu_output, Validation};
@@ -119,20 +119,20 @@ pub struct RunReport {
 /// A configured connector, not yet connected.
 pub struct Connector {
     settings: SinkSettings,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     drain: bool,
 }
 
 /// Builds a [`Connector`].
 pub struct ConnectorBuilder {
     settings: SinkSettings,
-    stop: Option<Arc<AtomicBool>>,
+    stop: Option<Arc<Stop>>,
     drain: bool,
 }
 
 impl ConnectorBuilder {
-    /// The flag that stops the connector gracefully (set by the signal handlers).
-    pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
+    /// The request that stops the connector gracefully (made by the signal handlers).
+    pub fn stop(mut self, stop: Arc<Stop>) -> Self {
         self.stop = Some(stop);
         self
     }
@@ -161,7 +161,7 @@ pub struct Runner {
     outputs: Arc<OutputSet>,
     pipeline: PipelineSettings,
     summary_interval: Duration,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     /// Whether progress is polled for the metrics and the page (when the endpoint is on).
     poll_status: bool,
     dashboard: Option<Dashboard>,
@@ -249,17 +249,7 @@ impl Connector {
         let outputs = Arc::new(outputs);
         let health = HealthCheck { outputs: Arc::clone(&outputs) };
         if let Some(dashboard) = &dashboard {
-            let manifest = &classifier.spec().manifest;
-            dashboard.set_model(ModelInfo {
-                name: manifest.name.clone(),
-                version: manifest.version.clone(),
-                load_ms: classifier.load_time().as_secs_f64() * 1e3,
-                real_weights: manifest.real_weights,
-            });
-            dashboard.set_validation(validation.describe());
-            let outputs = Arc::clone(&outputs);
-            dashboard.watch_outputs(Arc::new(move || outputs.reports()));
-            classifier.send_thumbnails(THUMBNAIL_SIDE, Arc::new(dashboard.clone()));
+            dashboard.attach(&mut classifier, validation.describe(), Arc::clone(&outputs));
         }
         let runner = Runner {
             fluvio,
@@ -301,7 +291,7 @@ impl Runner {
         let validated = validation.describe();
         let (items_tx, items_rx) = async_channel::bounded(QUEUE);
         let stop = &*stop;
-        let done = AtomicBool::new(false);
+        let done = Stop::default();
 
         let (stats, consumed) = std::thread::scope(|scope| {
             let outputs = &*outputs;
@@ -323,8 +313,7 @@ impl Runner {
                 let mut source = FluvioSource::new(fluvio, consume, read, smartmodule);
                 run_block_on(consume::consume(&mut source, items_tx, outputs, consume, stop))
             });
-            let inputs = std::iter::from_fn(move || items_rx.recv_blocking().ok());
-            let stats = run_pipeline(inputs, validation, &classifier, &pipeline, |outcome: Outcome| {
+            let stats = run_pipeline_from(items_rx, validation, &classifier, &pipeline, |outcome: Outcome| {
                 summary.record(&outcome);
                 if let Some(dashboard) = dashboard {
                     dashboard.record(&outcome);
@@ -337,7 +326,7 @@ impl Runner {
                 Ok::<_, DeliveryError>(())
             });
             let consumed = consumer.join().unwrap_or_else(|panic| Err(ConsumeError::Panicked(panic_message(&*panic))));
-            done.store(true, Ordering::Relaxed);
+            done.request();
             (stats, consumed)
         });
         if let Some(line) = summary.finish(Instant::now()) {
@@ -450,6 +439,10 @@ fn outputs(sink: &SinkSettings, consume: &ConsumeSettings, fluvio: &Fluvio) -> R
 impl Barrier for OutputSet {
     fn delivered(&self) -> u64 {
         OutputSet::delivered(self)
+    }
+
+    fn delivered_reach(&self, count: u64) -> impl std::future::Future<Output = ()> {
+        OutputSet::delivered_reach(self, count)
     }
 
     fn acknowledge(&self) -> impl std::future::Future<Output = Result<(), DeliveryError>> {

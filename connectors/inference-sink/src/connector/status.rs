@@ -4,12 +4,12 @@
 //! the figures are what a restart would see.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::offsets::{partition_offsets, OffsetsError, OffsetsQuery};
+use fvision_connector_common::Stop;
 
 use fvision_outputs::OutputSet;
 use fvision_status::dashboard::{lag, Dashboard};
@@ -30,15 +30,12 @@ pub(super) struct Poll<'a> {
 }
 
 impl Poll<'_> {
-    /// Polls until `done`.
-    pub fn run(&self, done: &AtomicBool) {
-        let mut last: Option<Instant> = None;
-        while !done.load(Ordering::Relaxed) {
-            if last.is_none_or(|at| at.elapsed() >= INTERVAL) {
-                last = Some(Instant::now());
-                self.once();
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    /// Polls every [`INTERVAL`] until `done` is requested (which ends the wait at once).
+    pub fn run(&self, done: &Stop) {
+        while !done.is_requested() {
+            self.once();
+            let interval = std::pin::pin!(fluvio_future::timer::sleep(INTERVAL));
+            run_block_on(futures_util::future::select(interval, std::pin::pin!(done.requested())));
         }
     }
 

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use fvision_tests::browser::http_get;
 use fvision_tests::cluster::{local_cluster, unique_name};
+use fvision_tests::connector_yaml::SinkYaml;
 use fvision_tests::data_files;
+use fvision_tests::metrics::metric_names;
 use serde_json::Value;
 
 struct Running(Child);
@@ -26,19 +28,6 @@ impl Drop for Running {
 
 fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-/// The `fvision_*` metric names a PromQL expression uses.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find("fvision_") {
-        let tail = &rest[start..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        names.insert(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    names
 }
 
 #[test]
@@ -68,19 +57,20 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
     // An external sink too, so its series (and the output backlog) are exported for the Grafana check.
     let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
     kafka.create_topic("image-stream-results", 1, 1).unwrap();
-    let config = dir.path().join("sink.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: 0.2.0\nmeta:\n  version: 0.1.0\n  name: {consumer}\n  type: inference-sink\n  topic: {{meta: {{name: {images}}}}}\n  \
-             consumer:\n    id: {consumer}\n    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1, nanos: 0}}}}\n\
-             inference:\n  predictions-topic: {predictions}\n  dlq-topic: {dlq}\n  validate-at: connector\n  \
-             confidence-threshold: 0.5\n  metrics-port: {port}\n  dashboard: true\n  \
-             kafka: {{brokers: '{brokers}', include: predictions}}\n",
-            brokers = kafka.bootstrap_servers()
-        ),
-    )
-    .unwrap();
+    let inference = format!(
+        "  validate-at: connector\n  confidence-threshold: 0.5\n  metrics-port: {port}\n  dashboard: true\n  \
+         kafka: {{brokers: '{brokers}', include: predictions}}",
+        brokers = kafka.bootstrap_servers()
+    );
+    let config = SinkYaml {
+        name: &consumer,
+        images: &images,
+        predictions: &predictions,
+        dlq: &dlq,
+        inference: &inference,
+        ..SinkYaml::default()
+    }
+    .write(dir.path());
     let log = dir.path().join("sink.log");
     let _sink = Running(
         Command::new(env!("CARGO_BIN_EXE_inference-sink"))

@@ -6,15 +6,12 @@
 //! seconds to start), and none of the other CLI tests need TensorFlow. Where the virtualenv cannot be
 //! installed (no network), each test reports itself skipped, except under CI, where that fails.
 
+use fvision_tests::repo_root as repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use fvision_tests::cluster::report_skip;
-
-fn repo() -> PathBuf {
-    fvision_tests::repo_root()
-}
 
 fn fvision(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fvision"))

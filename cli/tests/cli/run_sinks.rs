@@ -2,16 +2,12 @@
 //! as the connector's: BigQuery (`bqemulator`, predictions and dead letters) and Kafka (librdkafka's mock
 //! cluster, read back with a real consumer). The test asserts what landed against the run's own JSONL.
 
+use fvision_tests::repo_root as repo;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fvision_outputs::bigquery;
 use fvision_tests::emulators::{self, PROJECT};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The first column of every row `sql` returns.
 fn column(settings: &bigquery::BigQuerySettings, sql: &str) -> Vec<String> {

@@ -1,9 +1,9 @@
 //! The `fvision` binary as users run it: arguments, output lines, exit codes.
 
+use fvision_tests::repo_root as repo;
 use std::io::Write;
 
 use base64::Engine as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn fvision(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -21,10 +21,6 @@ fn fvision(args: &[&str], stdin: Option<&[u8]>) -> Output {
     }
     drop(pipe);
     child.wait_with_output().expect("fvision finishes")
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn json_lines(output: &Output) -> Vec<serde_json::Value> {

@@ -1,19 +1,17 @@
 //! The live status page of `fvision run --dashboard`, in a real browser, and the Grafana dashboard's queries
 //! against what the endpoint really exports.
 
+use fvision_tests::repo_root as repo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
 use fvision_tests::browser::{http_get, Browser};
+use fvision_tests::metrics::metric_names;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// `fvision run --dashboard 0 ...`, stopped on drop; its page stays up once the run is over.
 struct Run {
@@ -189,21 +187,8 @@ fn the_status_page_shows_what_metrics_export_and_the_newest_predictions_in_a_rea
     eprintln!("screenshot: {}", shot.display());
 }
 
-/// The metric names a PromQL expression uses (`fvision_*`).
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find("fvision_") {
-        let tail = &rest[start..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        names.insert(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    names
-}
-
 /// Metrics only the connector exports (it reads a topic and commits offsets); checked against a running
-/// connector by the live-cluster test in `connectors/inference-sink/tests/dashboard_live.rs`.
+/// connector by the live-cluster test in `connectors/inference-sink/tests/sink/dashboard_live.rs`.
 const CONNECTOR_ONLY: [&str; 6] = [
     "fvision_consumer_lag",
     "fvision_consumed_total",

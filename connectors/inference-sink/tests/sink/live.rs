@@ -14,6 +14,8 @@ use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_pipeline::{run_pipeline, Item, Outcome, PipelineSettings};
 use fvision_records::{prediction_id, Prediction, RejectReason, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
+use fvision_tests::connector_yaml::SinkYaml;
+use fvision_tests::metrics::{metric, scrape};
 use fvision_tests::{data_files, wasm_validator};
 
 /// What the embedded pipeline made of one record value.
@@ -131,31 +133,18 @@ fn write_config_with(
     transforms: &str,
     consumer: &str,
 ) -> PathBuf {
-    let yaml = format!(
-        "apiVersion: 0.2.0
-meta:
-  version: 0.1.0
-  name: {name}
-  type: inference-sink
-  topic: {{meta: {{name: {images}}}}}
-  consumer:
-    id: {name}
-    max-bytes: 3 MiB
-    offset: {{start: beginning, strategy: manual, flush-period: {{secs: 1, nanos: 0}}}}{consumer}
-  producer: {{linger: 5ms, batch-size: 8 MiB}}
-inference:
-  predictions-topic: {predictions}
-  dlq-topic: {dlq}
-{inference}
-{transforms}
-",
-        images = topics.images,
-        predictions = topics.predictions,
-        dlq = topics.dlq,
-    );
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    path
+    SinkYaml {
+        name,
+        images: &topics.images,
+        predictions: &topics.predictions,
+        dlq: &topics.dlq,
+        max_bytes: Some("3 MiB"),
+        consumer,
+        producer: Some("{linger: 5ms, batch-size: 8 MiB}"),
+        inference,
+        transforms,
+    }
+    .write(dir)
 }
 
 /// A running connector with its log file.
@@ -358,22 +347,6 @@ fn check_outputs(seen: &Seen, inputs: &Inputs) -> usize {
     }
     assert_eq!(by_id.len() + dead_by_payload.len(), inputs.expected.len(), "nothing unexpected came out");
     seen.predictions.len() + seen.dead.len() - inputs.expected.len()
-}
-
-/// `GET /metrics` on the connector's Prometheus endpoint.
-fn scrape(port: u16) -> String {
-    let (status, body) = fvision_tests::browser::http_get(port, "/metrics").unwrap();
-    assert_eq!(status, 200, "GET /metrics");
-    String::from_utf8(body).unwrap()
-}
-
-fn metric(scraped: &str, line_start: &str) -> f64 {
-    scraped
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in /metrics:\n{scraped}"))
 }
 
 #[test]
