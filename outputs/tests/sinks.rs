@@ -231,7 +231,7 @@ fn bigquery_start_up_errors_name_the_file_and_the_field() {
     assert!(missing_dataset.starts_with("sink.yaml: field `inference.bigquery.dataset`"), "{missing_dataset}");
     // create-table creates the dataset and the table; a table lacking a column is refused by name.
     let with_table = BigQueryOutput::connect(bigquery_settings(&emulator, "full", "")).unwrap();
-    let mut fields = bigquery::schema().fields().clone().unwrap();
+    let mut fields = fvision_gcp::bigquery::schema_of(bigquery::columns()).fields().clone().unwrap();
     fields.retain(|f| f.name != "confidence");
     let table = gcp_bigquery_client::model::table::Table::new(
         PROJECT,
