@@ -112,7 +112,9 @@ fn counts(output: &BigQueryOutput, settings: &BigQuerySettings) -> (i64, i64) {
 
 fn query(output: &BigQueryOutput, sql: &str) -> Vec<gcp_bigquery_client::model::table_row::TableRow> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(bigquery::query(output.client(), PROJECT, sql)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    runtime
+        .block_on(fvision_gcp::bigquery::query(output.client(), PROJECT, sql))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 #[test]
@@ -125,7 +127,10 @@ fn bigquery_rows_land_once_and_the_runbooks_queries_run() {
     assert!(refused.is_empty(), "{refused:?}");
     let expected = above(0..45) as i64;
     assert_eq!(counts(&output, &settings), (expected, expected), "COUNT(*), COUNT(DISTINCT prediction_id)");
-    let ids = bigquery::first_column(&query(&output, &format!("SELECT prediction_id FROM {}", settings.table_ref())));
+    let ids = fvision_gcp::bigquery::first_column(&query(
+        &output,
+        &format!("SELECT prediction_id FROM {}", settings.table_ref()),
+    ));
     let sent: HashSet<String> = (0..45).filter(|i| i % 3 != 2).map(|i| prediction(i).prediction_id).collect();
     assert_eq!(ids.into_iter().collect::<HashSet<_>>(), sent);
 
@@ -226,7 +231,7 @@ fn bigquery_start_up_errors_name_the_file_and_the_field() {
     assert!(missing_dataset.starts_with("sink.yaml: field `inference.bigquery.dataset`"), "{missing_dataset}");
     // create-table creates the dataset and the table; a table lacking a column is refused by name.
     let with_table = BigQueryOutput::connect(bigquery_settings(&emulator, "full", "")).unwrap();
-    let mut fields = bigquery::schema().fields().clone().unwrap();
+    let mut fields = fvision_gcp::bigquery::schema_of(bigquery::columns()).fields().clone().unwrap();
     fields.retain(|f| f.name != "confidence");
     let table = gcp_bigquery_client::model::table::Table::new(
         PROJECT,
@@ -316,7 +321,7 @@ fn bigquery_dead_letters_land_in_their_own_table_once_after_a_replay() {
     // The large record: its whole size and hash, the payload cut for the table.
     assert_eq!((text(2, 4), text(2, 5), text(2, 6)), (big.len().to_string(), sha(&big), "true".into()));
     let sql = format!("SELECT payload FROM {dead_letters} WHERE source_offset = 7");
-    let payload = bigquery::first_column(&query(&second, &sql)).pop().unwrap();
+    let payload = fvision_gcp::bigquery::first_column(&query(&second, &sql)).pop().unwrap();
     let decoded = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.decode(&payload).unwrap_or_else(|_| payload.clone().into_bytes())

@@ -18,8 +18,9 @@ use fluvio::{Fluvio, ProduceOutput, RecordKey, TopicProducerPool};
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::ProducerConfig;
 use fvision_connector_common::image_producer_config;
+use fvision_gcp::storage::BlockingClient;
 use fvision_records::{EventMeta, ImageEvent, Source};
-use gcs_source::{finalize_message, GcsClient, ObjectRef};
+use gcs_source::{finalize_message, ObjectRef};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message};
 use serde::Serialize;
@@ -49,6 +50,8 @@ Examples:
   fvision simulate --mode gcs --rate 5 --duration 60 --gcs-bucket my-bucket --pubsub-project my-project
   fvision simulate --mode both --rate 20 --duration 300 --gcs-bucket b --gcs-endpoint http://127.0.0.1:9023 \\
       --pubsub-project test-project --pubsub-emulator-host 127.0.0.1:8085 --notify --gcs-create-bucket
+  STORAGE_EMULATOR_HOST=127.0.0.1:9023 PUBSUB_EMULATOR_HOST=127.0.0.1:8085 fvision simulate --mode gcs \
+      --count 50 --gcs-bucket b --pubsub-project test-project --notify --gcs-create-bucket
   fvision simulate --mode fluvio --count 1000 --rate 1000 --synthetic 640x480
   fvision simulate --mode kafka --count 200 --bad-ratio 0.1 --json     # 10% hostile inputs (images-dlq)")]
 pub struct SimulateArgs {
@@ -88,12 +91,10 @@ pub struct SimulateArgs {
     /// Object name prefix.
     #[arg(long, default_value = "input-images/")]
     gcs_prefix: String,
-    /// GCS JSON API endpoint (an emulator's URL, or Google's).
-    #[arg(long, default_value = "https://storage.googleapis.com")]
-    gcs_endpoint: String,
-    /// OAuth access token for GCS [env: GCS_ACCESS_TOKEN].
-    #[arg(long, env = "GCS_ACCESS_TOKEN", hide_env_values = true)]
-    gcs_token: Option<String>,
+    /// GCS JSON API endpoint: an emulator's URL (no credentials); unset: `STORAGE_EMULATOR_HOST`, else
+    /// Google's with the application default credentials.
+    #[arg(long)]
+    gcs_endpoint: Option<String>,
     /// Create the bucket first (emulators).
     #[arg(long)]
     gcs_create_bucket: bool,
@@ -498,18 +499,20 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
 /// Upload workers (and the Pub/Sub publisher for --notify).
 fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
     let bucket = args.gcs_bucket.clone().context("--mode gcs/both needs --gcs-bucket")?;
-    let client = GcsClient::new(&args.gcs_endpoint, args.gcs_token.clone(), Duration::from_secs(60));
+    let endpoint = fvision_gcp::emulator::storage_endpoint_from_env(args.gcs_endpoint.as_deref(), false);
+    let scope = fvision_gcp::auth::SCOPE_STORAGE_FULL;
+    let client = Arc::new(BlockingClient::new(&endpoint, None, None, scope, Duration::from_secs(60))?);
     if args.gcs_create_bucket {
         client.create_bucket(&args.pubsub_project, &bucket)?;
     }
     let notify = if args.notify {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let pubsub = runtime.block_on(gcs_source::pubsub::client(
+        let pubsub = runtime.block_on(fvision_gcp::pubsub::client(
             &args.pubsub_project,
             args.pubsub_emulator_host.as_deref(),
             None,
         ))?;
-        runtime.block_on(gcs_source::pubsub::ensure_topic(&pubsub, &args.pubsub_topic))?;
+        runtime.block_on(fvision_gcp::pubsub::ensure_topic(&pubsub, &args.pubsub_topic))?;
         Some(Arc::new((runtime, pubsub, args.pubsub_topic.clone())))
     } else {
         None
@@ -520,7 +523,7 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
     let handles = (0..workers)
         .map(|_| {
             let (receiver, client, tally, notify, bucket) =
-                (Arc::clone(&receiver), client.clone(), Arc::clone(&tally), notify.clone(), bucket.clone());
+                (Arc::clone(&receiver), Arc::clone(&client), Arc::clone(&tally), notify.clone(), bucket.clone());
             std::thread::spawn(move || loop {
                 let job = match receiver.lock() {
                     Ok(receiver) => receiver.recv(),
@@ -540,7 +543,7 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
                         if let Some(notify) = &notify {
                             let (runtime, pubsub, topic) = &**notify;
                             let message: (HashMap<String, String>, Vec<u8>) = finalize_message(&object);
-                            match runtime.block_on(gcs_source::pubsub::publish(pubsub, topic, vec![message])) {
+                            match runtime.block_on(fvision_gcp::pubsub::publish(pubsub, topic, vec![message])) {
                                 Ok(()) => {
                                     tally.notified.fetch_add(1, Ordering::Relaxed);
                                 }

@@ -14,8 +14,10 @@ fn column(settings: &bigquery::BigQuerySettings, sql: &str) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = bigquery::client(settings).await.unwrap();
-        let rows = bigquery::query(&client, &settings.project, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        bigquery::first_column(&rows)
+        let rows = fvision_gcp::bigquery::query(&client, &settings.project, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        fvision_gcp::bigquery::first_column(&rows)
     })
 }
 

@@ -10,7 +10,6 @@ pub mod binary;
 pub mod config;
 pub mod dead_letter;
 pub mod engine;
-pub mod google;
 pub mod offsets;
 pub mod producer;
 pub mod replay;

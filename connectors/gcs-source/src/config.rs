@@ -151,8 +151,7 @@ impl GcsSettings {
             ));
         }
         if let Some(key) = &self.credentials_file {
-            fvision_connector_common::google::check_key_file(key)
-                .map_err(|e| field("credentials-file", &e.to_string()))?;
+            fvision_gcp::auth::check_key_file(key).map_err(|e| field("credentials-file", &e.to_string()))?;
         }
         Ok(())
     }

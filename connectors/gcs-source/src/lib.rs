@@ -10,12 +10,9 @@
 
 pub mod config;
 pub mod events;
-pub mod gcs;
 pub mod notification;
-pub mod pubsub;
 pub mod source;
 
 pub use config::{load, GcsSettings, SourceConfig};
-pub use gcs::{Download, GcsClient, GcsError};
 pub use notification::{finalize_message, read_notice, Notice, ObjectRef};
 pub use source::{GcsSource, RunReport, SourceError};

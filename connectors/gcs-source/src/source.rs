@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
-use fvision_connector_common::google::{GoogleAuth, SCOPE_STORAGE_READ};
 use fvision_connector_common::{ConfigError, Sent, SourceOutput, SourceOutputError as OutputError};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
 
 use crate::config::{GcsSettings, SourceConfig};
 use crate::events;
-use crate::gcs::{Download, GcsClient, GcsError};
 use crate::notification::{read_notice, Notice, ObjectRef};
-use crate::pubsub::{self, PubSubError};
+use fvision_gcp::auth::SCOPE_STORAGE_READ;
+use fvision_gcp::emulator::storage_endpoint_from_env;
+use fvision_gcp::pubsub::{self, PubSubError};
+use fvision_gcp::storage::{BlockingClient, Download, StorageError};
 
 /// Pause after an empty pull (a unary pull may return at once with nothing).
 const IDLE: Duration = Duration::from_millis(200);
@@ -134,20 +135,21 @@ impl GcsSource {
         if !exists {
             return Err(SourceError::MissingSubscription(settings.subscription.clone()));
         }
-        let mut gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), Duration::from_secs(300));
-        // A fixed token wins; otherwise Google's GCS gets refreshed tokens, an emulator none.
-        let gcs_auth =
-            if settings.access_token.is_none() && (settings.credentials_file.is_some() || settings.gcs_is_google()) {
-                Some(
-                    runtime
-                        .block_on(GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE_STORAGE_READ]))
-                        .map_err(|e| SourceError::Setup(format!("GCS credentials: {e}")))?,
-                )
-            } else {
-                None
-            };
+        // An endpoint other than Google's is an emulator; Google's gives way to `STORAGE_EMULATOR_HOST`. A fixed
+        // token wins; otherwise Google's GCS gets refreshed tokens, an emulator none.
+        let configured = (!settings.gcs_is_google()).then_some(settings.gcs_endpoint.as_str());
+        let endpoint = storage_endpoint_from_env(configured, settings.credentials_file.is_some());
+        let key_file = settings.credentials_file.as_deref();
+        let gcs = BlockingClient::new(
+            &endpoint,
+            settings.access_token.clone(),
+            key_file,
+            SCOPE_STORAGE_READ,
+            Duration::from_secs(300),
+        )
+        .map_err(|e| SourceError::Setup(format!("GCS: {e}")))?;
         tracing::info!(
-            project = %settings.project, subscription = %settings.subscription, gcs = %settings.gcs_endpoint,
+            project = %settings.project, subscription = %settings.subscription, gcs = %endpoint.url,
             prefix = %settings.prefix, fluvio_topic = output.topic(), dlq_topic = %settings.dlq_topic, "consuming"
         );
 
@@ -168,20 +170,6 @@ impl GcsSource {
                 continue;
             }
             report.pulled += messages.len() as u64;
-            // The cached token, or a fresh one when it is about to expire; without one the batch is left
-            // un-acked and Pub/Sub redelivers it.
-            if let Some(auth) = &gcs_auth {
-                match runtime.block_on(auth.access_token()) {
-                    Ok(token) => gcs.set_token(token),
-                    Err(e) => {
-                        events::client_error("token");
-                        tracing::warn!("GCS credentials: {e}");
-                        report.retried += messages.len() as u64;
-                        std::thread::sleep(IDLE * 5);
-                        continue;
-                    }
-                }
-            }
             // Our own deadline for the whole batch, renewed for a download that takes long.
             for message in &messages {
                 if let Err(status) = runtime.block_on(message.modify_ack_deadline(deadline_secs)) {
@@ -253,7 +241,7 @@ impl GcsSource {
     fn handle(
         &self,
         message: &ReceivedMessage,
-        gcs: &GcsClient,
+        gcs: &BlockingClient,
         runtime: &tokio::runtime::Runtime,
         settings: &GcsSettings,
         output: &SourceOutput,
@@ -305,7 +293,9 @@ impl GcsSource {
                 Handled::DeadLetter(Box::new(source_rejection(RejectReason::NotFound, detail, object.meta(), b"")))
             }
             Err(e) => {
-                events::client_error("download");
+                // No token (credentials) or no answer: either way the message is redelivered.
+                let kind = if matches!(e, StorageError::Credentials { .. }) { "token" } else { "download" };
+                events::client_error(kind);
                 tracing::warn!("{e}; left un-acked for redelivery");
                 Handled::Retry
             }
@@ -316,14 +306,14 @@ impl GcsSource {
 /// Downloads on a helper thread while this one renews the message's ack deadline every third of it.
 fn download_renewing(
     message: &ReceivedMessage,
-    gcs: &GcsClient,
+    gcs: &BlockingClient,
     object: &ObjectRef,
     limit: u64,
     runtime: &tokio::runtime::Runtime,
     deadline: Duration,
-) -> Result<Download, GcsError> {
+) -> Result<Download, StorageError> {
     std::thread::scope(|scope| {
-        let download = scope.spawn(|| gcs.download(&object.bucket, &object.name, object.generation, limit));
+        let download = scope.spawn(|| gcs.download(&object.bucket, &object.name, Some(object.generation), limit));
         let mut renewed = Instant::now();
         while !download.is_finished() {
             std::thread::sleep(Duration::from_millis(20));

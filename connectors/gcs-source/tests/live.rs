@@ -8,11 +8,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use fvision_gcp::pubsub;
+use fvision_gcp::storage::BlockingClient;
 use fvision_records::{ImageEvent, RejectReason, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, LocalCluster};
 use fvision_tests::emulators::{self, PROJECT};
 use fvision_tests::process::Process;
-use gcs_source::{finalize_message, pubsub, GcsClient, ObjectRef};
+use gcs_source::{finalize_message, ObjectRef};
 
 const BUCKET: &str = "fvt-bucket";
 const TOPIC: &str = "gcs-image-notifications";
@@ -23,7 +25,7 @@ const SUBSCRIPTION: &str = "image-stream-sub";
 struct Stand {
     images: String,
     dlq: String,
-    gcs: GcsClient,
+    gcs: BlockingClient,
     runtime: tokio::runtime::Runtime,
     client: pubsub::Client,
 }
@@ -31,7 +33,7 @@ struct Stand {
 impl Stand {
     fn new(cluster: &LocalCluster, prefix: &str, gcs_url: &str, pubsub_host: &str) -> Self {
         let (images, dlq) = cluster.create_source_topics(prefix);
-        let gcs = GcsClient::new(gcs_url, None, Duration::from_secs(30));
+        let gcs = BlockingClient::anonymous(gcs_url, Duration::from_secs(30)).unwrap();
         gcs.create_bucket(PROJECT, BUCKET).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let client = runtime.block_on(pubsub::client(PROJECT, Some(pubsub_host), None)).unwrap();

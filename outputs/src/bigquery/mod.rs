@@ -23,19 +23,13 @@ use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use fvision_connector_common::ConfigError;
+use fvision_gcp::bigquery::{self as bq, first_column, query, Client, Column, EnsureError, TableSpec};
+use fvision_gcp::Change;
 use fvision_records::{EventMeta, Prediction, RejectReason, RejectedImage, Stage};
 use gcp_bigquery_client::error::BQError;
-use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::field_type::FieldType;
-use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
-use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
-use gcp_bigquery_client::model::table_row::TableRow;
-use gcp_bigquery_client::model::table_schema::TableSchema;
-use gcp_bigquery_client::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics as events;
@@ -169,9 +163,7 @@ impl BigQueryConfig {
             return Err(origin.error("dead-letter-table", "a table other than `table`"));
         }
         let v2_base_url = match &self.endpoint {
-            Some(endpoint) => {
-                Some(format!("{}/bigquery/v2", parse_endpoint(&origin, endpoint)?.as_str().trim_end_matches('/')))
-            }
+            Some(endpoint) => Some(bq::v2_base_url(parse_endpoint(&origin, endpoint)?.as_str())),
             None => None,
         };
         if !(1..=50_000).contains(&self.max_batch_rows) {
@@ -390,7 +382,7 @@ pub fn encode_dead_letter(
 }
 
 /// The dead-letter table's columns: name, type, and whether it is REPEATED.
-pub fn dead_letter_columns() -> Vec<(&'static str, FieldType, bool)> {
+pub fn dead_letter_columns() -> Vec<Column> {
     use FieldType::*;
     vec![
         ("dead_letter_id", String, false),
@@ -412,7 +404,7 @@ pub fn dead_letter_columns() -> Vec<(&'static str, FieldType, bool)> {
 }
 
 /// The table's columns: name, type, and whether it is REPEATED. Documented in docs/records.md.
-pub fn columns() -> Vec<(&'static str, FieldType, bool)> {
+pub fn columns() -> Vec<Column> {
     use FieldType::*;
     vec![
         ("prediction_id", String, false),
@@ -435,86 +427,6 @@ pub fn columns() -> Vec<(&'static str, FieldType, bool)> {
         ("source_partition", Int64, false),
         ("source_offset", Int64, false),
     ]
-}
-
-/// The table schema [`columns`] describe, as `create-table: true` creates it.
-pub fn schema() -> TableSchema {
-    schema_of(columns())
-}
-
-/// The schema of `columns` (the one REPEATED column is `top_k`, with its three fields).
-pub fn schema_of(columns: Vec<(&'static str, FieldType, bool)>) -> TableSchema {
-    let fields = columns
-        .into_iter()
-        .map(|(name, kind, repeated)| {
-            let mut field = TableFieldSchema::new(name, kind);
-            if repeated {
-                field.mode = Some("REPEATED".into());
-                field.fields = Some(vec![
-                    TableFieldSchema::string("label"),
-                    TableFieldSchema::new("class_index", FieldType::Int64),
-                    TableFieldSchema::new("confidence", FieldType::Float64),
-                ]);
-            }
-            field
-        })
-        .collect();
-    TableSchema::new(fields)
-}
-
-/// The standard-SQL name of a type, so aliases (INTEGER/INT64, FLOAT/FLOAT64, BOOLEAN/BOOL, RECORD/STRUCT)
-/// compare equal.
-fn canonical(kind: &FieldType) -> &'static str {
-    use FieldType::*;
-    match kind {
-        String => "STRING",
-        Bytes => "BYTES",
-        Integer | Int64 => "INT64",
-        Float | Float64 => "FLOAT64",
-        Numeric => "NUMERIC",
-        Bignumeric => "BIGNUMERIC",
-        Boolean | Bool => "BOOL",
-        Timestamp => "TIMESTAMP",
-        Date => "DATE",
-        Time => "TIME",
-        Datetime => "DATETIME",
-        Record | Struct => "STRUCT",
-        Geography => "GEOGRAPHY",
-        Json => "JSON",
-        Interval => "INTERVAL",
-    }
-}
-
-/// Whether an existing table can take our rows: every column of `expected` ([`columns`] or
-/// [`dead_letter_columns`]) present with its type and repetition. Pure; the error names the first column
-/// that is missing or differs. Extra columns are fine.
-pub fn check_schema(
-    table: &str,
-    expected: Vec<(&'static str, FieldType, bool)>,
-    actual: &[TableFieldSchema],
-) -> Result<(), String> {
-    for (name, kind, repeated) in expected {
-        let Some(field) = actual.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
-            let mode = if repeated { "REPEATED " } else { "" };
-            return Err(format!(
-                "table {table} has no column `{name}` ({mode}{}); add it or use create-table on a new table",
-                canonical(&kind)
-            ));
-        };
-        if canonical(&field.r#type) != canonical(&kind) {
-            return Err(format!(
-                "column `{name}` of table {table} is {}, expected {}",
-                canonical(&field.r#type),
-                canonical(&kind)
-            ));
-        }
-        let is_repeated = field.mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("REPEATED"));
-        if is_repeated != repeated {
-            let expected = if repeated { "REPEATED" } else { "NULLABLE or REQUIRED" };
-            return Err(format!("column `{name}` of table {table} has mode {:?}, expected {expected}", field.mode));
-        }
-    }
-    Ok(())
 }
 
 /// How an insertAll request failed.
@@ -648,84 +560,17 @@ fn replay_query_of(settings: &BigQuerySettings, table: &str, column: &str, windo
     ))
 }
 
-/// An authenticator for emulators, which take any token: sends an empty one.
-#[derive(Clone)]
-struct NoAuth;
-
-#[async_trait::async_trait]
-impl gcp_bigquery_client::auth::Authenticator for NoAuth {
-    async fn access_token(&self) -> Result<String, BQError> {
-        Ok(String::new())
-    }
-}
-
 /// A BigQuery client for `settings`: no credentials for an emulator, else the key file or the application
-/// default credentials.
+/// default credentials. Errors name the field.
 pub async fn client(settings: &BigQuerySettings) -> Result<Client, ConfigError> {
-    let http = reqwest::Client::builder()
-        .timeout(settings.request_timeout)
-        .build()
-        .map_err(|e| settings.origin.error("endpoint", format!("an HTTP client could not be built: {e}")))?;
-    let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
-    builder.with_client(http);
-    if let Some(base) = &settings.v2_base_url {
-        builder.with_v2_base_url(base.clone());
-    }
-    match (&settings.v2_base_url, &settings.credentials_file) {
-        (_, Some(file)) => {
-            builder.build_from_service_account_key_file(&file.display().to_string()).await.map_err(|e| {
-                settings
-                    .origin
-                    .error("credentials-file", format!("a service-account key file ({}: {e})", file.display()))
-            })
-        }
-        (Some(_), None) => builder
-            .build_from_authenticator(std::sync::Arc::new(NoAuth))
-            .await
-            .map_err(|e| settings.origin.error("endpoint", format!("a usable endpoint: {e}"))),
-        (None, None) => builder.build_from_application_default_credentials().await.map_err(|e| {
-            settings.origin.error(
-                "credentials-file",
-                format!("a service-account key; no application default credentials either ({e})"),
-            )
-        }),
-    }
-}
-
-/// Runs a query and returns every row (following pages). Used by `prepare` and by the tests.
-pub async fn query(client: &Client, project: &str, sql: &str) -> Result<Vec<TableRow>, BQError> {
-    let mut request = QueryRequest::new(sql);
-    request.timeout_ms = Some(30_000);
-    let response = client.job().query(project, request).await?;
-    let mut rows = response.rows.unwrap_or_default();
-    let job_id = response.job_reference.and_then(|r| r.job_id);
-    let (mut complete, mut page) = (response.job_complete.unwrap_or(true), response.page_token);
-    while !complete || page.is_some() {
-        let Some(job_id) = &job_id else { break };
-        let parameters =
-            GetQueryResultsParameters { page_token: page.clone(), timeout_ms: Some(30_000), ..Default::default() };
-        let more = client.job().get_query_results(project, job_id, parameters).await?;
-        complete = more.job_complete.unwrap_or(true);
-        if complete {
-            rows.extend(more.rows.unwrap_or_default());
-            page = more.page_token.filter(|t| !t.is_empty());
-        }
-    }
-    Ok(rows)
-}
-
-/// The first column of every row, as strings.
-pub fn first_column(rows: &[TableRow]) -> Vec<String> {
-    rows.iter()
-        .filter_map(|row| {
-            row.columns
-                .as_ref()?
-                .first()?
-                .value
-                .as_ref()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-        })
-        .collect()
+    let key_file = settings.credentials_file.as_deref();
+    bq::client(settings.v2_base_url.as_deref(), key_file, settings.request_timeout).await.map_err(|e| {
+        let field = match e {
+            bq::ClientError::Credentials(_) => "credentials-file",
+            _ => "endpoint",
+        };
+        settings.origin.error(field, e.to_string())
+    })
 }
 
 /// The length of `value` as serde_json writes it compactly, counted without writing it: the batcher needs
@@ -806,18 +651,12 @@ impl BigQueryOutput {
 /// allowed.
 async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(), ConfigError> {
     let origin = &settings.origin;
-    let unreachable = |e: &BQError| origin.error("endpoint", format!("a reachable BigQuery API: {e}"));
-    match client.dataset().get(&settings.project, &settings.dataset).await {
-        Ok(_) => {}
-        Err(e) if not_found(&e) && settings.create_table => {
-            client
-                .dataset()
-                .create(Dataset::new(&settings.project, &settings.dataset))
-                .await
-                .map_err(|e| origin.error("dataset", format!("a dataset the connector may create: {e}")))?;
-            tracing::info!(sink = NAME, dataset = %settings.dataset, "created the dataset (create-table)");
+    match bq::ensure_dataset(client, &settings.project, &settings.dataset, settings.create_table).await {
+        Ok(Change::Created) => {
+            tracing::info!(sink = NAME, dataset = %settings.dataset, "created the dataset (create-table)")
         }
-        Err(e) if not_found(&e) => {
+        Ok(Change::Exists) => {}
+        Err(EnsureError::Missing { .. }) => {
             return Err(origin.error(
                 "dataset",
                 format!(
@@ -826,7 +665,10 @@ async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(
                 ),
             ))
         }
-        Err(e) => return Err(unreachable(&e)),
+        Err(EnsureError::Create { source, .. }) => {
+            return Err(origin.error("dataset", format!("a dataset the connector may create: {source}")))
+        }
+        Err(e) => return Err(origin.error("endpoint", e.to_string())),
     }
     prepare_one(client, settings, "table", &settings.table, columns(), "fluvio-vision predictions (docs/records.md)")
         .await?;
@@ -837,40 +679,33 @@ async fn prepare_table(client: &Client, settings: &BigQuerySettings) -> Result<(
     Ok(())
 }
 
-fn not_found(error: &BQError) -> bool {
-    matches!(error, BQError::ResponseError { error } if error.error.code == 404)
-}
-
 /// Checks one table of the dataset (the config's `field`), creating it when allowed.
 async fn prepare_one(
     client: &Client,
     settings: &BigQuerySettings,
     field: &str,
     table: &str,
-    expected: Vec<(&'static str, FieldType, bool)>,
+    columns: Vec<Column>,
     description: &str,
 ) -> Result<(), ConfigError> {
     let origin = &settings.origin;
     let table_ref = settings.ref_of(table);
-    match client.table().get(&settings.project, &settings.dataset, table, None).await {
-        Ok(found) => check_schema(&table_ref, expected, found.schema.fields().as_deref().unwrap_or_default())
-            .map_err(|why| origin.error(field, why)),
-        Err(e) if not_found(&e) && settings.create_table => {
-            let created =
-                Table::new(&settings.project, &settings.dataset, table, schema_of(expected)).description(description);
-            client
-                .table()
-                .create(created)
-                .await
-                .map_err(|e| origin.error(field, format!("a table the connector may create: {e}")))?;
+    let spec = TableSpec { project: &settings.project, dataset: &settings.dataset, table, columns, description };
+    match bq::ensure_table(client, spec, settings.create_table).await {
+        Ok(Change::Created) => {
             tracing::info!(sink = NAME, table = %table_ref, "created the table (create-table)");
             Ok(())
         }
-        Err(e) if not_found(&e) => {
+        Ok(Change::Exists) => Ok(()),
+        Err(EnsureError::Schema(why)) => Err(origin.error(field, why)),
+        Err(EnsureError::Create { source, .. }) => {
+            Err(origin.error(field, format!("a table the connector may create: {source}")))
+        }
+        Err(EnsureError::Missing { .. }) => {
             Err(origin
                 .error(field, format!("an existing table: {table_ref} does not exist (or set create-table: true)")))
         }
-        Err(e) => Err(origin.error("endpoint", format!("a reachable BigQuery API: {e}"))),
+        Err(e) => Err(origin.error("endpoint", e.to_string())),
     }
 }
 
@@ -1107,6 +942,7 @@ fn rejection(row: &PendingRow, message: &str) -> SinkRejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fvision_gcp::bigquery::{check_schema, schema_of};
     use fvision_records::{ClassScore, Source};
 
     fn prediction() -> Prediction {
@@ -1163,7 +999,7 @@ mod tests {
 
     #[test]
     fn the_schema_check_names_the_missing_or_different_column() {
-        let fields = schema().fields().clone().unwrap();
+        let fields = schema_of(columns()).fields().clone().unwrap();
         assert_eq!(check_schema("t", columns(), &fields), Ok(()));
         // The seed's own aliases are compatible.
         let mut aliased = fields.clone();

@@ -5,17 +5,19 @@
 //! A crash after an upload but before the commit replays those records into objects with other
 //! boundaries, so [`Output::prepare`] first deletes every object of the replay window (its first offset
 //! at or after the committed offset): those were never committed and their rows are written again. The
-//! result holds every prediction exactly once. Talks to the GCS JSON API (or the emulator at
-//! `endpoint`) with `reqwest`.
+//! result holds every prediction exactly once. Talks to the GCS JSON API (or the emulator at `endpoint`,
+//! or at `STORAGE_EMULATOR_HOST`) through `fvision-gcp`'s one storage client.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use fvision_connector_common::google::GoogleAuth;
 use fvision_connector_common::ConfigError;
-use reqwest::{StatusCode, Url};
+use fvision_gcp::auth::SCOPE_STORAGE_READ_WRITE;
+use fvision_gcp::emulator::{storage_endpoint_from_env, StorageEndpoint};
+use fvision_gcp::storage::{self, Credentials, Download, StorageError};
+use reqwest::Url;
 use serde::Deserialize;
 
 use crate::metrics as events;
@@ -27,9 +29,6 @@ use crate::{AckFuture, Delivery, Output, OutputError, OutputHealth, ReplayWindow
 
 /// The `sink` label and name of this output.
 pub const NAME: &str = "gcs";
-/// The real service.
-pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
-const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 /// The pseudo-partition of outcomes that were not read from a topic (numbered by a per-run counter).
 const LOCAL_PARTITION: u32 = u32::MAX;
 
@@ -42,7 +41,8 @@ pub struct GcsConfig {
     /// Object name prefix; one prefix per consumed topic, since names come from its offsets.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// The API root: real GCS by default, or an emulator (`http://127.0.0.1:9023`), which needs no credentials.
+    /// The API root: an emulator (`http://127.0.0.1:9023`), which needs no credentials; unset:
+    /// `STORAGE_EMULATOR_HOST` when it is set (an emulator too), else Google's GCS.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// A service-account key file (usually `${{ secrets.GCS_KEY_FILE }}`); without one and without
@@ -123,7 +123,8 @@ impl GcsConfig {
         if self.prefix.starts_with('/') {
             return Err(origin.error("prefix", "an object name prefix without a leading `/`"));
         }
-        let endpoint = parse_endpoint(&origin, self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT))?;
+        let chosen = storage_endpoint_from_env(self.endpoint.as_deref(), self.credentials_file.is_some());
+        let endpoint = parse_endpoint(&origin, &chosen.url)?;
         if self.max_object_bytes.as_u64() < 1024 {
             return Err(origin.error("max-object-bytes", "at least 1 KiB"));
         }
@@ -135,7 +136,7 @@ impl GcsConfig {
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
             endpoint,
-            anonymous: self.endpoint.is_some() && self.credentials_file.is_none(),
+            anonymous: chosen.anonymous,
             credentials_file: self.credentials_file.clone(),
             include: self.include,
             max_object_bytes: self.max_object_bytes.as_u64(),
@@ -190,152 +191,62 @@ pub fn ndjson_line(value: &[u8]) -> Vec<u8> {
     line
 }
 
-/// The JSON API with a token per request (none for an emulator).
+/// The storage client bound to the output's bucket, its errors classified for the retry toolkit.
 #[derive(Clone)]
 pub struct GcsClient {
-    http: reqwest::Client,
-    endpoint: Url,
+    storage: storage::Client,
     bucket: String,
-    auth: Option<GoogleAuth>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ObjectList {
-    #[serde(default)]
-    items: Vec<ObjectItem>,
-    #[serde(default)]
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ObjectItem {
-    name: String,
-}
-
-fn transport(e: reqwest::Error) -> Failure {
-    Failure::Transient(format!("{e:#}"))
-}
-
-async fn status_failure(response: reqwest::Response, action: &str) -> Failure {
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let message = format!("{action}: HTTP {status}: {}", body.chars().take(300).collect::<String>());
-    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Failure::Transient(message)
+fn failure(error: StorageError) -> Failure {
+    if error.is_transient() {
+        Failure::Transient(error.to_string())
     } else {
-        Failure::Fatal(message)
+        Failure::Fatal(error.to_string())
     }
 }
 
 impl GcsClient {
     /// A client for `settings` (reads the key file; no request yet).
     pub async fn new(settings: &GcsSettings) -> Result<Self, ConfigError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .build()
-            .map_err(|e| settings.origin.error("endpoint", format!("an HTTP client could not be built: {e}")))?;
-        let auth = if settings.anonymous {
-            None
-        } else {
-            let auth = GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE])
-                .await
-                .map_err(|e| settings.origin.error("credentials-file", e.to_string()))?;
-            Some(auth)
-        };
-        Ok(Self { http, endpoint: settings.endpoint.clone(), bucket: settings.bucket.clone(), auth })
-    }
-
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.endpoint.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
-    }
-
-    async fn request(&self, method: reqwest::Method, url: Url) -> Result<reqwest::RequestBuilder, Failure> {
-        let request = self.http.request(method, url);
-        match &self.auth {
-            None => Ok(request),
-            Some(auth) => {
-                let token = auth.access_token().await.map_err(|e| Failure::Transient(e.to_string()))?;
-                Ok(request.bearer_auth(token))
-            }
-        }
+        let url = settings.endpoint.as_str().trim_end_matches('/');
+        let endpoint = StorageEndpoint { url: url.to_string(), anonymous: settings.anonymous };
+        let key_file = settings.credentials_file.as_deref();
+        let credentials = Credentials::for_endpoint(&endpoint, None, key_file, SCOPE_STORAGE_READ_WRITE)
+            .await
+            .map_err(|e| settings.origin.error("credentials-file", e.to_string()))?;
+        let storage = storage::Client::new(url, credentials, settings.request_timeout)
+            .map_err(|e| settings.origin.error("endpoint", e.to_string()))?;
+        Ok(Self { storage, bucket: settings.bucket.clone() })
     }
 
     /// Whether the bucket exists.
     pub async fn bucket_exists(&self) -> Result<bool, Failure> {
-        let url = self.url(&["storage", "v1", "b", &self.bucket]);
-        let response = self.request(reqwest::Method::GET, url).await?.send().await.map_err(transport)?;
-        match response.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(status_failure(response, "reading the bucket").await),
-        }
+        self.storage.bucket_exists(&self.bucket).await.map_err(failure)
     }
 
     /// Uploads one object (replacing any object of that name).
     pub async fn upload(&self, name: &str, body: Vec<u8>) -> Result<(), Failure> {
-        let mut url = self.url(&["upload", "storage", "v1", "b", &self.bucket, "o"]);
-        url.query_pairs_mut().append_pair("uploadType", "media").append_pair("name", name);
-        let response = self
-            .request(reqwest::Method::POST, url)
-            .await?
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .map_err(transport)?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        Err(status_failure(response, &format!("uploading {name}")).await)
+        self.storage.upload(&self.bucket, name, &body, "application/x-ndjson").await.map(|_| ()).map_err(failure)
     }
 
     /// The names of the objects under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, Failure> {
-        let mut names = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut url = self.url(&["storage", "v1", "b", &self.bucket, "o"]);
-            url.query_pairs_mut().append_pair("prefix", prefix);
-            if let Some(token) = &page {
-                url.query_pairs_mut().append_pair("pageToken", token);
-            }
-            let response = self.request(reqwest::Method::GET, url).await?.send().await.map_err(transport)?;
-            if !response.status().is_success() {
-                return Err(status_failure(response, &format!("listing {prefix}")).await);
-            }
-            let list: ObjectList = response.json().await.map_err(transport)?;
-            names.extend(list.items.into_iter().map(|item| item.name));
-            match list.next_page_token {
-                Some(token) if !token.is_empty() => page = Some(token),
-                _ => return Ok(names),
-            }
-        }
+        self.storage.list(&self.bucket, prefix).await.map_err(failure)
     }
 
     /// The bytes of one object.
     pub async fn download(&self, name: &str) -> Result<Vec<u8>, Failure> {
-        let mut url = self.url(&["storage", "v1", "b", &self.bucket, "o", name]);
-        url.query_pairs_mut().append_pair("alt", "media");
-        let response = self.request(reqwest::Method::GET, url).await?.send().await.map_err(transport)?;
-        if !response.status().is_success() {
-            return Err(status_failure(response, &format!("reading {name}")).await);
+        match self.storage.download(&self.bucket, name, None, u64::MAX).await.map_err(failure)? {
+            Download::Bytes(bytes) => Ok(bytes),
+            Download::NotFound => Err(Failure::Fatal(format!("reading {name}: HTTP 404: no such object"))),
+            Download::TooLarge => Err(Failure::Fatal(format!("reading {name}: larger than the address space"))),
         }
-        Ok(response.bytes().await.map_err(transport)?.to_vec())
     }
 
     /// Deletes one object; one that is already gone is fine.
     pub async fn delete(&self, name: &str) -> Result<(), Failure> {
-        let url = self.url(&["storage", "v1", "b", &self.bucket, "o", name]);
-        let response = self.request(reqwest::Method::DELETE, url).await?.send().await.map_err(transport)?;
-        if response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        Err(status_failure(response, &format!("deleting {name}")).await)
+        self.storage.delete(&self.bucket, name).await.map_err(failure)
     }
 }
 

@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use fvision_gcp::storage::Download;
 use fvision_records::{Prediction, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, local_spus, replace_local_cluster, unique_name, LocalCluster, SpuProcess};
 use fvision_tests::emulators::{self, free_ports, Emulator, PubSub, PROJECT};
@@ -69,37 +70,13 @@ fn pid_of(state: &Path, name: &str) -> Option<u32> {
 
 /// Every NDJSON line of the objects under `prefix` in `bucket`: (object, prediction_id).
 fn gcs_lines(url: &str, bucket: &str, prefix: &str) -> Vec<(String, String)> {
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let mut names = Vec::new();
-    let mut page: Option<String> = None;
-    loop {
-        let mut list = format!("{url}/storage/v1/b/{bucket}/o?prefix={prefix}");
-        if let Some(token) = &page {
-            list.push_str(&format!("&pageToken={token}"));
-        }
-        let body: serde_json::Value =
-            serde_json::from_str(&agent.get(&list).call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
-        names.extend(
-            body["items"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)),
-        );
-        match body["nextPageToken"].as_str() {
-            Some(token) if !token.is_empty() => page = Some(token.to_string()),
-            _ => break,
-        }
-    }
+    let gcs = fvision_gcp::storage::BlockingClient::anonymous(url, Duration::from_secs(60)).unwrap();
     let mut lines = Vec::new();
-    for name in names {
-        let object = gcs_source::gcs::encode_segment(&name);
-        let text = agent
-            .get(&format!("{url}/storage/v1/b/{bucket}/o/{object}?alt=media"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_string()
-            .unwrap();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    for name in gcs.list(bucket, prefix).unwrap() {
+        let Download::Bytes(bytes) = gcs.download(bucket, &name, None, 1 << 30).unwrap() else {
+            panic!("gs://{bucket}/{name} listed but not downloadable")
+        };
+        for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
             lines.push((name.clone(), value["prediction_id"].as_str().unwrap_or_default().to_string()));
         }
@@ -372,7 +349,8 @@ impl Job {
         let above: BTreeSet<String> =
             outcomes.predictions.iter().filter(|p| p.above_threshold).map(|p| p.prediction_id.clone()).collect();
         let rows = {
-            use fvision_outputs::bigquery::{client, first_column, query, BigQueryConfig};
+            use fvision_gcp::bigquery::{first_column, query};
+            use fvision_outputs::bigquery::{client, BigQueryConfig};
             let config: BigQueryConfig = serde_json::from_value(serde_json::json!({
                 "project": PROJECT, "dataset": self.dataset, "table": "image_predictions", "endpoint": self.bigquery.url()}))
             .unwrap();

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use fvision_gcp::pubsub;
+use fvision_gcp::storage::BlockingClient;
 use fvision_records::{ImageEvent, Prediction};
 use fvision_tests::cluster::{fluvio_tool, local_cluster, report_skip, unique_name, LocalCluster};
 use fvision_tests::emulators::{self, free_port, PROJECT};
 use fvision_tests::process::{target_binary, Process};
 use fvision_tests::repo_root;
-use gcs_source::{pubsub, GcsClient};
 use rdkafka::mocking::MockCluster;
 use serde_yaml::Value;
 
@@ -158,7 +159,7 @@ fn world(cluster: &LocalCluster, dir: &Path) -> World {
     let gcs = emulators::gcs();
     let pubsub_emulator = emulators::pubsub();
     let (gcs_url, grpc) = (gcs.url(), pubsub_emulator.grpc_host());
-    GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
+    BlockingClient::anonymous(&gcs_url, Duration::from_secs(30)).unwrap().create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 10)).unwrap();

@@ -151,7 +151,8 @@ fn status_json(dir: &Path, file: &Path) -> serde_json::Value {
 }
 
 fn bigquery_ids(url: &str, dataset: &str) -> Vec<String> {
-    use fvision_outputs::bigquery::{client, first_column, query, BigQueryConfig};
+    use fvision_gcp::bigquery::{first_column, query};
+    use fvision_outputs::bigquery::{client, BigQueryConfig};
     let config: BigQueryConfig = serde_json::from_value(
         serde_json::json!({"project": PROJECT, "dataset": dataset, "table": "image_predictions", "endpoint": url}),
     )

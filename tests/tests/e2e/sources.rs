@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fvision_gcp::pubsub;
+use fvision_gcp::storage::BlockingClient;
 use fvision_records::{ImageEvent, Prediction, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::emulators::{self, PROJECT};
 use fvision_tests::process::{target_binary, Process};
-use gcs_source::{pubsub, GcsClient};
 use rdkafka::mocking::MockCluster;
 
 const KAFKA_TOPIC: &str = "image-stream";
@@ -25,10 +26,14 @@ const BATCH: usize = 2;
 
 /// Runs `fvision simulate` with `args` to completion; returns the ids it reported acknowledged.
 fn simulate(dir: &Path, run: &str, args: &[&str]) -> Process {
+    simulate_with_env(dir, run, args, &[])
+}
+
+fn simulate_with_env(dir: &Path, run: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
     let ids = dir.join(format!("{run}.ids"));
     let mut all: Vec<&str> = vec!["simulate", "--run-id", run, "--ids", ids.to_str().unwrap(), "--json"];
     all.extend_from_slice(args);
-    Process::start(&target_binary("fvision"), &all, &[], &dir.join(format!("{run}.log")))
+    Process::start(&target_binary("fvision"), &all, env, &dir.join(format!("{run}.log")))
 }
 
 fn finish_simulate(mut process: Process, dir: &Path, run: &str) -> Vec<String> {
@@ -119,7 +124,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let pubsub_emulator = emulators::pubsub();
     let gcs_url = gcs_emulator.url();
     let grpc = pubsub_emulator.grpc_host();
-    GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
+    BlockingClient::anonymous(&gcs_url, Duration::from_secs(30)).unwrap().create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 10)).unwrap();
@@ -131,13 +136,16 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let runs = [format!("{run}k"), format!("{run}g"), format!("{run}b")];
     let gcs_args = ["--gcs-bucket", BUCKET, "--gcs-endpoint", &gcs_url, "--pubsub-project", PROJECT];
     let notify = ["--pubsub-emulator-host", &grpc, "--pubsub-topic", PUBSUB_TOPIC, "--notify"];
+    // The GCS-only run names both emulators the way Google's tools do: no endpoint flags, no credentials.
+    let gcs_by_env = ["--gcs-bucket", BUCKET, "--pubsub-project", PROJECT, "--pubsub-topic", PUBSUB_TOPIC, "--notify"];
+    let emulator_env = [("STORAGE_EMULATOR_HOST", gcs_url.as_str()), ("PUBSUB_EMULATOR_HOST", grpc.as_str())];
     let kafka = ["--kafka-servers", &servers, "--kafka-topic", KAFKA_TOPIC];
     let with = |base: &[&str], parts: &[&[&str]]| -> Vec<String> {
         base.iter().chain(parts.iter().flat_map(|p| p.iter())).map(|s| s.to_string()).collect()
     };
     let invocations = [
         with(&["--mode", "kafka", "--rate", "10", "--duration", "1.5"], &[&kafka]),
-        with(&["--mode", "gcs", "--rate", "5", "--duration", "2"], &[&gcs_args, &notify]),
+        with(&["--mode", "gcs", "--rate", "5", "--duration", "2"], &[&gcs_by_env]),
         with(
             &["--mode", "both", "--rate", "20", "--duration", "2", "--bad-ratio", "0.15"],
             &[&kafka, &gcs_args, &notify],
@@ -146,7 +154,11 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let processes: Vec<Process> = runs
         .iter()
         .zip(&invocations)
-        .map(|(run, args)| simulate(dir, run, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .enumerate()
+        .map(|(i, (run, args))| {
+            let env: &[(&str, &str)] = if i == 1 { &emulator_env } else { &[] };
+            simulate_with_env(dir, run, &args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+        })
         .collect();
     let mut simulated: BTreeSet<String> = BTreeSet::new();
     for (process, run) in processes.into_iter().zip(&runs) {
@@ -457,7 +469,7 @@ fn bench_sources() {
     let gcs_emulator = emulators::gcs();
     let pubsub_emulator = emulators::pubsub();
     let (gcs_url, grpc) = (gcs_emulator.url(), pubsub_emulator.grpc_host());
-    GcsClient::new(&gcs_url, None, Duration::from_secs(30)).create_bucket(PROJECT, BUCKET).unwrap();
+    BlockingClient::anonymous(&gcs_url, Duration::from_secs(30)).unwrap().create_bucket(PROJECT, BUCKET).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(pubsub::client(PROJECT, Some(&grpc), None)).unwrap();
     runtime.block_on(pubsub::ensure_subscription(&client, PUBSUB_TOPIC, SUBSCRIPTION, 60)).unwrap();

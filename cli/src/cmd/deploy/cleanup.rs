@@ -149,7 +149,7 @@ fn delete(deployment: &Deployment, resource: &Resource) -> Result<()> {
         Resource::GcsBucket { bucket } => {
             let gcs =
                 config.gcs.as_ref().ok_or_else(|| anyhow::anyhow!("the deployment file has no gcs section now"))?;
-            resources::Gcs::new(gcs)?.delete_bucket(bucket)
+            Ok(resources::gcs(gcs)?.delete_bucket(bucket)?)
         }
         Resource::PubSubTopic { topic, .. } => {
             let pubsub = config.pubsub.as_ref().ok_or_else(|| anyhow::anyhow!("no pubsub section now"))?;

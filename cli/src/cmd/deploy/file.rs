@@ -132,9 +132,10 @@ pub struct GcsConfig {
     /// An emulator's URL; absent = `https://storage.googleapis.com`.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// A file holding an OAuth access token (Google Cloud; e.g. from `gcloud auth print-access-token`).
+    /// A key file (service account, or gcloud's user credentials) for the bucket on Google Cloud; absent =
+    /// application default credentials. Not used with an emulator (`endpoint` or `STORAGE_EMULATOR_HOST`).
     #[serde(default)]
-    pub access_token_file: Option<PathBuf>,
+    pub credentials_file: Option<PathBuf>,
     /// Where uploads are announced from (gcs-source's `prefix`).
     #[serde(default = "default_input_prefix")]
     pub input_prefix: String,
@@ -370,7 +371,7 @@ impl Deployment {
             bq.credentials_file.as_mut().map(resolve);
         }
         if let Some(gcs) = config.gcs.as_mut() {
-            gcs.access_token_file.as_mut().map(resolve);
+            gcs.credentials_file.as_mut().map(resolve);
         }
         if let Some(pubsub) = &mut config.pubsub {
             pubsub.credentials_file.as_mut().map(resolve);

@@ -195,7 +195,7 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
         }
     }
     if let Some(gcs) = &config.gcs {
-        match resources::Gcs::new(gcs) {
+        match resources::gcs(gcs) {
             Ok(client) => {
                 if gcs.endpoint.is_some() {
                     if let Err(e) = client.answers(&gcs.project) {
@@ -213,7 +213,7 @@ fn check_prerequisites(deployment: &Deployment) -> Vec<String> {
             Some(_) => {}
             None => {
                 if let Some(file) = &pubsub.credentials_file {
-                    if let Err(e) = fvision_connector_common::google::check_key_file(file) {
+                    if let Err(e) = fvision_gcp::auth::check_key_file(file) {
                         missing.push(format!("pubsub.credentials-file: {e}"));
                     }
                 }
@@ -313,7 +313,7 @@ pub fn run(args: DeployArgs) -> Result<ExitCode> {
         }
     }
     if let Some(gcs) = &config.gcs {
-        let client = resources::Gcs::new(gcs)?;
+        let client = resources::gcs(gcs)?;
         if say(client.ensure_bucket(&gcs.project, &gcs.bucket)?, &format!("GCS bucket gs://{}", gcs.bucket)) {
             changes += 1;
             ledger.record(Resource::GcsBucket { bucket: gcs.bucket.clone() }, &dir)?;

@@ -17,14 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::{BigQueryConfig, GcsConfig, KafkaConfig, PubSubConfig};
 
-/// What deploy did to one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// It was missing and is now there.
-    Created,
-    /// It was already there; nothing done.
-    Exists,
-}
+pub use fvision_gcp::Change;
 
 /// One resource deploy created, as the state directory's ledger keeps it for cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,85 +287,56 @@ pub fn delete_kafka_topic(servers: &str, name: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- BigQuery
 
-fn bigquery_settings(config: &BigQueryConfig) -> Result<fvision_outputs::bigquery::BigQuerySettings> {
-    let mut section = serde_yaml::Mapping::new();
-    section.insert("project".into(), config.project.as_str().into());
-    section.insert("dataset".into(), config.dataset.as_str().into());
-    section.insert("table".into(), config.table.as_str().into());
-    if let Some(endpoint) = &config.endpoint {
-        section.insert("endpoint".into(), endpoint.as_str().into());
-    }
-    if let Some(file) = &config.credentials_file {
-        section.insert("credentials-file".into(), file.display().to_string().into());
-    }
-    let parsed: fvision_outputs::bigquery::BigQueryConfig =
-        serde_yaml::from_value(serde_yaml::Value::Mapping(section)).context("the bigquery section")?;
-    Ok(parsed.settings(Path::new("deployment"), "images")?)
+/// A runtime for one BigQuery or Pub/Sub call sequence.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// Creates the dataset and the table (the sink's schema) unless they exist.
+async fn bigquery_client(config: &BigQueryConfig) -> Result<fvision_gcp::bigquery::Client> {
+    let base = config.endpoint.as_deref().map(fvision_gcp::bigquery::v2_base_url);
+    fvision_gcp::bigquery::client(base.as_deref(), config.credentials_file.as_deref(), Duration::from_secs(30))
+        .await
+        .with_context(|| format!("bigquery: {}", config.endpoint.as_deref().unwrap_or("Google Cloud")))
+}
+
+/// Creates the dataset and the table (the sink's schema) unless they exist; an existing table must have
+/// the sink's columns.
 pub fn ensure_bigquery(config: &BigQueryConfig) -> Result<(Change, Change)> {
-    use fvision_outputs::bigquery::{client, schema};
-    use gcp_bigquery_client::error::BQError;
-    use gcp_bigquery_client::model::dataset::Dataset;
-    use gcp_bigquery_client::model::table::Table;
-    let settings = bigquery_settings(config)?;
-    let not_found = |e: &BQError| matches!(e, BQError::ResponseError { error } if error.error.code == 404);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = client(&settings).await?;
-        let dataset = match client.dataset().get(&config.project, &config.dataset).await {
-            Ok(_) => Change::Exists,
-            Err(e) if not_found(&e) => {
-                client
-                    .dataset()
-                    .create(Dataset::new(&config.project, &config.dataset))
-                    .await
-                    .map_err(|e| anyhow!("creating BigQuery dataset {}.{}: {e}", config.project, config.dataset))?;
-                Change::Created
-            }
-            Err(e) => bail!("BigQuery ({}): {e}", config.endpoint.as_deref().unwrap_or("Google Cloud")),
+    use fvision_gcp::bigquery::{ensure_dataset, ensure_table, TableSpec};
+    runtime()?.block_on(async {
+        let client = bigquery_client(config).await?;
+        let dataset = ensure_dataset(&client, &config.project, &config.dataset, true)
+            .await
+            .with_context(|| format!("BigQuery ({})", config.endpoint.as_deref().unwrap_or("Google Cloud")))?;
+        let spec = TableSpec {
+            project: &config.project,
+            dataset: &config.dataset,
+            table: &config.table,
+            columns: fvision_outputs::bigquery::columns(),
+            description: "fluvio-vision predictions (docs/records.md)",
         };
-        let table = match client.table().get(&config.project, &config.dataset, &config.table, None).await {
-            Ok(_) => Change::Exists,
-            Err(e) if not_found(&e) => {
-                let table = Table::new(&config.project, &config.dataset, &config.table, schema())
-                    .description("fluvio-vision predictions (docs/records.md)");
-                client
-                    .table()
-                    .create(table)
-                    .await
-                    .map_err(|e| anyhow!("creating table {}: {e}", settings.table_ref()))?;
-                Change::Created
-            }
-            Err(e) => bail!("BigQuery table {}: {e}", settings.table_ref()),
-        };
+        let table = ensure_table(&client, spec, true).await.context("BigQuery table")?;
         Ok((dataset, table))
     })
 }
 
 /// Deletes the dataset with its tables.
 pub fn delete_bigquery_dataset(config: &BigQueryConfig) -> Result<()> {
-    let settings = bigquery_settings(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = fvision_outputs::bigquery::client(&settings).await?;
-        match client.dataset().delete(&config.project, &config.dataset, true).await {
-            Ok(()) => Ok(()),
-            Err(gcp_bigquery_client::error::BQError::ResponseError { error }) if error.error.code == 404 => Ok(()),
-            Err(e) => Err(anyhow!("deleting BigQuery dataset {}.{}: {e}", config.project, config.dataset)),
-        }
+    runtime()?.block_on(async {
+        let client = bigquery_client(config).await?;
+        fvision_gcp::bigquery::delete_dataset(&client, &config.project, &config.dataset)
+            .await
+            .map_err(|e| anyhow!("deleting BigQuery dataset {}.{}: {e}", config.project, config.dataset))
     })
 }
 
 /// Rows in the table (`SELECT COUNT(*)`), for status.
 pub fn bigquery_rows(config: &BigQueryConfig) -> Result<u64> {
-    use fvision_outputs::bigquery::{client, first_column, query};
-    let settings = bigquery_settings(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = client(&settings).await?;
-        let rows = query(&client, &config.project, &format!("SELECT COUNT(*) AS n FROM {}", settings.table_ref()))
+    use fvision_gcp::bigquery::{first_column, query};
+    runtime()?.block_on(async {
+        let client = bigquery_client(config).await?;
+        let table = format!("`{}.{}.{}`", config.project, config.dataset, config.table);
+        let rows = query(&client, &config.project, &format!("SELECT COUNT(*) AS n FROM {table}"))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         first_column(&rows).first().and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("no count in the answer"))
@@ -381,171 +345,22 @@ pub fn bigquery_rows(config: &BigQueryConfig) -> Result<u64> {
 
 // ---------------------------------------------------------------- GCS
 
-/// The GCS JSON API for a deployment's bucket.
-pub struct Gcs {
-    endpoint: String,
-    token: Option<String>,
-    agent: ureq::Agent,
-}
-
-impl Gcs {
-    /// A client for `config` (reads the token file).
-    pub fn new(config: &GcsConfig) -> Result<Self> {
-        let token = match &config.access_token_file {
-            Some(file) => Some(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("gcs.access-token-file: cannot read {}", file.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let endpoint = config.endpoint.clone().unwrap_or_else(|| "https://storage.googleapis.com".into());
-        let agent_config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
-        Ok(Self {
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            token,
-            agent: ureq::Agent::new_with_config(agent_config),
-        })
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u16, serde_json::Value)> {
-        let url = format!("{}{path}", self.endpoint);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let response = match (method, body) {
-            ("GET", _) => {
-                let mut r = self.agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            ("DELETE", _) => {
-                let mut r = self.agent.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            (_, body) => {
-                let mut r = self.agent.post(&url).header("Content-Type", "application/json");
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send(body.unwrap_or_default().to_string().as_bytes())
-            }
-        };
-        let mut response = response.map_err(|e| anyhow!("GCS at {}: {e}", self.endpoint))?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
-    }
-
-    /// Whether the endpoint answers (any HTTP status).
-    pub fn answers(&self, project: &str) -> Result<()> {
-        self.call("GET", &format!("/storage/v1/b?project={project}"), None).map(|_| ())
-    }
-
-    /// Creates the bucket unless it exists.
-    pub fn ensure_bucket(&self, project: &str, bucket: &str) -> Result<Change> {
-        let (status, body) = self.call("GET", &format!("/storage/v1/b/{bucket}"), None)?;
-        match status {
-            200 => Ok(Change::Exists),
-            404 => {
-                let (status, body) = self.call(
-                    "POST",
-                    &format!("/storage/v1/b?project={project}"),
-                    Some(serde_json::json!({"name": bucket})),
-                )?;
-                match status {
-                    200 => Ok(Change::Created),
-                    409 => Ok(Change::Exists),
-                    _ => bail!("creating gs://{bucket}: HTTP {status}: {body}"),
-                }
-            }
-            _ => bail!("looking up gs://{bucket}: HTTP {status}: {body}"),
-        }
-    }
-
-    /// The bucket's OBJECT_FINALIZE notification to `topic` (Google Cloud), unless one exists.
-    pub fn ensure_notification(&self, bucket: &str, project: &str, topic: &str, prefix: &str) -> Result<Change> {
-        let (status, body) = self.call("GET", &format!("/storage/v1/b/{bucket}/notificationConfigs"), None)?;
-        if status != 200 {
-            bail!("listing the notifications of gs://{bucket}: HTTP {status}: {body}");
-        }
-        let full = format!("//pubsub.googleapis.com/projects/{project}/topics/{topic}");
-        let exists =
-            body["items"].as_array().is_some_and(|items| items.iter().any(|n| n["topic"].as_str() == Some(&full)));
-        if exists {
-            return Ok(Change::Exists);
-        }
-        let config = serde_json::json!({
-            "topic": format!("projects/{project}/topics/{topic}"),
-            "payload_format": "JSON_API_V1",
-            "event_types": ["OBJECT_FINALIZE"],
-            "object_name_prefix": prefix,
-        });
-        let (status, body) = self.call("POST", &format!("/storage/v1/b/{bucket}/notificationConfigs"), Some(config))?;
-        if status != 200 {
-            bail!("creating the notification of gs://{bucket}: HTTP {status}: {body}");
-        }
-        Ok(Change::Created)
-    }
-
-    /// Object names under `prefix`.
-    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut path = format!("/storage/v1/b/{bucket}/o?prefix={}", gcs_source::gcs::encode_segment(prefix));
-            if let Some(token) = &page {
-                path.push_str(&format!("&pageToken={}", gcs_source::gcs::encode_segment(token)));
-            }
-            let (status, body) = self.call("GET", &path, None)?;
-            if status == 404 {
-                return Ok(names);
-            }
-            if status != 200 {
-                bail!("listing gs://{bucket}/{prefix}: HTTP {status}: {body}");
-            }
-            names.extend(
-                body["items"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str().map(str::to_string)),
-            );
-            match body["nextPageToken"].as_str() {
-                Some(token) if !token.is_empty() => page = Some(token.to_string()),
-                _ => return Ok(names),
-            }
-        }
-    }
-
-    /// Deletes every object, then the bucket.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<()> {
-        for name in self.list(bucket, "")? {
-            let (status, body) = self.call(
-                "DELETE",
-                &format!("/storage/v1/b/{bucket}/o/{}", gcs_source::gcs::encode_segment(&name)),
-                None,
-            )?;
-            if !matches!(status, 200 | 204 | 404) {
-                bail!("deleting gs://{bucket}/{name}: HTTP {status}: {body}");
-            }
-        }
-        let (status, body) = self.call("DELETE", &format!("/storage/v1/b/{bucket}"), None)?;
-        if !matches!(status, 200 | 204 | 404) {
-            bail!("deleting gs://{bucket}: HTTP {status}: {body}");
-        }
-        Ok(())
-    }
+/// The GCS client for a deployment's bucket: the config's endpoint (an emulator), else
+/// `STORAGE_EMULATOR_HOST`, else Google's with the key file or the application default credentials.
+pub fn gcs(config: &GcsConfig) -> Result<fvision_gcp::storage::BlockingClient> {
+    use fvision_gcp::auth::SCOPE_STORAGE_FULL;
+    let endpoint =
+        fvision_gcp::emulator::storage_endpoint_from_env(config.endpoint.as_deref(), config.credentials_file.is_some());
+    let key_file = config.credentials_file.as_deref();
+    fvision_gcp::storage::BlockingClient::new(&endpoint, None, key_file, SCOPE_STORAGE_FULL, Duration::from_secs(30))
+        .context("gcs")
 }
 
 // ---------------------------------------------------------------- Pub/Sub
 
-fn pubsub_client(config: &PubSubConfig) -> Result<(tokio::runtime::Runtime, gcloud_pubsub::client::Client)> {
+fn pubsub_client(config: &PubSubConfig) -> Result<(tokio::runtime::Runtime, fvision_gcp::pubsub::Client)> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let client = runtime.block_on(gcs_source::pubsub::client(
+    let client = runtime.block_on(fvision_gcp::pubsub::client(
         &config.project,
         config.emulator_host.as_deref(),
         config.credentials_file.as_deref(),
@@ -555,33 +370,13 @@ fn pubsub_client(config: &PubSubConfig) -> Result<(tokio::runtime::Runtime, gclo
 
 /// Creates the topic and the subscription unless they exist.
 pub fn ensure_pubsub(config: &PubSubConfig) -> Result<(Change, Change)> {
+    use fvision_gcp::pubsub::{ensure_subscription, ensure_topic};
     let (runtime, client) = pubsub_client(config)?;
     runtime.block_on(async {
-        let topic = client.topic(&config.topic);
-        let topic_change = if topic.exists(None).await.map_err(|e| anyhow!("Pub/Sub topic {}: {e}", config.topic))? {
-            Change::Exists
-        } else {
-            topic.create(None, None).await.map_err(|e| anyhow!("creating Pub/Sub topic {}: {e}", config.topic))?;
-            Change::Created
-        };
-        let subscription = client.subscription(&config.subscription);
-        let sub_change = if subscription
-            .exists(None)
-            .await
-            .map_err(|e| anyhow!("Pub/Sub subscription {}: {e}", config.subscription))?
-        {
-            Change::Exists
-        } else {
-            gcs_source::pubsub::ensure_subscription(
-                &client,
-                &config.topic,
-                &config.subscription,
-                config.ack_deadline_seconds,
-            )
-            .await?;
-            Change::Created
-        };
-        Ok((topic_change, sub_change))
+        let topic = ensure_topic(&client, &config.topic).await?;
+        let subscription =
+            ensure_subscription(&client, &config.topic, &config.subscription, config.ack_deadline_seconds).await?;
+        Ok((topic, subscription))
     })
 }
 
@@ -590,15 +385,9 @@ pub fn delete_pubsub(config: &PubSubConfig, name: &str, subscription: bool) -> R
     let (runtime, client) = pubsub_client(config)?;
     runtime.block_on(async {
         if subscription {
-            let handle = client.subscription(name);
-            if handle.exists(None).await.map_err(|e| anyhow!("Pub/Sub subscription {name}: {e}"))? {
-                handle.delete(None).await.map_err(|e| anyhow!("deleting Pub/Sub subscription {name}: {e}"))?;
-            }
+            fvision_gcp::pubsub::delete_subscription(&client, name).await?;
         } else {
-            let handle = client.topic(name);
-            if handle.exists(None).await.map_err(|e| anyhow!("Pub/Sub topic {name}: {e}"))? {
-                handle.delete(None).await.map_err(|e| anyhow!("deleting Pub/Sub topic {name}: {e}"))?;
-            }
+            fvision_gcp::pubsub::delete_topic(&client, name).await?;
         }
         Ok(())
     })

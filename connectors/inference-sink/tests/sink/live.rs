@@ -855,7 +855,7 @@ fn bigquery_counts(settings: &fvision_outputs::bigquery::BigQuerySettings) -> (i
     runtime.block_on(async {
         let client = bigquery::client(settings).await.unwrap();
         let sql = format!("SELECT COUNT(*) AS n, COUNT(DISTINCT prediction_id) AS d FROM {}", settings.table_ref());
-        let rows = bigquery::query(&client, &settings.project, &sql).await.unwrap();
+        let rows = fvision_gcp::bigquery::query(&client, &settings.project, &sql).await.unwrap();
         let cells = rows[0].columns.clone().unwrap();
         let int = |i: usize| cells[i].value.as_ref().unwrap().as_str().unwrap().parse::<i64>().unwrap();
         (int(0), int(1))
