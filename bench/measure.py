@@ -103,6 +103,9 @@ GOALS = [
     ("connector_vs_embedded", "connector on the local cluster / embedded", 0.9, True),
     ("int8_pipeline_vs_fp32_limit", "INT8 pipeline / FP32 limit", 1.5, True),
     ("run_peak_rss_mib", "peak RSS of `fvision run` (MiB)", 150.0, False),
+    ("mobilenet_run_vs_pyspark", "MobileNetV2 (real weights): `fvision run` / PySpark seed-shape job", 2.5, True),
+    ("mobilenet_run_vs_loop", "MobileNetV2: `fvision run` / Python loop", 1.6, True),
+    ("mobilenet_run_peak_rss_mib", "MobileNetV2: peak RSS of `fvision run` (MiB)", 150.0, False),
     ("sink_peak_rss_mib", "peak RSS of the sink, `inference-sink` draining a backlog or in the sweep (MiB)", 150.0, False),
     ("p50_idle_vs_floor", "p50 at idle / compute floor", 1.5, False),
     ("p99_half_load_vs_floor", "p99 at 50 % of saturation / compute floor", 3.0, False),
@@ -153,13 +156,16 @@ def sweep_level(doc, name):
     return None
 
 
-def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", latency="e2e"):
+def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", mobilenet="mobilenet_v2", latency="e2e"):
     """Issue 20's figures from a run's JSON: each ratio as the median of its rep-by-rep ratios (with the
-    range), peak RSS as the highest peak, latency ratios against the median compute floor."""
+    range), peak RSS as the highest peak, latency ratios against the median compute floor. MobileNetV2 (the
+    seed's default model, issue 30) has the same throughput and memory goals as FP32, against peers running
+    the same model file."""
     run = ("fvision-run", fp32, "images_per_s")
     run8 = ("fvision-run", int8, "images_per_s")
     loop = ("python-loop", fp32, "images_per_s")
     spark = ("pyspark", fp32, "images_per_s")
+    mobilenet_run = ("fvision-run", mobilenet, "images_per_s")
 
     def cpu(measurement):
         return (measurement[0], measurement[1], "images_per_cpu_s")
@@ -169,6 +175,8 @@ def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", late
         "run_vs_loop": paired(doc, run, loop),
         "int8_run_vs_pyspark": paired(doc, run8, spark),
         "int8_run_vs_loop": paired(doc, run8, loop),
+        "mobilenet_run_vs_pyspark": paired(doc, mobilenet_run, ("pyspark", mobilenet, "images_per_s")),
+        "mobilenet_run_vs_loop": paired(doc, mobilenet_run, ("python-loop", mobilenet, "images_per_s")),
         "cpu_run_vs_pyspark": paired(doc, cpu(run), cpu(spark)),
         "cpu_run_vs_loop": paired(doc, cpu(run), cpu(loop)),
         "cpu_int8_run_vs_pyspark": paired(doc, cpu(run8), cpu(spark)),
@@ -185,9 +193,10 @@ def figures(doc, fp32="efficientnet-lite0", int8="efficientnet-lite0-int8", late
         values = [v for v in values if v is not None and not math.isnan(v)]
         out[key] = median(values)
         ranges[key] = (min(values), max(values)) if values else None
-    peaks = [p for p in series(doc, "fvision-run", fp32, "peak_rss_mib") if p is not None]
-    out["run_peak_rss_mib"] = max(peaks) if peaks else math.nan
-    ranges["run_peak_rss_mib"] = (min(peaks), max(peaks)) if peaks else None
+    for key, model in (("run_peak_rss_mib", fp32), ("mobilenet_run_peak_rss_mib", mobilenet)):
+        peaks = [p for p in series(doc, "fvision-run", model, "peak_rss_mib") if p is not None]
+        out[key] = max(peaks) if peaks else math.nan
+        ranges[key] = (min(peaks), max(peaks)) if peaks else None
     sink_peaks = [p for p in series(doc, "sink-drain", fp32, "peak_rss_mib") if p is not None] + [
         level["sink_peak_rss_mib"]
         for level in doc.get("connector_sweep", {}).get("levels", [])

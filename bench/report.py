@@ -49,7 +49,7 @@ def plot_throughput(doc, path):
         bars.append((f"fvision run\n{model}\n{n} records", measure.series(doc, "fvision-run", model, "images_per_s"), "#1f77b4"))
         if model != INT8:
             bars.append((f"Python loop\n{model}\n{n} records", measure.series(doc, "python-loop", model, "images_per_s"), "#ff7f0e"))
-        if model == FP32 and measure.rows(doc, "pyspark", model):
+        if model != INT8 and measure.rows(doc, "pyspark", model):
             bars.append((f"PySpark\n{model}", measure.series(doc, "pyspark", model, "images_per_s"), "#2ca02c"))
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(bars)), 4.5))
     for i, (name, values, colour) in enumerate(bars):
@@ -96,9 +96,9 @@ def plot_latency(doc, path, floor):
     return True
 
 
-def profile_section(profile):
+def profile_section(model, profile):
     """Where the CPU goes on each side (`perf record` once per run): CPU ms per image by category."""
-    lines = ["", "### Where the CPU goes (perf)", ""]
+    lines = ["", f"### Where the CPU goes (perf), {model}", ""]
     ours, loop = profile.get("ours"), profile.get("loop")
     if not ours or not loop or "error" in ours or "error" in loop:
         problem = profile.get("error") or (ours or {}).get("error") or (loop or {}).get("error") or "not run"
@@ -106,7 +106,7 @@ def profile_section(profile):
     categories = sorted(set(ours["cpu_ms_per_image"]) | set(loop["cpu_ms_per_image"]),
                         key=lambda k: -(ours["cpu_ms_per_image"].get(k, 0) + loop["cpu_ms_per_image"].get(k, 0)))
     lines += [
-        f"`perf record -F 499` of `fvision run` and of the Python loop over the same {ours['images']} images (FP32), once, "
+        f"`perf record -F 499` of `fvision run` and of the Python loop over the same {ours['images']} images ({model}), once, "
         "samples grouped by library and symbol (`bench/measure.py`, `PROFILE_RULES`); CPU ms per image = share x the "
         "process tree's CPU time / images, start-up included.",
         "",
@@ -134,6 +134,7 @@ def plot_rss(doc, path):
         ("fvision-run", INT8, "fvision run (INT8)"),
         ("python-loop", FP32, "Python loop"),
         ("pyspark", FP32, "PySpark (JVM + Python workers)"),
+        ("fvision-run", "mobilenet_v2", "fvision run (MobileNetV2)"),
     ):
         first = measure.rows(doc, what, model)
         if first and first[0].get("rss"):
@@ -207,13 +208,14 @@ def report(json_path):
     ]
     for model in doc["models"]:
         run = ("fvision-run", model, "images_per_s")
-        loop_model = FP32 if model == INT8 else model
-        loop = ("python-loop", loop_model, "images_per_s")
-        spark = ("pyspark", FP32, "images_per_s")
-        has_spark = model in (FP32, INT8) and measure.rows(doc, "pyspark", FP32)
+        peer_model = FP32 if model == INT8 else model  # INT8 against the peers running FP32
+        loop = ("python-loop", peer_model, "images_per_s")
+        spark = ("pyspark", peer_model, "images_per_s")
+        has_spark = bool(measure.rows(doc, "pyspark", peer_model))
+        own_spark = has_spark and model != INT8
         mism = (
             f"{spread(measure.series(doc, 'python-loop', model, 'label_mismatches'), 0)}, "
-            f"{spread(measure.series(doc, 'pyspark', model, 'label_mismatches'), 0) if model == FP32 else '-'}"
+            f"{spread(measure.series(doc, 'pyspark', model, 'label_mismatches'), 0) if own_spark else '-'}"
             if model != INT8
             else f"{(doc.get('int8_top1_differences_vs_fp32') or {}).get('label_mismatches', 'n/a')} of {doc['records']} vs our FP32"
         )
@@ -222,13 +224,13 @@ def report(json_path):
             f"{spread(measure.series(doc, 'fvision-run', model, 'images'), 0)} records "
             f"| {spread(measure.series(doc, *run))} "
             f"| {spread(measure.series(doc, *loop)) if model != INT8 else '(FP32 row)'} "
-            f"| {spread(measure.series(doc, *spark)) if has_spark and model == FP32 else '-'} "
-            f"| {spread(measure.series(doc, 'pyspark', FP32, 'startup_s')) if has_spark and model == FP32 else '-'} "
+            f"| {spread(measure.series(doc, *spark)) if own_spark else '-'} "
+            f"| {spread(measure.series(doc, 'pyspark', model, 'startup_s')) if own_spark else '-'} "
             f"| {spread(measure.paired(doc, run, loop), 2)} "
             f"| {spread(measure.paired(doc, run, spark), 2) if has_spark else '-'} "
             f"| {spread(measure.series(doc, 'fvision-run', model, 'peak_rss_mib'), 0)} / "
             f"{spread(measure.series(doc, 'python-loop', model, 'peak_rss_mib'), 0) if model != INT8 else '-'} / "
-            f"{spread(measure.series(doc, 'pyspark', FP32, 'peak_rss_mib'), 0) if has_spark and model == FP32 else '-'} "
+            f"{spread(measure.series(doc, 'pyspark', model, 'peak_rss_mib'), 0) if own_spark else '-'} "
             f"| {mism} |"
         )
     lines += [
@@ -240,18 +242,18 @@ def report(json_path):
         "| --- | --- | ---: | ---: |",
     ]
     for model in doc["models"]:
-        loop_model = FP32 if model == INT8 else model
+        peer_model = FP32 if model == INT8 else model
 
         def per_k(what, m):
             return [1e3 * r["cpu_s"] / r["images"] for r in measure.rows(doc, what, m) if r.get("cpu_s")]
 
-        has_spark = model in (FP32, INT8) and measure.rows(doc, "pyspark", FP32)
+        has_spark = bool(measure.rows(doc, "pyspark", peer_model))
         run = ("fvision-run", model, "images_per_cpu_s")
         lines.append(
-            f"| {model} | {spread(per_k('fvision-run', model), 1)} / {spread(per_k('python-loop', loop_model), 1)} / "
-            f"{spread(per_k('pyspark', FP32), 1) if has_spark else '-'} "
-            f"| {spread(measure.paired(doc, run, ('python-loop', loop_model, 'images_per_cpu_s')), 2)} "
-            f"| {spread(measure.paired(doc, run, ('pyspark', FP32, 'images_per_cpu_s')), 2) if has_spark else '-'} |"
+            f"| {model} | {spread(per_k('fvision-run', model), 1)} / {spread(per_k('python-loop', peer_model), 1)} / "
+            f"{spread(per_k('pyspark', peer_model), 1) if has_spark else '-'} "
+            f"| {spread(measure.paired(doc, run, ('python-loop', peer_model, 'images_per_cpu_s')), 2)} "
+            f"| {spread(measure.paired(doc, run, ('pyspark', peer_model, 'images_per_cpu_s')), 2) if has_spark else '-'} |"
         )
     for model in doc["models"]:
         rr = measure.rows(doc, "fvision-run", model)
@@ -303,7 +305,9 @@ def report(json_path):
             f"| {spread(measure.series(doc, 'bench-pipeline', model, 'limit_images_per_sec'))} "
             f"| {spread(measure.series(doc, 'bench-pipeline', model, 'ratio_vs_limit'), 2)} |"
         )
-    lines += profile_section(doc.get("profile") or {})
+    # Reports before December 2026 profiled FP32 alone, under "profile".
+    for model, profile in (doc.get("profiles") or {FP32: doc.get("profile") or {}}).items():
+        lines += profile_section(model, profile)
     conn = measure.rows(doc, "bench-connector", FP32)
     errors = [r for r in doc["results"] if r["what"] == "bench-connector" and "error" in r]
     lines += ["", "## The connector on the local cluster", ""]

@@ -33,6 +33,8 @@ FP32 = "efficientnet-lite0"
 INT8 = "efficientnet-lite0-int8"
 MOBILENET = "mobilenet_v2"  # real torchvision weights (the seed's default model)
 WEIGHT_FREE = ["resnet50"]
+# The models PySpark runs too: the FP32 reference and the seed's default (the same model file on every side).
+WITH_SPARK = [FP32, MOBILENET]
 
 
 def say(message):
@@ -564,24 +566,27 @@ def main():
     started = datetime.now(timezone.utc)
     files, records, spark_dir = write_records(bench.work, args.passes, min(args.passes, args.weight_free_passes))
     ours = {}
+    # The models whose stages are measured apart (compute floor, Pillow and ORT alone, perf profile).
+    detailed = [FP32] + [m for m in (MOBILENET,) if m in models]
     # The FP32 labels every peer must reproduce come from the first `fvision run` of each model.
     for rep in range(0 if args.only_connector_sweep else args.reps):
         for model in models:
             bench.run_ours(rep, model, records, ours)
             if model != INT8:
                 bench.run_loop(rep, model, files, ours)
-            if model == FP32 and not args.no_spark:
+            if model in WITH_SPARK and not args.no_spark:
                 bench.run_spark(rep, model, spark_dir, ours)
         for model in models:
             bench.run_pipeline(rep, model)
-        bench.run_floor(rep, FP32)
-        if INT8 in models:
-            bench.run_floor(rep, INT8)
-        bench.run_python_parts(rep, FP32, files)
+        for model in [FP32] + [m for m in (INT8, MOBILENET) if m in models]:
+            bench.run_floor(rep, model)
+        for model in detailed:
+            bench.run_python_parts(rep, model, files)
         if not args.no_connector:
             bench.run_connector(rep, FP32)
             bench.run_sink_drain(rep, FP32)
-    profile = {} if args.no_profile or args.only_connector_sweep else bench.profile(FP32, records, files)
+    profiled = [] if args.no_profile or args.only_connector_sweep else detailed
+    profiles = {model: bench.profile(model, records, files) for model in profiled}
     int8_vs_fp32 = label_check(ours[FP32], ours[INT8]) if INT8 in ours and FP32 in ours else None
     sweep, connector_sweep = [], []
     if not args.no_sweep and not args.only_connector_sweep:
@@ -605,7 +610,7 @@ def main():
         "weight_free_models": [m for m in models if m in WEIGHT_FREE],
         "int8_top1_differences_vs_fp32": int8_vs_fp32,
         "results": bench.results,
-        "profile": profile,
+        "profiles": profiles,
         "sweep": {"model": FP32, "levels": sweep},
         "connector_sweep": {"model": FP32, "levels": connector_sweep},
     }

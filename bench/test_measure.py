@@ -112,6 +112,30 @@ class Figures(unittest.TestCase):
         self.assertEqual(verdicts["p99_half_load_vs_floor"], "not met")  # 4.0 > 3
         self.assertEqual(verdicts["connector_vs_embedded"], "not measured")
         self.assertEqual(verdicts["int8_run_vs_loop"], "not measured")
+        self.assertEqual(verdicts["mobilenet_run_vs_loop"], "not measured")  # no MobileNetV2 rows
+
+    def test_mobilenet_is_compared_with_peers_running_mobilenet(self):
+        fp32, mnv2 = "efficientnet-lite0", "mobilenet_v2"
+        results = [
+            # FP32 rows that would give other ratios if MobileNetV2's were paired with them by mistake.
+            {"rep": 0, "what": "python-loop", "model": fp32, "images_per_s": 10.0},
+            {"rep": 0, "what": "pyspark", "model": fp32, "images_per_s": 5.0},
+        ]
+        for rep, ours, loop, spark, rss in ((0, 180.0, 100.0, 60.0, 120.0), (1, 150.0, 100.0, 50.0, 155.0)):
+            results += [
+                {"rep": rep, "what": "fvision-run", "model": mnv2, "images_per_s": ours, "peak_rss_mib": rss},
+                {"rep": rep, "what": "python-loop", "model": mnv2, "images_per_s": loop},
+                {"rep": rep, "what": "pyspark", "model": mnv2, "images_per_s": spark},
+            ]
+        values, ranges = measure.figures(doc_with(results))
+        self.assertAlmostEqual(values["mobilenet_run_vs_loop"], 1.65)  # median of 1.8 and 1.5
+        self.assertEqual(ranges["mobilenet_run_vs_pyspark"], (3.0, 3.0))
+        self.assertEqual(values["mobilenet_run_peak_rss_mib"], 155.0)
+        self.assertTrue(math.isnan(values["run_vs_loop"]))  # no FP32 run of ours
+        verdicts = {v["key"]: v["status"] for v in measure.verdicts(values)}
+        self.assertEqual(verdicts["mobilenet_run_vs_loop"], "met")  # 1.65 >= 1.6
+        self.assertEqual(verdicts["mobilenet_run_vs_pyspark"], "met")  # 3.0 >= 2.5
+        self.assertEqual(verdicts["mobilenet_run_peak_rss_mib"], "not met")  # 155 > 150
 
 
 class Profile(unittest.TestCase):

@@ -109,6 +109,20 @@ def saved_model_function(src):
     return fn, tuple(spec.shape), spec.dtype, tuple(out_spec.shape)
 
 
+def unconverted_ops(model_proto):
+    """The ops of a converted graph that are neither ONNX's nor ONNX Runtime's: TensorFlow ops tf2onnx left."""
+    import onnx
+
+    known_domains = ("", "ai.onnx", "com.microsoft", "ai.onnx.ml")
+    return sorted(
+        {
+            node.op_type
+            for node in model_proto.graph.node
+            if node.domain not in known_domains or (node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type))
+        }
+    )
+
+
 def dims(shape):
     return [None if d is None else int(d) for d in shape]
 
@@ -164,7 +178,7 @@ def run(args):
     function = tf.function(lambda x: {"output": fn(x)}, input_signature=sig)
     convert_started = time.monotonic()
     try:
-        tf2onnx.convert.from_function(
+        model_proto, _ = tf2onnx.convert.from_function(
             function,
             input_signature=sig,
             opset=args.opset,
@@ -173,6 +187,16 @@ def run(args):
         )
     except Exception as exc:  # noqa: BLE001
         raise ImportFailure("convert", describe(exc)) from exc
+    unconverted = unconverted_ops(model_proto)
+    if unconverted:
+        # tf2onnx only logs the ops it has no conversion for and writes them into the graph as they were;
+        # ONNX Runtime would then refuse the file with a message that names neither the op nor the model.
+        raise ImportFailure(
+            "unsupported-layer",
+            f"TensorFlow op {', '.join(f'`{op}`' for op in unconverted)} has no ONNX conversion in tf2onnx "
+            f"{tf2onnx.__version__}; replace the layer that uses it with built-in ones, or write the model in a "
+            "form tf2onnx converts",
+        )
     send(
         "converted",
         input={"name": "input", "size": size, "layout": args.layout},

@@ -90,6 +90,21 @@ def build(out):
 
     feature_map = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3)])
     feature_map.save(f"{out}/feature_map.keras")
+
+    # A SavedModel that TensorFlow runs but tf2onnx 1.17 cannot convert: a grey-scale dilation (Dilation2D),
+    # which tf2onnx only logs and leaves in the graph.
+    class Dilated(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(rng.normal(size=(3, 3, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 32, 32, 3), tf.float32)])
+        def serve(self, x):
+            y = tf.nn.dilation2d(x, self.kernel, [1, 1, 1, 1], "VALID", "NHWC", [1, 1, 1, 1])
+            return tf.reduce_mean(y, axis=[1, 2])
+
+    dilated = Dilated()
+    tf.saved_model.save(dilated, f"{out}/unconvertible_op", signatures={"serving_default": dilated.serve})
     del tf
 
 
