@@ -118,7 +118,10 @@ impl Cdk {
     /// `cdk deploy shutdown --name NAME`: cdk sends SIGTERM to `pid` and forgets the connector.
     fn shutdown(&mut self, name: &str, pid: u32) {
         let said = self.ok(self.tmp.path(), &["deploy", "shutdown", "--name", name], &[]);
-        assert!(said.contains(&format!("Shutting down connector: {name}")) && said.contains(&format!("pid: {pid}")), "{said}");
+        assert!(
+            said.contains(&format!("Shutting down connector: {name}")) && said.contains(&format!("pid: {pid}")),
+            "{said}"
+        );
         if let Some(at) = self.started.iter().position(|(n, _)| n == name) {
             let (_, log) = self.started.remove(at);
             let _ = std::fs::remove_file(log);
