@@ -66,5 +66,5 @@ else
   out=$REPO/docs/benchmarks/$day.json
 fi
 say "benchmarking (the machine's load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
-"$BENCH_VENV/bin/python" "$REPO/bench/run.py" --fvision "$CARGO_TARGET_DIR/release/fvision" --out "$out" "${args[@]}"
+"$BENCH_VENV/bin/python" "$REPO/bench/run.py" --fvision "$BIN_DIR/fvision" --out "$out" "${args[@]}"
 "$BENCH_VENV/bin/python" "$REPO/bench/report.py" "$out"

@@ -6,6 +6,11 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FLUVIO_VISION_CACHE=${FLUVIO_VISION_CACHE:-$HOME/.cache/fluvio-vision}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLUVIO_VISION_CACHE/target}
+# Every build names the host's target explicitly, as `cdk deploy start` and `cdk publish` do (they run
+# `cargo build --profile release --target <host> -p <connector>`): cargo then finds cdk's build already made
+# and done in seconds instead of a second full build (docs/decisions.md). Binaries are in $BIN_DIR.
+export CARGO_BUILD_TARGET=${CARGO_BUILD_TARGET:-$(rustc -vV | sed -n 's/^host: //p')}
+export BIN_DIR=$CARGO_TARGET_DIR/$CARGO_BUILD_TARGET/release
 # The binaries find the shipped models, data and SmartModule through these when they run from the cargo
 # target directory: on their own they look only beside themselves, where the release archive puts them
 # (records/src/resources.rs), never in a source tree or a target directory.

@@ -37,8 +37,8 @@ say "packing $name (binaries from $CARGO_TARGET_DIR)"
 
 mkdir -p "$root/bin" "$root/lib" "$share/smartmodule" "$share/models" "$share/fluvio-config"
 for bin in fvision inference-sink kafka-source gcs-source; do
-  [ -x "$CARGO_TARGET_DIR/release/$bin" ] || { echo "$CARGO_TARGET_DIR/release/$bin is not built" >&2; exit 1; }
-  install -m 755 --strip "$CARGO_TARGET_DIR/release/$bin" "$root/bin/$bin"   # without debug info: a tenth of the size
+  [ -x "$BIN_DIR/$bin" ] || { echo "$BIN_DIR/$bin is not built" >&2; exit 1; }
+  install -m 755 --strip "$BIN_DIR/$bin" "$root/bin/$bin"   # without debug info: a tenth of the size
 done
 ort=$(basename "$ORT_DYLIB_PATH")
 install -m 644 "$ORT_DYLIB_PATH" "$root/lib/$ort"

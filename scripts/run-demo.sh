@@ -6,4 +6,4 @@ ensure_wasm_target
 ensure_build_tools
 ensure_onnxruntime
 build
-exec "$CARGO_TARGET_DIR/release/fvision" run "$@"
+exec "$BIN_DIR/fvision" run "$@"

@@ -12,6 +12,8 @@ ensure_qemu
 cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check
+say "checking that a connector built alone, as cdk builds it, is the workspace's build (scripts/feature-union.py)"
+python3 scripts/feature-union.py --check
 build
 say "linting (clippy, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings

@@ -56,10 +56,19 @@ pub fn wasm_runner(params: &[(&str, &str)]) -> Result<SmartModuleRunner, fvision
     SmartModuleRunner::builder(image_validate::SMARTMODULE_NAME).params(params).load(&path)
 }
 
-/// The cargo target directory holding the running test binary (`<target>/release/deps/<test>-<hash>`).
+/// The cargo target directory holding the running test binary: `<target>/release/deps/<test>-<hash>`, or
+/// `<target>/<host triple>/release/deps/...` when the build names its target, as scripts/lib.sh does.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("locating the test binary: {e}"));
-    exe.ancestors().nth(3).unwrap_or_else(|| panic!("{} is not in a target directory", exe.display())).to_path_buf()
+    let kind = exe.ancestors().nth(3).unwrap_or_else(|| panic!("{} is not in a target directory", exe.display()));
+    let is_triple = kind
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|name| name.starts_with(std::env::consts::ARCH) && name.contains(std::env::consts::OS));
+    match kind.parent() {
+        Some(parent) if is_triple => parent.to_path_buf(),
+        _ => kind.to_path_buf(),
+    }
 }
 
 /// A finished command's stdout and stderr, for failure messages.

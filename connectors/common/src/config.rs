@@ -77,7 +77,7 @@ pub struct ConnectorConfig<C> {
     pub transforms: Vec<TransformStep>,
 }
 
-/// `meta`: identity, topic, consumer and producer settings, secrets: upstream's fields, plus `create-topic`.
+/// `meta`: identity, topic, consumer and producer settings, secrets: upstream's fields, and only those.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MetaConfig {
@@ -90,9 +90,6 @@ pub struct MetaConfig {
     pub version: String,
     /// The Fluvio topic read (sinks) or written (sources).
     pub topic: TopicRef,
-    /// Whether the connector may create the topic.
-    #[serde(default, alias = "create_topic")]
-    pub create_topic: bool,
     /// Consumer settings (sinks).
     #[serde(default)]
     pub consumer: Option<ConsumerConfig>,
@@ -415,25 +412,37 @@ pub struct TransformStep {
     pub uses: String,
     /// Its params.
     #[serde(default)]
-    pub with: BTreeMap<String, serde_yaml::Value>,
+    pub with: BTreeMap<String, TransformParam>,
     /// Lookback settings, passed through.
     #[serde(default)]
     pub lookback: Option<serde_yaml::Value>,
 }
 
 impl TransformStep {
-    /// The params as SmartModules receive them: strings (structured values as their YAML text).
+    /// The params as SmartModules receive them.
     pub fn params(&self) -> BTreeMap<String, String> {
-        self.with
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_yaml::Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect()
+        self.with.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+    }
+}
+
+/// One `transforms[].with` value, read as upstream's `JsonString` reads it: a string as it is, a list or a
+/// mapping as its JSON text. A bare number or boolean is refused, as upstream refuses it (`"50000000"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformParam(pub String);
+
+impl<'de> Deserialize<'de> for TransformParam {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(text) => Ok(Self(text)),
+            value @ (serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_)) => {
+                serde_json::to_string(&value).map(Self).map_err(|e| D::Error::custom(format!("a JSON-able value: {e}")))
+            }
+            other => Err(D::Error::custom(format!(
+                "a string, a list or a mapping, as Fluvio reads SmartModule params (got {}: quote it)",
+                kind_of(&other)
+            ))),
+        }
     }
 }
 
@@ -740,6 +749,23 @@ mod tests {
         // Fluvio's spelling of the compression, and its kebab-case keys.
         let err = parse(&text.replace("Lz4", "lz4"), &Secrets::default()).unwrap_err();
         assert!(err.contains("field `meta.topic.compression.type`: unknown variant `lz4`"), "{err}");
+    }
+
+    #[test]
+    fn smartmodule_params_are_read_as_fluvio_reads_them_strings_lists_and_mappings_as_json() {
+        let text = |with: &str| {
+            format!("apiVersion: 0.2.0\nmeta:\n  {META}\n  topic: {{meta: {{name: images}}}}\ntransforms:\n  - uses: m\n    with: {with}\n")
+        };
+        let config = parse(&text("{a: \"5\", b: [jpeg, png], c: {k: 1}}"), &Secrets::default()).unwrap();
+        let params = config.transforms[0].params();
+        assert_eq!(params["a"], "5");
+        assert_eq!(params["b"], r#"["jpeg","png"]"#);
+        assert_eq!(params["c"], r#"{"k":1}"#);
+        for (value, kind) in [("5", "a number"), ("false", "a boolean")] {
+            let err = parse(&text(&format!("{{a: {value}}}")), &Secrets::default()).unwrap_err();
+            assert!(err.starts_with("c.yaml: field `transforms[0].with.a`: a string, a list or a mapping"), "{err}");
+            assert!(err.contains(&format!("got {kind}: quote it")), "{err}");
+        }
     }
 
     #[test]

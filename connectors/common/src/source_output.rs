@@ -101,7 +101,7 @@ pub struct SourceOutput {
 }
 
 impl SourceOutput {
-    /// Checks the topics (creating `meta.topic` when `meta.create-topic` allows) and opens the producers,
+    /// Checks that the topics exist (they carry settings: fluvio-config/topics/) and opens the producers,
     /// sized for whole images from `meta.producer`.
     pub async fn connect(
         fluvio: &Fluvio,
@@ -111,18 +111,11 @@ impl SourceOutput {
     ) -> Result<Self, SourceOutputError> {
         let admin = fluvio.admin().await;
         let topic = meta.topic.name().to_string();
-        for (name, may_create) in [(topic.as_str(), meta.create_topic), (dlq_topic, false)] {
+        for name in [topic.as_str(), dlq_topic] {
             let found =
                 admin.list::<TopicSpec, _>(vec![name.to_string()]).await.map_err(fluvio_error("listing topics"))?;
             if found.is_empty() {
-                if !may_create {
-                    return Err(SourceOutputError::MissingTopic(name.to_string()));
-                }
-                admin
-                    .create(name.to_string(), false, TopicSpec::new_computed(1, 1, None))
-                    .await
-                    .map_err(fluvio_error(format!("creating topic `{name}`")))?;
-                tracing::info!(topic = name, "created the topic (meta.create-topic)");
+                return Err(SourceOutputError::MissingTopic(name.to_string()));
             }
         }
         let config = image_producer_config(&meta.producer.clone().unwrap_or_default())

@@ -76,13 +76,25 @@ impl Cdk {
         text(&out)
     }
 
-    /// `cdk deploy start ARGS` in `cwd`: the connector's process id; its log is `cwd/<name>.log`.
+    /// `cdk deploy start ARGS` in `cwd`: the connector's process id; its log is `cwd/<name>.log`. Started from
+    /// the crate (no `--ipkg`), cdk first runs `cargo build --profile release --target <host> -p <crate>`;
+    /// under scripts/test.sh (which exports CARGO_BUILD_TARGET) that is the build the suite already made, so
+    /// cargo must compile nothing (scripts/feature-union.py keeps a connector built alone identical).
     fn start(&mut self, cwd: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
         let mut all = vec!["deploy", "start"];
         all.extend_from_slice(args);
+        let log = cwd.join(format!("{name}.log"));
+        self.started.push((name.to_string(), log.clone()));
         let said = self.ok(cwd, &all, env);
-        self.started.push((name.to_string(), cwd.join(format!("{name}.log"))));
+        assert!(said.contains(&format!("Log file: {}", log.display())), "{said}");
         assert!(said.contains(&format!("Started connector `{name}`")), "{said}");
+        if !args.contains(&"--ipkg") && std::env::var_os("CARGO_BUILD_TARGET").is_some() {
+            assert!(said.contains("Finished `release` profile"), "cdk built the connector with cargo:\n{said}");
+            assert!(
+                !said.contains("Compiling "),
+                "cdk's cargo build compiled again what the suite had built: run scripts/feature-union.py\n{said}"
+            );
+        }
         said.lines()
             .find_map(|l| l.strip_prefix("Connector runs with process id: "))
             .and_then(|pid| pid.trim().parse().ok())
@@ -104,8 +116,13 @@ impl Cdk {
         self.ok(self.tmp.path(), &["deploy", "log", "--name", name], &[])
     }
 
-    fn shutdown(&mut self, name: &str) {
-        self.ok(self.tmp.path(), &["deploy", "shutdown", "--name", name], &[]);
+    /// `cdk deploy shutdown --name NAME`: cdk sends SIGTERM to `pid` and forgets the connector.
+    fn shutdown(&mut self, name: &str, pid: u32) {
+        let said = self.ok(self.tmp.path(), &["deploy", "shutdown", "--name", name], &[]);
+        assert!(
+            said.contains(&format!("Shutting down connector: {name}")) && said.contains(&format!("pid: {pid}")),
+            "{said}"
+        );
         if let Some(at) = self.started.iter().position(|(n, _)| n == name) {
             let (_, log) = self.started.remove(at);
             let _ = std::fs::remove_file(log);
@@ -307,7 +324,7 @@ fn run_the_pipeline(cdk: &mut Cdk, cluster: &LocalCluster, world: &World, dir: &
     for (name, pid) in running {
         let log = cdk.log(&name);
         assert!(log.contains("starting") && log.contains(&name), "cdk deploy log --name {name}:\n{log}");
-        cdk.shutdown(&name);
+        cdk.shutdown(&name, pid);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !exited(pid) {
             assert!(Instant::now() < deadline, "{name} still runs 60 s after cdk deploy shutdown");
@@ -318,7 +335,6 @@ fn run_the_pipeline(cdk: &mut Cdk, cluster: &LocalCluster, world: &World, dir: &
 }
 
 #[test]
-#[ignore = "not yet passing under cdk 0.50.2: see issue 29's closing note (run with --ignored)"]
 fn every_shipped_connector_runs_under_cdk_deploy_from_its_crate() {
     let test = "every_shipped_connector_runs_under_cdk_deploy_from_its_crate";
     let Some(cluster) = local_cluster(test) else { return };
@@ -332,7 +348,6 @@ fn every_shipped_connector_runs_under_cdk_deploy_from_its_crate() {
 /// `${{ secrets.NAME }}` filled from the environment (no `--secrets`: Fluvio's `EnvSecretStore`) or from
 /// `--secrets FILE`; each reaches "starting" and is shut down.
 #[test]
-#[ignore = "not yet passing under cdk 0.50.2: see issue 29's closing note (run with --ignored)"]
 fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_file() {
     let test = "the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_file";
     let Some(cluster) = local_cluster(test) else { return };
@@ -386,7 +401,7 @@ fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_fil
         for (_, value) in secrets.iter().filter(|(_, v)| v.len() > 1) {
             assert!(!log.contains(value), "{variant}: a secret in the log:\n{log}");
         }
-        cdk.shutdown(&name);
+        cdk.shutdown(&name, pid);
     }
 }
 
@@ -405,16 +420,13 @@ fn pack(cdk: &Cdk, krate: &str, out: &Path) -> PathBuf {
         ("RUSTUP_HOME", rustup_home.as_str()),
     ];
     let said = cdk.ok(&dir, &["publish", "--pack"], &home_env);
-    let package = std::fs::read_dir(&hub)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{said}", hub.display()))
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "ipkg"))
-        .unwrap_or_else(|| panic!("{krate}: no .ipkg in {}:\n{said}", hub.display()));
+    let version = toml_version(&dir.join("Connector.toml"));
+    let package = hub.join(format!("{krate}-{version}.ipkg"));
+    assert!(said.contains(&format!("Package {} created", package.display())), "{krate}:\n{said}");
+    assert!(package.is_file(), "{}:\n{said}", package.display());
     let moved = out.join(package.file_name().unwrap());
     std::fs::copy(&package, &moved).unwrap();
     std::fs::remove_dir_all(&hub).unwrap();
-    let version = toml_version(&dir.join("Connector.toml"));
-    assert_eq!(moved.file_name().unwrap().to_string_lossy(), format!("{krate}-{version}.ipkg"));
     moved
 }
 
@@ -424,7 +436,6 @@ fn toml_version(path: &Path) -> String {
 }
 
 #[test]
-#[ignore = "not yet passing under cdk 0.50.2: see issue 29's closing note (run with --ignored)"]
 fn every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree() {
     let test = "every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree";
     let Some(cluster) = local_cluster(test) else { return };

@@ -357,15 +357,9 @@ fn prepare_topics(
             return Err(ConnectorError::MissingTopic(topic));
         }
     }
-    let mut found = list(vec![consume.topic.clone()])?;
+    let found = list(vec![consume.topic.clone()])?;
     if found.is_empty() {
-        if !sink.meta.create_topic {
-            return Err(ConnectorError::MissingTopic(consume.topic.clone()));
-        }
-        run_block_on(admin.create(consume.topic.clone(), false, TopicSpec::new_computed(1, 1, None)))
-            .map_err(fluvio_error(format!("creating topic `{}`", consume.topic)))?;
-        tracing::info!(topic = %consume.topic, "created the input topic (meta.create-topic)");
-        found = list(vec![consume.topic.clone()])?;
+        return Err(ConnectorError::MissingTopic(consume.topic.clone()));
     }
     let count = found.first().map(|t| t.spec.partitions()).unwrap_or(1);
     Ok(consume.partitions.clone().unwrap_or_else(|| (0..count).collect()))

@@ -65,10 +65,10 @@ fn the_dead_letter_cap_reaches_the_smartmodule_and_must_agree_with_its_param() {
     let config = load(&write("dead-letter-payload-cap: 64 KiB", ""), None).unwrap();
     assert_eq!(config.validation.params["dead_letter_payload_cap"], "65536");
     // The param alone sets the sink's cap too.
-    let config = load(&write("", "dead_letter_payload_cap: 32768"), None).unwrap();
+    let config = load(&write("", "dead_letter_payload_cap: \"32768\""), None).unwrap();
     assert_eq!(config.validation.dead_letter_payload_cap.bytes(), 32768);
     // Two different values, or one too small for the kept head, are errors naming the field.
-    let err = load(&write("dead-letter-payload-cap: 64 KiB", "dead_letter_payload_cap: 32768"), None).unwrap_err();
+    let err = load(&write("dead-letter-payload-cap: 64 KiB", "dead_letter_payload_cap: \"32768\""), None).unwrap_err();
     assert!(err.to_string().contains("inference.dead-letter-payload-cap"), "{err}");
     let err = load(&write("dead-letter-payload-cap: 1 KiB", ""), None).unwrap_err();
     assert!(err.to_string().contains("at least 16 KiB"), "{err}");

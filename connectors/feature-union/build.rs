@@ -1,0 +1,3 @@
+//! Empty: cargo resolves `[build-dependencies]` (the host-side features this crate names) only for a package
+//! with a build script.
+fn main() {}
