@@ -632,7 +632,7 @@ mod tests {
         entry.partition = Some(1);
         entry.metrics_port = Some(40001);
         let sink = "apiVersion: 0.2.0\nmeta: {version: 0.1.0, name: x, type: inference-sink, topic: {meta: {name: images}}}\n\
-                    inference: {model: mobilenet-v2, max-batch: 3}\ntransforms:\n  - uses: image-validate\n    with: {max_pixels: 5}\n";
+                    inference: {model: mobilenet-v2, max-batch: 3}\ntransforms:\n  - uses: image-validate\n    with: {max_pixels: \"5\"}\n";
         let rendered = render_connector(&deployment, &entry, sink).unwrap();
         let doc: Value = serde_yaml::from_str(&rendered).unwrap();
         assert_eq!(doc["meta"]["topic"]["meta"]["name"].as_str(), Some("img-7"));
@@ -640,7 +640,7 @@ mod tests {
         assert_eq!(doc["meta"]["consumer"]["id"].as_str().map(str::to_string), Some(deployment.consumer_id(&entry)));
         assert_eq!(doc["inference"]["model"].as_str(), Some("mobilenet-v2"));
         assert_eq!(doc["inference"]["max-batch"].as_u64(), Some(3));
-        assert_eq!(doc["transforms"][0]["with"]["max_pixels"].as_u64(), Some(5));
+        assert_eq!(doc["transforms"][0]["with"]["max_pixels"].as_str(), Some("5"));
         assert_eq!(metrics_port(ConnectorKind::InferenceSink, &rendered), Some(40001));
         let bq = deployment.config.bigquery.as_ref().unwrap();
         assert_eq!(doc["inference"]["bigquery"]["endpoint"].as_str(), bq.endpoint.as_deref());
