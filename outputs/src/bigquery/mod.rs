@@ -573,22 +573,24 @@ pub async fn client(settings: &BigQuerySettings) -> Result<Client, ConfigError> 
     })
 }
 
-/// The length of `value` as serde_json writes it compactly, counted without writing it: the batcher needs
-/// each row's size, and the row is already encoded once (into the value the request sends).
+/// The length of `value` as serde_json writes it compactly, counted by serde_json's own writer into a
+/// counter rather than a buffer: the batcher needs each row's size, and the row is already encoded once (into
+/// the value the request sends).
 fn json_len(value: &serde_json::Value) -> usize {
-    use fvision_records::json_string_len as string_len;
-    use serde_json::Value;
-    match value {
-        Value::Null => 4,
-        Value::Bool(true) => 4,
-        Value::Bool(false) => 5,
-        Value::Number(n) => n.to_string().len(),
-        Value::String(s) => string_len(s),
-        Value::Array(items) => 2 + items.iter().map(json_len).sum::<usize>() + items.len().saturating_sub(1),
-        Value::Object(map) => {
-            2 + map.iter().map(|(k, v)| string_len(k) + 1 + json_len(v)).sum::<usize>() + map.len().saturating_sub(1)
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
+    let mut counter = Counter(0);
+    // A `Value` always serialises, and the counter never fails a write.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// One row on its way to BigQuery.
