@@ -265,7 +265,10 @@ fn broken_unsupported_and_wrongly_shaped_models_fail_naming_the_file() {
         ("custom_layer.keras", "has a layer the importer cannot convert: custom layer `Doubler`"),
         ("feature_map.keras", "has the wrong output shape: output shape [None, 30, 30, 4]; expected [batch, classes]"),
         // An op tf2onnx has no conversion for (it only logs it): refused before ONNX Runtime sees the graph.
-        ("unconvertible_op", "has a layer the importer cannot convert: TensorFlow op `Dilation2D` has no ONNX conversion"),
+        (
+            "unconvertible_op",
+            "has a layer the importer cannot convert: TensorFlow op `Dilation2D` has no ONNX conversion",
+        ),
     ] {
         let source = tf.models.join(model);
         let out = tf.models.join(format!("{model}.imported"));

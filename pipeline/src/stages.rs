@@ -215,6 +215,7 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let started = Instant::now();
     let queue = config.queue.max(1);
     let max_batch = config.max_batch.clamp(1, classifier.spec().manifest.max_batch);
+    let (model_name, model_version) = (classifier.spec().name(), classifier.spec().manifest.version.as_str());
     let validate_batch = config.validate_batch.max(1);
     let (input_tx, input_rx) = sync_channel::<Item>(validate_batch);
     let (task_tx, task_rx) = sync_channel::<Task>(queue);
@@ -258,7 +259,7 @@ pub fn run_pipeline<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
             let outcome = match message {
                 Message::Batch(size) => {
                     stats.batches += 1;
-                    events::batch_run(size);
+                    events::batch_run(size, model_name, model_version);
                     continue;
                 }
                 Message::Outcome(outcome) => outcome,

@@ -56,6 +56,8 @@ pub fn serve(address: SocketAddr, dashboard: Option<Dashboard>) -> Result<Socket
     listener.set_nonblocking(true).map_err(EndpointError::Runtime)?;
     let handle = crate::prometheus().install_recorder().map_err(EndpointError::Recorder)?;
     fvision_pipeline::metrics::register();
+    fvision_outputs::metrics::describe();
+    crate::build_info();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EndpointError::Runtime)?;
     std::thread::Builder::new()
         .name("fvision-http".into())

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod emulators;
+pub mod exposition;
 pub mod fixtures;
 pub mod kafka;
 pub mod process;
