@@ -22,4 +22,4 @@ pub use preprocess::{
     crop_box, jpeg_thumbnail, CropBox, ImageInfo, PreparedBatch, Preprocessor, StageTimes, ThumbnailSink,
 };
 pub use registry::{Registry, DEFAULT_MODEL};
-pub use runtime::init_runtime;
+pub use runtime::{init_runtime, runtime_version};

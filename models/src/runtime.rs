@@ -27,3 +27,36 @@ pub fn init_runtime() -> Result<&'static Environment, ModelError> {
         .as_ref()
         .map_err(|e| ModelError::Runtime(e.clone()))
 }
+
+/// The version of the ONNX Runtime library the binaries load, read from its file name
+/// (`libonnxruntime.so.1.32.0`, after following symbolic links), for the `fvision_build_info` series.
+/// `None` when the library is not found or its name carries no version.
+pub fn runtime_version() -> Option<String> {
+    let path = resources::ONNX_RUNTIME.locate(None).ok()?;
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    version_in_file_name(path.file_name()?.to_str()?)
+}
+
+/// `1.32.0` of `libonnxruntime.so.1.32.0` (or `libonnxruntime.1.32.0.dylib`).
+fn version_in_file_name(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("libonnxruntime.")?;
+    let rest = rest.strip_prefix("so.").unwrap_or(rest);
+    let version = rest.strip_suffix(".dylib").unwrap_or(rest);
+    let numeric =
+        !version.is_empty() && version.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    numeric.then(|| version.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_in_file_name;
+
+    #[test]
+    fn the_runtime_version_is_read_from_the_library_file_name() {
+        assert_eq!(version_in_file_name("libonnxruntime.so.1.32.0").as_deref(), Some("1.32.0"));
+        assert_eq!(version_in_file_name("libonnxruntime.1.19.2.dylib").as_deref(), Some("1.19.2"));
+        assert_eq!(version_in_file_name("libonnxruntime.so"), None);
+        assert_eq!(version_in_file_name("libonnxruntime.so.1.x"), None);
+        assert_eq!(version_in_file_name("libother.so.1.2"), None);
+    }
+}

@@ -99,3 +99,45 @@ pub fn sink_backpressure(sink: &str, seconds: f64) {
 pub fn sink_replay_skipped(sink: &str, rows: u64) {
     metrics::counter!(SINK_REPLAY_SKIPPED_TOTAL, "sink" => sink.to_string()).increment(rows);
 }
+
+/// Gives every metric of this module its `# HELP` line. Called once the recorder is installed.
+pub fn describe() {
+    for (name, help) in [
+        (OUTPUT_ERRORS_TOTAL, "Failures of an output as a whole (a send or an acknowledgement), by sink."),
+        (OUTPUT_REFUSED_TOTAL, "Rows an output refused one by one, dead-lettered with reason sink_error, by sink."),
+        (SINK_ROWS_TOTAL, "Rows, messages or NDJSON lines an external sink stored, by sink."),
+        (SINK_BYTES_TOTAL, "Bytes of encoded rows an external sink sent, by sink."),
+        (
+            SINK_ERRORS_TOTAL,
+            "Failed writes of an external sink, by sink and kind (transient, too_large, rejected_row, fatal, gave_up).",
+        ),
+        (SINK_RETRIES_TOTAL, "Write attempts an external sink repeated after a transient error, by sink."),
+        (
+            SINK_REPLAY_SKIPPED_TOTAL,
+            "Rows of the replay window not written again because the destination already held them, by sink.",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (OUTPUT_RETRYING, "1 while an output is failing and retrying with backoff, else 0, by sink."),
+        (
+            OUTPUT_BACKLOG,
+            "Rows an output accepted and has not stored yet (queued, batched, awaiting delivery reports), by sink.",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+    }
+    for (name, help) in [
+        (
+            SINK_WRITE_SECONDS,
+            "Time of one successful write of an external sink (an insert, an upload, a delivery), by sink.",
+        ),
+        (
+            SINK_BACKPRESSURE_SECONDS,
+            "Each wait of the pipeline for room in a sink's full queue, by sink; _sum is the time held back.",
+        ),
+    ] {
+        metrics::describe_histogram!(name, help);
+    }
+}

@@ -1,36 +1,48 @@
 //! The pipeline's telemetry: one function per event, each counting with bounded labels (status, reason,
-//! stage, model), named per Prometheus conventions. With no recorder installed these cost nothing. The
-//! recorder and its buckets are `fvision-status`'s; whoever feeds the pipeline (the connector) sets
-//! [`IN_FLIGHT`].
+//! stage, model, version), named per Prometheus conventions. With no recorder installed these cost nothing.
+//! The recorder and its buckets are `fvision-status`'s; whoever feeds the pipeline (the connector) sets
+//! [`IN_FLIGHT`]. As Triton does, every per-image, stage and batch series carries the `model` and `version`
+//! of the model that produced it, so two models (or two versions during a roll-out) chart apart.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use fvision_records::{Prediction, RejectedImage};
 
-/// Images out of the pipeline, by status (`classified`, `rejected`), reason and stage.
+/// Images out of the pipeline, by status (`classified`, `rejected`), reason, stage, model and version.
 pub const IMAGES_TOTAL: &str = "fvision_images_total";
-/// Per-stage time of classified images, by stage (`decode`, `preprocess`, `queue`, `inference`).
+/// Per-stage time of classified images, by stage (`decode`, `preprocess`, `queue`, `inference`), model and
+/// version.
 pub const STAGE_SECONDS: &str = "fvision_stage_seconds";
-/// End-to-end time of classified images.
+/// End-to-end time of classified images, by model and version.
 pub const PROCESSING_SECONDS: &str = "fvision_processing_seconds";
-/// Images per inference batch.
+/// Images per inference batch, by model and version.
 pub const BATCH_SIZE: &str = "fvision_batch_size";
 /// Predictions below the confidence threshold.
 pub const BELOW_THRESHOLD_TOTAL: &str = "fvision_below_threshold_total";
-/// Time to load the model, by model.
+/// Time to load the model, by model and version.
 pub const MODEL_LOAD_SECONDS: &str = "fvision_model_load_seconds";
 
 /// A prediction left the pipeline.
 pub fn image_classified(prediction: &Prediction) {
-    metrics::counter!(IMAGES_TOTAL, "status" => "classified", "reason" => "", "stage" => "", "model" => prediction.model_name.clone())
-        .increment(1);
+    let (model, version) = (prediction.model_name.clone(), prediction.model_version.clone());
+    metrics::counter!(
+        IMAGES_TOTAL,
+        "status" => "classified",
+        "reason" => "",
+        "stage" => "",
+        "model" => model.clone(),
+        "version" => version.clone()
+    )
+    .increment(1);
     let t = &prediction.timings;
     for (stage, ms) in
         [("decode", t.decode_ms), ("preprocess", t.preprocess_ms), ("queue", t.queue_ms), ("inference", t.inference_ms)]
     {
-        metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(ms / 1e3);
+        metrics::histogram!(STAGE_SECONDS, "stage" => stage, "model" => model.clone(), "version" => version.clone())
+            .record(ms / 1e3);
     }
-    metrics::histogram!(PROCESSING_SECONDS).record(prediction.processing_time_ms / 1e3);
+    metrics::histogram!(PROCESSING_SECONDS, "model" => model, "version" => version)
+        .record(prediction.processing_time_ms / 1e3);
     if !prediction.above_threshold {
         metrics::counter!(BELOW_THRESHOLD_TOTAL).increment(1);
     }
@@ -43,20 +55,21 @@ pub fn image_rejected(rejected: &RejectedImage) {
         "status" => "rejected",
         "reason" => rejected.reason.as_str(),
         "stage" => rejected.stage.as_str(),
-        "model" => ""
+        "model" => "",
+        "version" => ""
     )
     .increment(1);
 }
 
-/// An inference batch ran.
-pub fn batch_run(size: usize) {
-    metrics::histogram!(BATCH_SIZE).record(size as f64);
+/// An inference batch of `model` at `version` ran.
+pub fn batch_run(size: usize, model: &str, version: &str) {
+    metrics::histogram!(BATCH_SIZE, "model" => model.to_string(), "version" => version.to_string()).record(size as f64);
     FLOW.batch(size);
 }
 
 /// The model was loaded.
-pub fn model_loaded(model: &str, seconds: f64) {
-    metrics::gauge!(MODEL_LOAD_SECONDS, "model" => model.to_string()).set(seconds);
+pub fn model_loaded(model: &str, version: &str, seconds: f64) {
+    metrics::gauge!(MODEL_LOAD_SECONDS, "model" => model.to_string(), "version" => version.to_string()).set(seconds);
 }
 
 /// Records read but not yet delivered.
@@ -78,9 +91,33 @@ pub fn queue_moved(queue: &'static str, delta: f64) {
 }
 
 /// Starts the series without labels at 0, so a dashboard's `rate()` has them from the first scrape (the
-/// labelled ones start with their first label set). Called once the recorder is installed.
+/// labelled ones start with their first label set), and gives every metric of this module its `# HELP`
+/// line. Called once the recorder is installed.
 pub fn register() {
     metrics::counter!(BELOW_THRESHOLD_TOTAL).increment(0);
+    for (name, help) in [
+        (IMAGES_TOTAL, "Images out of the pipeline, by status (classified, rejected), stable reason code and stage."),
+        (BELOW_THRESHOLD_TOTAL, "Predictions below the confidence threshold."),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (
+            STAGE_SECONDS,
+            "Per-stage time of classified images: decode, preprocess, queue (waiting in the micro-batcher), inference.",
+        ),
+        (PROCESSING_SECONDS, "End-to-end time per classified image."),
+        (BATCH_SIZE, "Images per inference batch."),
+    ] {
+        metrics::describe_histogram!(name, help);
+    }
+    for (name, help) in [
+        (MODEL_LOAD_SECONDS, "Time to create the model's ONNX Runtime session, in seconds."),
+        (IN_FLIGHT, "Records read but not yet delivered (connector)."),
+        (QUEUE_DEPTH, "Items waiting in front of each stage: consumed, decode, batch, output."),
+    ] {
+        metrics::describe_gauge!(name, help);
+    }
 }
 
 /// Bucket bounds of the [`BATCH_SIZE`] histogram, in the recorder and in [`Flow`].

@@ -239,6 +239,7 @@ pub fn run_pipeline_from<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     let started = Instant::now();
     let queue = config.queue.max(1);
     let max_batch = config.max_batch.clamp(1, classifier.spec().manifest.max_batch);
+    let (model_name, model_version) = (classifier.spec().name(), classifier.spec().manifest.version.as_str());
     let (task_tx, task_rx) = sync_channel::<Task>(queue);
     let (ready_tx, ready_rx) = sync_channel::<Ready>(queue);
     let (out_tx, out_rx) = sync_channel::<Message>(queue);
@@ -271,7 +272,7 @@ pub fn run_pipeline_from<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
             let outcome = match message {
                 Message::Batch(size) => {
                     stats.batches += 1;
-                    events::batch_run(size);
+                    events::batch_run(size, model_name, model_version);
                     continue;
                 }
                 Message::Outcome(outcome) => outcome,

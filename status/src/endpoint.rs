@@ -106,6 +106,8 @@ fn recorder() -> Result<PrometheusHandle, EndpointError> {
     }
     let handle = crate::prometheus().install_recorder().map_err(EndpointError::Recorder)?;
     fvision_pipeline::metrics::register();
+    fvision_outputs::metrics::describe();
+    crate::build_info();
     *recorder = Some(handle.clone());
     Ok(handle)
 }

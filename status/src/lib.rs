@@ -8,6 +8,28 @@ mod endpoint;
 
 pub use endpoint::{serve, EndpointError, EndpointOptions};
 
+/// The series that says what is running: `fvision_build_info{version, commit, runtime, runtime_version} 1`,
+/// as Prometheus exporters conventionally export (join on it to chart by release).
+pub const BUILD_INFO: &str = "fvision_build_info";
+
+/// Sets [`BUILD_INFO`]: the workspace version, the git commit built from (`unknown` outside a checkout), and
+/// the model runtime's version (`unknown` when its library name carries none).
+fn build_info() {
+    let runtime_version = fvision_models::runtime_version().unwrap_or_else(|| "unknown".into());
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say what runs: fluvio-vision's version and git commit, the model runtime and its version."
+    );
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => option_env!("FVISION_GIT_COMMIT").unwrap_or("unknown"),
+        "runtime" => "onnxruntime",
+        "runtime_version" => runtime_version
+    )
+    .set(1.0);
+}
+
 /// Bucket bounds of the `*_seconds` histograms: 1 ms to 10 s, where image latencies live.
 const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod cluster;
 pub mod connector_yaml;
 pub mod emulators;
+pub mod exposition;
 pub mod fixtures;
 pub mod kafka;
 pub mod metrics;

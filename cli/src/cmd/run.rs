@@ -145,7 +145,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else if dashboard_on {
         anyhow::bail!("the config's `dashboard: true` needs a port: set `metrics-port` or pass --dashboard PORT");
     }
-    fvision_pipeline::metrics::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
+    fvision_pipeline::metrics::model_loaded(
+        classifier.spec().name(),
+        &classifier.spec().manifest.version,
+        classifier.load_time().as_secs_f64(),
+    );
     // The outputs are the connector's own, built from the same YAML (its BigQuery, Kafka and GCS sections
     // too), without the Fluvio topics; the table is this command's console.
     let jsonl = match &output {

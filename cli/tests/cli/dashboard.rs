@@ -240,6 +240,14 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
     let missing: Vec<&String> =
         used.iter().filter(|n| !exported.contains(*n) && !CONNECTOR_ONLY.contains(&n.as_str())).collect();
     assert!(missing.is_empty(), "queried but not exported: {missing:?}\n{scraped}");
+    // As Prometheus and Triton users expect: HELP and TYPE for every family, fvision_build_info, and the
+    // model and version of every stage, processing-time and batch-size series.
+    let problems = fvision_tests::exposition::problems(&scraped);
+    assert!(problems.is_empty(), "{problems:#?}\n{scraped}");
+    let build =
+        fvision_tests::exposition::samples(&scraped).into_iter().find(|s| s.name == "fvision_build_info").unwrap();
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"), "{:?}", build.labels);
+    assert_eq!(build.labels["runtime"], "onnxruntime");
     // The per-sink panels are covered: the run had a sink, so each of their series is really exported.
     for name in [
         "fvision_sink_rows_total",

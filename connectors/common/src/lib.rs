@@ -14,6 +14,7 @@ pub mod offsets;
 pub mod producer;
 pub mod replay;
 pub mod secret;
+pub mod source_metrics;
 pub mod source_output;
 pub mod standin;
 pub mod stop;

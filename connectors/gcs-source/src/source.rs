@@ -107,7 +107,7 @@ impl GcsSource {
     pub fn run(self) -> Result<RunReport, SourceError> {
         let settings = &self.config.custom;
         if let Some(port) = settings.metrics_port {
-            events::serve(([127, 0, 0, 1], port).into())
+            fvision_connector_common::source_metrics::serve(([127, 0, 0, 1], port).into())
                 .map_err(|e| SourceError::Setup(format!("starting the metrics endpoint on port {port}: {e}")))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()

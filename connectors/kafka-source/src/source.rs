@@ -132,7 +132,7 @@ impl KafkaSource {
         let settings = &self.config.custom;
         tracing::debug!(config = %self.path.display(), "connecting");
         if let Some(port) = settings.metrics_port {
-            events::serve(([127, 0, 0, 1], port).into())
+            fvision_connector_common::source_metrics::serve(([127, 0, 0, 1], port).into())
                 .map_err(|e| SourceError::Metrics { port, detail: e.to_string() })?;
         }
         let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;

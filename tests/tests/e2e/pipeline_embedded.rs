@@ -121,23 +121,23 @@ fn metrics_count_every_outcome_by_status_reason_and_stage() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
     };
+    // Triton's labels: every per-image, stage and batch series names the model and its version.
+    let (name, version) = (model.spec().name(), model.spec().manifest.version.as_str());
+    let mv = format!("model=\"{name}\",version=\"{version}\"");
+    assert_eq!(value(&format!("fvision_images_total{{status=\"classified\",reason=\"\",stage=\"\",{mv}}}")), 110.0);
     assert_eq!(
-        value("fvision_images_total{status=\"classified\",reason=\"\",stage=\"\",model=\"efficientnet-lite0\"}"),
-        110.0
-    );
-    assert_eq!(
-        value("fvision_images_total{status=\"rejected\",reason=\"too_many_pixels\",stage=\"validate\",model=\"\"}"),
+        value("fvision_images_total{status=\"rejected\",reason=\"too_many_pixels\",stage=\"validate\",model=\"\",version=\"\"}"),
         3.0
     );
     assert_eq!(
-        value("fvision_images_total{status=\"rejected\",reason=\"decode_error\",stage=\"decode\",model=\"\"}"),
+        value("fvision_images_total{status=\"rejected\",reason=\"decode_error\",stage=\"decode\",model=\"\",version=\"\"}"),
         1.0
     );
-    assert_eq!(value("fvision_batch_size_count"), stats.batches as f64);
-    assert_eq!(value("fvision_batch_size_sum"), 110.0, "every classified image was in one batch");
-    assert_eq!(value("fvision_stage_seconds_count{stage=\"inference\"}"), 110.0);
-    assert_eq!(value("fvision_processing_seconds_count"), 110.0);
+    assert_eq!(value(&format!("fvision_batch_size_count{{{mv}}}")), stats.batches as f64);
+    assert_eq!(value(&format!("fvision_batch_size_sum{{{mv}}}")), 110.0, "every classified image was in one batch");
+    assert_eq!(value(&format!("fvision_stage_seconds_count{{stage=\"inference\",{mv}}}")), 110.0);
+    assert_eq!(value(&format!("fvision_processing_seconds_count{{{mv}}}")), 110.0);
     // Real histograms: every image falls under the last (+Inf) bucket.
-    assert_eq!(value("fvision_processing_seconds_bucket{le=\"+Inf\"}"), 110.0);
-    assert_eq!(value("fvision_batch_size_bucket{le=\"+Inf\"}"), stats.batches as f64);
+    assert_eq!(value(&format!("fvision_processing_seconds_bucket{{{mv},le=\"+Inf\"}}")), 110.0);
+    assert_eq!(value(&format!("fvision_batch_size_bucket{{{mv},le=\"+Inf\"}}")), stats.batches as f64);
 }

@@ -30,12 +30,28 @@ pub fn delivered(destination: &'static str) {
     metrics::counter!(DELIVERED_TOTAL, "destination" => destination).increment(1);
 }
 
-/// The connector's series without labels start at 0. Called once the recorder is installed.
+/// The connector's series without labels start at 0, and each of its metrics gets its `# HELP` line.
+/// Called once the recorder is installed.
 pub fn register() {
     for counter in [CONSUMED_TOTAL, REREAD_TOTAL, OFFSET_COMMITS_TOTAL] {
         metrics::counter!(counter).increment(0);
     }
     metrics::gauge!(fvision_pipeline::metrics::IN_FLIGHT).set(0.0);
+    for (name, help) in [
+        (CONSUMED_TOTAL, "Records read from the Fluvio topic."),
+        (REREAD_TOTAL, "Records the Fluvio client skipped at a fetch boundary and the connector read again."),
+        (
+            OFFSET_COMMITS_TOTAL,
+            "Commit barriers passed: every record before them delivered, confirmed and its offset committed.",
+        ),
+        (DELIVERED_TOTAL, "Outcomes handed to an output, by destination (predictions, review, dead_letter, dropped)."),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    metrics::describe_gauge!(
+        CONSUMER_LAG,
+        "Records after the offset committed under the consumer id, up to the partition's end, by partition."
+    );
 }
 
 /// Records after the committed offset, by partition of the input topic (connector).

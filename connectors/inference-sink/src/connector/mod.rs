@@ -225,7 +225,11 @@ impl Connector {
         let options = ClassifierOptions { fast_decode: inference.fast_decode, ..ClassifierOptions::default() };
         let mut classifier =
             Classifier::load(spec, &options).map_err(setup_error(format!("loading model `{}`", inference.model)))?;
-        fvision_pipeline::metrics::model_loaded(classifier.spec().name(), classifier.load_time().as_secs_f64());
+        fvision_pipeline::metrics::model_loaded(
+            classifier.spec().name(),
+            &classifier.spec().manifest.version,
+            classifier.load_time().as_secs_f64(),
+        );
         tracing::info!(
             model = classifier.spec().name(), version = %classifier.spec().manifest.version,
             load_ms = classifier.load_time().as_millis() as u64, "model loaded"

@@ -142,4 +142,6 @@ fn the_connector_serves_the_status_page_with_lag_and_every_grafana_metric() {
         .collect();
     let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(n.as_str())).collect();
     assert!(missing.is_empty(), "the Grafana dashboard queries metrics the connector does not export: {missing:?}");
+    let problems = fvision_tests::exposition::problems(&scraped);
+    assert!(problems.is_empty(), "{problems:#?}\n{scraped}");
 }
