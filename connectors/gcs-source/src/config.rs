@@ -6,7 +6,10 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use fvision_connector_common::source_output::ReplayLookback;
 use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
+
+use crate::gcs::{token_allowed, GOOGLE_STORAGE_HOSTS};
 
 /// The name of this connector's own section in the YAML.
 pub const SECTION: &str = "gcs";
@@ -37,6 +40,9 @@ pub struct GcsSettings {
     /// or the metadata server). Not used with emulators.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// The buckets whose notifications are read; a notification for any other bucket (a subscription shared
+    /// or misrouted, a forged message) goes to the dead-letter topic as `bucket_not_allowed`, nothing downloaded.
+    pub buckets: Vec<String>,
     /// Only objects whose name starts with this are read (others are acked and counted).
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -46,6 +52,21 @@ pub struct GcsSettings {
     /// Larger objects go to the dead-letter topic as `too_large` without being downloaded whole.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: ByteSize,
+    /// Tries of one object's download that end in a permanent failure (an HTTP status such as 400, 401, 403 or
+    /// 501) or a timeout (`download-timeout`) before the object goes to the dead-letter topic as
+    /// `download_failed` and its message is acked; each failed try leaves the message un-acked, so Pub/Sub
+    /// redelivers it after `ack-deadline`. Unreachable servers, 5xx answers and 429 are outages: retried
+    /// without bound, never dead-lettered.
+    #[serde(default = "default_download_attempts")]
+    pub download_attempts: u32,
+    /// Longest time one download may take.
+    #[serde(default = "default_download_timeout", with = "humantime_serde")]
+    pub download_timeout: Duration,
+    /// Largest envelope field of an event (its id `gs://bucket/object#generation`, `event_time`, an attribute);
+    /// a notification with a larger one goes to the dead-letter topic as `malformed_envelope`, nothing
+    /// downloaded. Keep it equal to the `image-validate` param `max_envelope_field_bytes`.
+    #[serde(default = "default_max_envelope_field_bytes")]
+    pub max_envelope_field_bytes: ByteSize,
     /// Messages per pull: what a crash may leave un-acked (they are redelivered).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
@@ -100,6 +121,18 @@ fn default_max_object_bytes() -> ByteSize {
     ByteSize::mib(11)
 }
 
+fn default_download_attempts() -> u32 {
+    5
+}
+
+fn default_download_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_envelope_field_bytes() -> ByteSize {
+    ByteSize::b(DEFAULT_ENVELOPE_FIELD_CAP as u64)
+}
+
 fn default_max_messages() -> usize {
     16
 }
@@ -134,6 +167,31 @@ impl GcsSettings {
         if !(self.gcs_endpoint.starts_with("http://") || self.gcs_endpoint.starts_with("https://")) {
             return Err(field("gcs-endpoint", "an http:// or https:// URL"));
         }
+        if self.buckets.is_empty() || self.buckets.iter().any(|b| b.trim().is_empty() || b.contains('/')) {
+            return Err(field("buckets", "a non-empty list of bucket names (no `gs://`, no `/`)"));
+        }
+        if !(1..=100).contains(&self.download_attempts) {
+            return Err(field("download-attempts", "a count from 1 to 100"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.download_timeout) {
+            return Err(field("download-timeout", "from 1s to 1h"));
+        }
+        if self.checked_envelope_field_cap().is_none() {
+            return Err(field(
+                "max-envelope-field-bytes",
+                &format!("from {} B to {} KiB", EnvelopeFieldCap::MIN, EnvelopeFieldCap::MAX / 1024),
+            ));
+        }
+        if self.access_token.is_some() && !token_allowed(&self.gcs_endpoint) {
+            return Err(field(
+                "access-token",
+                &format!(
+                    "unset: a token is only sent to Google's storage hosts over https ({}), and gcs-endpoint is {}",
+                    GOOGLE_STORAGE_HOSTS.join(", "),
+                    self.gcs_endpoint
+                ),
+            ));
+        }
         if self.max_messages == 0 || self.max_messages > 1000 {
             return Err(field("max-messages", "a count from 1 to 1000"));
         }
@@ -159,7 +217,16 @@ impl GcsSettings {
 
     /// Whether GCS is Google's (not an emulator): requests then carry a token.
     pub fn gcs_is_google(&self) -> bool {
-        self.gcs_endpoint.trim_end_matches('/').ends_with("googleapis.com")
+        token_allowed(&self.gcs_endpoint)
+    }
+
+    fn checked_envelope_field_cap(&self) -> Option<EnvelopeFieldCap> {
+        usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
+    }
+
+    /// `max-envelope-field-bytes` as checked by [`GcsSettings::check`] (the default when out of range).
+    pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
+        self.checked_envelope_field_cap().unwrap_or_default()
     }
 }
 

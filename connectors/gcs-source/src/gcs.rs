@@ -31,6 +31,46 @@ pub enum GcsError {
     },
 }
 
+impl GcsError {
+    /// Whether trying again later can help without anyone changing anything: no answer at all (an outage), a
+    /// 5xx other than 501, 408 or 429. A timeout, a 501 and every other 4xx (400, 401, 403, ...) are not; 404
+    /// and 410 never get here ([`Download::NotFound`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Transport { source, .. } => match &**source {
+                ureq::Error::Timeout(_) => false,
+                ureq::Error::Io(e) => e.kind() != std::io::ErrorKind::TimedOut,
+                _ => true,
+            },
+            Self::Status { status, .. } => matches!(status, 408 | 429) || (*status >= 500 && *status != 501),
+        }
+    }
+}
+
+/// The hosts a Google access token is sent to (exactly these names, over https on port 443): Google's
+/// storage API and its mTLS name. Any other endpoint (an emulator, a look-alike such as
+/// `storage.googleapis.com.example`, a proxy) gets requests without credentials.
+pub const GOOGLE_STORAGE_HOSTS: [&str; 2] = ["storage.googleapis.com", "storage.mtls.googleapis.com"];
+
+/// Whether requests to `endpoint` may carry a Google token: an `https://` URL whose host is one of
+/// [`GOOGLE_STORAGE_HOSTS`] (no user info, port 443 or none).
+pub fn token_allowed(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.get(..8).filter(|scheme| scheme.eq_ignore_ascii_case("https://")).map(|_| &endpoint[8..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, "443")) => host,
+        Some(_) => return false,
+        None => authority,
+    };
+    GOOGLE_STORAGE_HOSTS.iter().any(|allowed| allowed.eq_ignore_ascii_case(host))
+}
+
 /// What a pinned download found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Download {
@@ -42,7 +82,7 @@ pub enum Download {
     TooLarge,
 }
 
-/// A JSON API endpoint with optional bearer credentials.
+/// A JSON API endpoint with optional bearer credentials, sent only where [`token_allowed`] says so.
 #[derive(Clone)]
 pub struct GcsClient {
     endpoint: String,
@@ -81,8 +121,8 @@ impl GcsClient {
 
     fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
-            Some(token) => request.header("Authorization", format!("Bearer {token}")),
-            None => request,
+            Some(token) if token_allowed(&self.endpoint) => request.header("Authorization", format!("Bearer {token}")),
+            _ => request,
         }
     }
 
@@ -187,6 +227,43 @@ fn status_error(action: String, status: u16, body: &mut ureq::Body) -> GcsError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_go_only_to_googles_storage_hosts() {
+        for allowed in [
+            "https://storage.googleapis.com",
+            "https://storage.googleapis.com/",
+            "https://STORAGE.googleapis.com:443/storage/v1",
+            "https://storage.mtls.googleapis.com",
+        ] {
+            assert!(token_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "http://storage.googleapis.com",
+            "https://evil-googleapis.com",
+            "https://storage.googleapis.com.attacker.example",
+            "https://attacker.example/storage.googleapis.com",
+            "https://storage.googleapis.com@attacker.example",
+            "https://user@storage.googleapis.com",
+            "https://storage.googleapis.com:8443",
+            "https://bigquery.googleapis.com",
+            "http://127.0.0.1:9023",
+            "",
+        ] {
+            assert!(!token_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn outages_are_told_apart_from_permanent_failures() {
+        let status = |status| GcsError::Status { action: "a".into(), status, body: String::new() };
+        for outage in [500, 502, 503, 408, 429] {
+            assert!(status(outage).is_outage(), "{outage}");
+        }
+        for permanent in [400, 401, 403, 405, 412, 501] {
+            assert!(!status(permanent).is_outage(), "{permanent}");
+        }
+    }
 
     #[test]
     fn names_are_encoded_as_one_path_segment() {

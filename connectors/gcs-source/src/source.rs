@@ -134,18 +134,18 @@ impl GcsSource {
         if !exists {
             return Err(SourceError::MissingSubscription(settings.subscription.clone()));
         }
-        let mut gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), Duration::from_secs(300));
-        // A fixed token wins; otherwise Google's GCS gets refreshed tokens, an emulator none.
-        let gcs_auth =
-            if settings.access_token.is_none() && (settings.credentials_file.is_some() || settings.gcs_is_google()) {
-                Some(
-                    runtime
-                        .block_on(GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE_STORAGE_READ]))
-                        .map_err(|e| SourceError::Setup(format!("GCS credentials: {e}")))?,
-                )
-            } else {
-                None
-            };
+        let mut gcs = GcsClient::new(&settings.gcs_endpoint, settings.access_token.clone(), settings.download_timeout);
+        // A fixed token wins; otherwise Google's GCS gets refreshed tokens, any other endpoint none (a
+        // credentials file then serves Pub/Sub only).
+        let gcs_auth = if settings.access_token.is_none() && settings.gcs_is_google() {
+            Some(
+                runtime
+                    .block_on(GoogleAuth::new(settings.credentials_file.as_deref(), &[SCOPE_STORAGE_READ]))
+                    .map_err(|e| SourceError::Setup(format!("GCS credentials: {e}")))?,
+            )
+        } else {
+            None
+        };
         tracing::info!(
             project = %settings.project, subscription = %settings.subscription, gcs = %settings.gcs_endpoint,
             prefix = %settings.prefix, fluvio_topic = output.topic(), dlq_topic = %settings.dlq_topic, "consuming"
@@ -153,6 +153,7 @@ impl GcsSource {
 
         let deadline_secs = settings.ack_deadline.as_secs() as i32;
         let mut report = RunReport::default();
+        let mut failures = Failures::default();
         while !self.stop.load(Ordering::Relaxed) {
             let messages = match runtime.block_on(subscription.pull(settings.max_messages as i32, None)) {
                 Ok(messages) => messages,
@@ -192,7 +193,7 @@ impl GcsSource {
             let mut to_ack = Vec::new();
             let (mut produced, mut dead, mut replays) = (0u64, 0u64, 0u64);
             for message in &messages {
-                match self.handle(message, &gcs, &runtime, settings, &output) {
+                match self.handle(message, &gcs, &runtime, settings, &output, &mut failures) {
                     Handled::Event(event) => {
                         match run_block_on(output.send_event(&event))? {
                             Sent::Produced => produced += 1,
@@ -257,6 +258,7 @@ impl GcsSource {
         runtime: &tokio::runtime::Runtime,
         settings: &GcsSettings,
         output: &SourceOutput,
+        failures: &mut Failures,
     ) -> Handled {
         let pubsub_message = &message.message;
         let object = match read_notice(
@@ -277,6 +279,24 @@ impl GcsSource {
                 return Handled::DeadLetter(Box::new(rejected));
             }
         };
+        // Before anything names the object in a detail: its fields are bounded from here on.
+        if let Err(oversized) = settings.envelope_field_cap().check_meta(&object.meta()) {
+            let detail = format!("an OBJECT_FINALIZE notification: {oversized}");
+            let rejected =
+                source_rejection(RejectReason::MalformedEnvelope, detail, object.meta(), &pubsub_message.data);
+            return Handled::DeadLetter(Box::new(rejected));
+        }
+        if !settings.buckets.contains(&object.bucket) {
+            let detail = format!(
+                "{}: bucket `{}` is not in gcs.buckets ({}); nothing was downloaded",
+                object.id(),
+                object.bucket,
+                settings.buckets.join(", ")
+            );
+            let rejected =
+                source_rejection(RejectReason::BucketNotAllowed, detail, object.meta(), &pubsub_message.data);
+            return Handled::DeadLetter(Box::new(rejected));
+        }
         if output.is_replayed_event(&object.id()) {
             tracing::debug!(id = %object.id(), "not downloaded again: a replay");
             return Handled::Replay;
@@ -293,7 +313,11 @@ impl GcsSource {
         if let Some(size) = object.size.filter(|&size| size > limit) {
             return too_large(size.to_string());
         }
-        match download_renewing(message, gcs, &object, limit, runtime, settings.ack_deadline) {
+        let downloaded = download_renewing(message, gcs, &object, limit, runtime, settings.ack_deadline);
+        if downloaded.is_ok() {
+            failures.forget(&object.id());
+        }
+        match downloaded {
             Ok(Download::Bytes(bytes)) if bytes.is_empty() => {
                 let detail = format!("{}: the object is empty", object.id());
                 Handled::DeadLetter(Box::new(source_rejection(RejectReason::Empty, detail, object.meta(), b"")))
@@ -304,11 +328,66 @@ impl GcsSource {
                 let detail = format!("{}: the object was deleted (or replaced) before it was downloaded", object.id());
                 Handled::DeadLetter(Box::new(source_rejection(RejectReason::NotFound, detail, object.meta(), b"")))
             }
-            Err(e) => {
+            Err(e) if e.is_outage() => {
                 events::client_error("download");
                 tracing::warn!("{e}; left un-acked for redelivery");
                 Handled::Retry
             }
+            Err(e) => {
+                events::client_error("download");
+                let tries = failures.count(object.id());
+                if tries < settings.download_attempts {
+                    tracing::warn!(
+                        tries,
+                        "{e}; left un-acked for redelivery (gcs.download-attempts = {})",
+                        settings.download_attempts
+                    );
+                    return Handled::Retry;
+                }
+                failures.forget(&object.id());
+                let detail =
+                    format!("{}: {tries} downloads failed (gcs.download-attempts); the last: {e}", object.id());
+                Handled::DeadLetter(Box::new(source_rejection(
+                    RejectReason::DownloadFailed,
+                    detail,
+                    object.meta(),
+                    b"",
+                )))
+            }
+        }
+    }
+}
+
+/// Most objects whose failed downloads are counted at once; the oldest is forgotten beyond it.
+const MAX_FAILING_OBJECTS: usize = 4096;
+
+/// Failed downloads per object id (permanent statuses and timeouts, not outages), so that an object failing
+/// every time becomes a dead letter after `gcs.download-attempts` tries; per process, bounded.
+#[derive(Default)]
+struct Failures {
+    counts: std::collections::HashMap<String, u32>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Failures {
+    /// Counts one more failure of `id`; returns its failures so far.
+    fn count(&mut self, id: String) -> u32 {
+        if !self.counts.contains_key(&id) {
+            if self.order.len() >= MAX_FAILING_OBJECTS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.counts.remove(&oldest);
+                }
+            }
+            self.order.push_back(id.clone());
+        }
+        let tries = self.counts.entry(id).or_default();
+        *tries += 1;
+        *tries
+    }
+
+    fn forget(&mut self, id: &str) {
+        if self.counts.remove(id).is_some() {
+            self.order.retain(|held| held != id);
         }
     }
 }
@@ -337,4 +416,22 @@ fn download_renewing(
         }
         download.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_per_object_and_bounded() {
+        let mut failures = Failures::default();
+        assert_eq!((failures.count("a".into()), failures.count("a".into()), failures.count("b".into())), (1, 2, 1));
+        failures.forget("a");
+        assert_eq!(failures.count("a".into()), 1, "a success starts the count again");
+        for i in 0..MAX_FAILING_OBJECTS {
+            failures.count(format!("o{i}"));
+        }
+        assert!(failures.counts.len() <= MAX_FAILING_OBJECTS && failures.order.len() == failures.counts.len());
+        assert_eq!(failures.count("b".into()), 1, "the oldest were forgotten");
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use bytesize::ByteSize;
 use fvision_connector_common::source_output::ReplayLookback;
 use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
 
 /// The name of this connector's own section in the YAML.
@@ -20,16 +21,6 @@ pub enum StartFrom {
     Earliest,
     /// Only records written after the group first joined.
     Latest,
-}
-
-impl StartFrom {
-    /// librdkafka's `auto.offset.reset` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Earliest => "earliest",
-            Self::Latest => "latest",
-        }
-    }
 }
 
 /// How the source gets its partitions.
@@ -97,6 +88,11 @@ pub struct KafkaSettings {
     /// `too_large` (the inference sink reads at most `meta.consumer.max-bytes`, 16 MiB by default).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: ByteSize,
+    /// Largest envelope field of an event (its `id`, `event_time`, `uri`, an attribute key or value: the Kafka
+    /// key and headers are attributes); an event with a larger one goes to the dead-letter topic as
+    /// `malformed_envelope`. Keep it equal to the `image-validate` param `max_envelope_field_bytes`.
+    #[serde(default = "default_max_envelope_field_bytes")]
+    pub max_envelope_field_bytes: ByteSize,
     /// Most Kafka records per Fluvio produce and offset commit: what a crash may replay.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -143,6 +139,10 @@ fn default_dlq_topic() -> String {
 
 fn default_max_record_bytes() -> ByteSize {
     ByteSize::mib(15)
+}
+
+fn default_max_envelope_field_bytes() -> ByteSize {
+    ByteSize::b(DEFAULT_ENVELOPE_FIELD_CAP as u64)
 }
 
 fn default_max_batch() -> usize {
@@ -194,6 +194,12 @@ impl KafkaSettings {
                 &format!("from 1 KiB to {MAX_EVENT_RECORD} (what the producer and the inference sink take)"),
             ));
         }
+        if self.checked_envelope_field_cap().is_none() {
+            return Err(field(
+                "max-envelope-field-bytes",
+                &format!("from {} B to {} KiB", EnvelopeFieldCap::MIN, EnvelopeFieldCap::MAX / 1024),
+            ));
+        }
         for key in self.client.keys() {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(field(
@@ -204,6 +210,17 @@ impl KafkaSettings {
             }
         }
         Ok(())
+    }
+}
+
+impl KafkaSettings {
+    fn checked_envelope_field_cap(&self) -> Option<EnvelopeFieldCap> {
+        usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
+    }
+
+    /// `max-envelope-field-bytes` as checked by [`KafkaSettings::check`] (the default when out of range).
+    pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
+        self.checked_envelope_field_cap().unwrap_or_default()
     }
 }
 

@@ -28,6 +28,14 @@ pub fn group_conflict() {
     counter!("fvision_source_group_conflicts_total", "source" => "kafka").increment(1);
 }
 
+/// Records deleted (Kafka retention, a recreated topic) before the source read them: each lost range is also
+/// an `expired` dead letter and an error log line. A range past the end of a recreated topic counts 0 here
+/// (its size is unknown) and 1 in `fvision_source_expired_ranges_total`.
+pub fn expired(records: u64) {
+    counter!("fvision_source_expired_records_total", "source" => "kafka").increment(records);
+    counter!("fvision_source_expired_ranges_total", "source" => "kafka").increment(1);
+}
+
 /// Serves `/metrics` on `address`.
 pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
     metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(address).install()

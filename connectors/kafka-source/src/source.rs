@@ -14,10 +14,11 @@ use fvision_connector_common::dead_letter::source_rejection;
 use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
 use fvision_records::RejectReason;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::config::{Assignment, SourceConfig};
+use crate::config::{Assignment, SourceConfig, StartFrom};
 use crate::convert::{convert, Converted, KafkaRecord};
 use crate::events;
 
@@ -123,7 +124,10 @@ impl KafkaSource {
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", settings.start.as_str());
+            // Never a silent jump: a partition without a usable offset stops with an error, and the source decides
+            // (`start` for a group without commits; an offset deleted by retention or past the end of a recreated
+            // topic is reported as `expired` dead letters, see `resume_out_of_range`).
+            .set("auto.offset.reset", "error");
         client
     }
 
@@ -163,7 +167,23 @@ impl KafkaSource {
         let tag = commit_tag();
         let mut checked = std::time::Instant::now();
         let mut ours: std::collections::BTreeSet<(String, i32)> = std::collections::BTreeSet::new();
+        // Set when librdkafka stopped a partition for want of a usable offset; cleared once every such partition
+        // reads again.
+        let mut offsets_lost = false;
         while !self.stop.load(Ordering::Relaxed) {
+            if offsets_lost {
+                match run_block_on(self.resume_out_of_range(&consumer, &mut output, &tag)) {
+                    Ok(expired) => {
+                        offsets_lost = false;
+                        report.dead_letters += expired;
+                    }
+                    Err(e) => {
+                        tracing::warn!("resuming partitions without a usable offset (retried): {e}");
+                        std::thread::sleep(POLL * 5);
+                        continue;
+                    }
+                }
+            }
             if settings.assignment == Assignment::All && refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
                 refreshed = Some(std::time::Instant::now());
                 if self.assign_new_partitions(&consumer) == 0 && consumer.assignment().map_or(0, |a| a.count()) == 0 {
@@ -173,7 +193,7 @@ impl KafkaSource {
                     continue;
                 }
             }
-            let batch = self.batch(&consumer);
+            let batch = self.batch(&consumer, &mut offsets_lost);
             if batch.is_empty() {
                 continue;
             }
@@ -311,7 +331,7 @@ impl KafkaSource {
 
     /// Up to `max-batch` converted records (and about `max-batch-bytes` of values): waits [`POLL`] for the
     /// first, then takes what is ready.
-    fn batch(&self, consumer: &BaseConsumer) -> Vec<((String, i32, i64), Out)> {
+    fn batch(&self, consumer: &BaseConsumer, offsets_lost: &mut bool) -> Vec<((String, i32, i64), Out)> {
         let settings = &self.config.custom;
         let mut batch = Vec::new();
         let mut bytes = 0u64;
@@ -319,6 +339,11 @@ impl KafkaSource {
         while batch.len() < settings.max_batch && bytes < settings.max_batch_bytes.as_u64() {
             match consumer.poll(wait) {
                 None => break,
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // A partition stopped: no committed offset, or one outside what the partition holds.
+                    *offsets_lost = true;
+                    break;
+                }
                 Some(Err(e)) => {
                     events::client_error("poll");
                     tracing::warn!("kafka: {e}");
@@ -339,7 +364,9 @@ impl KafkaSource {
                         value: message.payload(),
                     };
                     bytes += record.value.map_or(0, |v| v.len() as u64);
-                    let converted = match convert(&record, settings.value_format, &settings.data_field) {
+                    let converted = match convert(&record, settings.value_format, &settings.data_field)
+                        .capped(&record, settings.envelope_field_cap())
+                    {
                         Converted::Event(event) => match serde_json::to_vec(&event) {
                             Ok(value) if value.len() as u64 <= settings.max_record_bytes.as_u64() => {
                                 Out::Event { id: event.meta.id, value }
@@ -381,6 +408,174 @@ impl KafkaSource {
     }
 }
 
+/// Where a partition that librdkafka stopped (no usable offset) reads on, from the offset it wanted (this
+/// process's position, else the committed offset) and what the partition holds now (`low..high`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// The offset is within the partition (this partition was not the one stopped, or its commit was being
+    /// fetched): read on from it.
+    At(i64),
+    /// No offset yet (a group without commits): `kafka.start` decides.
+    Start,
+    /// The records `from..to` were deleted (retention) before they were read: reported, then read from `to`.
+    Expired {
+        /// The first offset lost.
+        from: i64,
+        /// The partition's first offset now.
+        to: i64,
+    },
+    /// The offset is past the partition's end (the topic was recreated or truncated): whatever the old
+    /// partition held from `from` on was never read; reported, then read from `low`, the new partition's start.
+    PastEnd {
+        /// The offset wanted.
+        from: i64,
+        /// The partition's first offset now.
+        low: i64,
+        /// The partition's end now.
+        high: i64,
+    },
+}
+
+fn resume(wanted: Option<i64>, low: i64, high: i64) -> Resume {
+    match wanted {
+        None => Resume::Start,
+        Some(from) if from < low => Resume::Expired { from, to: low },
+        Some(from) if from > high => Resume::PastEnd { from, low, high },
+        Some(at) => Resume::At(at),
+    }
+}
+
+/// The dead letter of a lost range of `topic/partition`: by reference (`kafka://topic/partition@from..to`), with
+/// the range and its count in the detail and the attributes (`first_offset`, `end_offset`, `count`). Its text
+/// depends only on the range, so reporting it again after a crash is skipped as a replay.
+fn expired_dead_letter(topic: &str, partition: i32, lost: Resume) -> Option<fvision_records::RejectedImage> {
+    use fvision_records::{EventMeta, RejectedImage, Source, Stage};
+    let (from, to, count, detail) = match lost {
+        Resume::Expired { from, to } => (
+            from,
+            Some(to),
+            Some(to - from),
+            format!(
+                "{} records of Kafka {topic}/{partition} (offsets {from} to {}) were deleted by retention before                  kafka-source read them; it reads on from offset {to}",
+                to - from,
+                to - 1
+            ),
+        ),
+        Resume::PastEnd { from, low, high } => (
+            from,
+            None,
+            None,
+            format!(
+                "the offset to read, {from}, is past the end of Kafka {topic}/{partition} (offsets {low} to {high}):                  the topic was recreated or truncated, and whatever it held from offset {from} on was never read;                  kafka-source reads the partition from offset {low}"
+            ),
+        ),
+        Resume::At(_) | Resume::Start => return None,
+    };
+    let record = format!("kafka://{topic}/{partition}@{from}..{}", to.map(|t| t.to_string()).unwrap_or_default());
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("kafka_topic".into(), topic.into());
+    attributes.insert("kafka_partition".into(), partition.into());
+    attributes.insert("first_offset".into(), from.into());
+    if let (Some(to), Some(count)) = (to, count) {
+        attributes.insert("end_offset".into(), to.into());
+        attributes.insert("count".into(), count.into());
+    }
+    let meta = EventMeta {
+        id: record.clone(),
+        source: Source::Kafka,
+        uri: Some(record.clone()),
+        attributes,
+        ..Default::default()
+    };
+    Some(RejectedImage::by_reference(RejectReason::Expired, detail, Stage::Ingest, record, None).with_event(meta))
+}
+
+impl KafkaSource {
+    /// After librdkafka stopped a partition for want of a usable offset (`auto.offset.reset: error`): for every
+    /// assigned partition, what it wanted against what it holds ([`resume`]). A lost range becomes one `expired`
+    /// dead letter, an error log line and `fvision_source_expired_records_total`; once Fluvio acknowledged it, the
+    /// partition's new start is committed (a restart does not report it again) and the partition reads on from
+    /// there. Returns the dead letters written.
+    async fn resume_out_of_range(
+        &self,
+        consumer: &BaseConsumer,
+        output: &mut SourceOutput,
+        tag: &str,
+    ) -> Result<u64, SourceError> {
+        let kafka = |action: &str| {
+            let action = action.to_string();
+            move |source: KafkaError| SourceError::Kafka { action, source }
+        };
+        let assignment = consumer.assignment().map_err(kafka("reading the assignment"))?;
+        let positions = consumer.position().map_err(kafka("reading the positions"))?;
+        let committed = consumer
+            .committed_offsets(assignment.clone(), METADATA_TIMEOUT)
+            .map_err(kafka("reading the committed offsets"))?;
+        let offset_in = |list: &TopicPartitionList, topic: &str, partition: i32| {
+            list.find_partition(topic, partition).and_then(|e| match e.offset() {
+                Offset::Offset(n) => Some(n),
+                _ => None,
+            })
+        };
+        let mut plans = Vec::new();
+        for elem in assignment.elements() {
+            let (topic, partition) = (elem.topic().to_string(), elem.partition());
+            let wanted = offset_in(&positions, &topic, partition).or_else(|| offset_in(&committed, &topic, partition));
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map_err(kafka(&format!("reading the offsets held by {topic}/{partition}")))?;
+            plans.push((topic, partition, resume(wanted, low, high)));
+        }
+        let mut written = 0;
+        let mut commits = TopicPartitionList::new();
+        for (topic, partition, plan) in &plans {
+            let Some(dead_letter) = expired_dead_letter(topic, *partition, *plan) else { continue };
+            let count = match plan {
+                Resume::Expired { from, to } => u64::try_from(to - from).unwrap_or_default(),
+                _ => 0,
+            };
+            events::expired(count);
+            tracing::error!(
+                %topic, partition, record = dead_letter.record.as_deref().unwrap_or_default(),
+                "Kafka records lost before they were read: {}; written to the dead-letter topic as `expired`                  (RUNBOOK section 7)",
+                dead_letter.detail
+            );
+            if output.send_dead_letter(dead_letter).await? == Sent::Produced {
+                written += 1;
+            }
+            let next = match plan {
+                Resume::Expired { to, .. } => *to,
+                Resume::PastEnd { low, .. } => *low,
+                Resume::At(_) | Resume::Start => continue,
+            };
+            if let Err(e) = commits.add_partition_offset(topic, *partition, Offset::Offset(next)) {
+                tracing::warn!(%topic, partition, "cannot commit: {e}");
+            }
+            if let Some(mut elem) = commits.find_partition(topic, *partition) {
+                elem.set_metadata(tag);
+            }
+        }
+        output.acknowledge().await?;
+        if commits.count() > 0 {
+            consumer.commit(&commits, CommitMode::Sync).map_err(kafka("committing past the lost records"))?;
+        }
+        for (topic, partition, plan) in plans {
+            let offset = match plan {
+                Resume::At(at) => Offset::Offset(at),
+                Resume::Start if self.config.custom.start == StartFrom::Latest => Offset::End,
+                Resume::Start => Offset::Beginning,
+                Resume::Expired { to, .. } => Offset::Offset(to),
+                Resume::PastEnd { low, .. } => Offset::Offset(low),
+            };
+            consumer
+                .seek(&topic, partition, offset, METADATA_TIMEOUT)
+                .map_err(kafka(&format!("resuming {topic}/{partition} at {offset:?}")))?;
+        }
+        events::records("dead_letter", written);
+        Ok(written)
+    }
+}
+
 /// The metadata this process commits its offsets with: unique per process (pid and start time), so that
 /// [`KafkaSource::check_other_committers`] recognises commits it did not make.
 fn commit_tag() -> String {
@@ -410,4 +605,32 @@ fn commits_with_metadata(list: &TopicPartitionList) -> Vec<(String, i32, Offset,
             (elem.topic().to_string(), elem.partition(), elem.offset(), metadata)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_resumes_where_it_can_and_lost_ranges_are_named() {
+        assert_eq!(resume(None, 5, 9), Resume::Start);
+        assert_eq!(resume(Some(7), 5, 9), Resume::At(7));
+        assert_eq!(resume(Some(9), 5, 9), Resume::At(9), "at the end: waits for the next record");
+        assert_eq!(resume(Some(3), 5, 9), Resume::Expired { from: 3, to: 5 });
+        assert_eq!(resume(Some(12), 0, 4), Resume::PastEnd { from: 12, low: 0, high: 4 });
+
+        let expired = expired_dead_letter("t", 2, Resume::Expired { from: 3, to: 5 }).unwrap();
+        assert_eq!((expired.reason, expired.stage), (RejectReason::Expired, fvision_records::Stage::Ingest));
+        assert_eq!(expired.record.as_deref(), Some("kafka://t/2@3..5"));
+        assert_eq!((expired.event.id.as_str(), &expired.event.attributes["count"]), ("kafka://t/2@3..5", &2.into()));
+        assert!(expired.detail.starts_with("2 records of Kafka t/2 (offsets 3 to 4)"), "{}", expired.detail);
+        assert!(expired.payload_truncated && expired.payload.to_bytes().unwrap().is_empty(), "by reference");
+        let past = expired_dead_letter("t", 0, Resume::PastEnd { from: 12, low: 0, high: 4 }).unwrap();
+        assert_eq!(past.record.as_deref(), Some("kafka://t/0@12.."));
+        assert!(past.detail.contains("recreated"), "{}", past.detail);
+        assert!(!past.event.attributes.contains_key("count"), "the count is unknown");
+        // The same range gives the same dead letter: a report repeated after a crash is a replay.
+        assert_eq!(expired_dead_letter("t", 2, Resume::Expired { from: 3, to: 5 }).unwrap(), expired);
+        assert_eq!(expired_dead_letter("t", 2, Resume::At(4)), None);
+    }
 }
