@@ -15,7 +15,7 @@ pub mod notification;
 pub mod pubsub;
 pub mod source;
 
-pub use config::{load, GcsSettings, SourceConfig};
+pub use config::{load, GcsConfig, GcsSettings, SourceConfig};
 pub use gcs::{Download, GcsClient, GcsError};
 pub use notification::{finalize_message, read_notice, Notice, ObjectRef};
 pub use source::{GcsSource, RunReport, SourceError};

@@ -2,20 +2,19 @@
 //! object while its ack deadline is renewed), wait for Fluvio's acknowledgement of the batch, then ack the
 //! messages. SIGTERM/SIGINT stop between batches, after the acks.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
 use fvision_connector_common::google::{GoogleAuth, SCOPE_STORAGE_READ};
-use fvision_connector_common::{ConfigError, OutputError, Sent, SourceOutput};
+use fvision_connector_common::source_output::ReplayLookback;
+use fvision_connector_common::{OutputError, Sent, SourceOutput};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
 
-use crate::config::{GcsSettings, SourceConfig};
+use crate::config::{GcsConfig, GcsSettings};
 use crate::events;
 use crate::gcs::{Download, GcsClient, GcsError};
 use crate::notification::{read_notice, Notice, ObjectRef};
@@ -28,12 +27,6 @@ const IDLE: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// The YAML is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Connecting to Fluvio failed.
-    #[error("connecting to the Fluvio cluster: {0}")]
-    Connect(String),
     /// Writing to Fluvio failed: nothing of the batch was acked, Pub/Sub redelivers it.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -85,15 +78,14 @@ enum Handled {
 
 /// A configured source, ready to run.
 pub struct GcsSource {
-    config: SourceConfig,
+    config: GcsSettings,
     stop: Arc<AtomicBool>,
 }
 
 impl GcsSource {
-    /// The source for the config read from `path` (named in errors); checks what the YAML alone can tell.
-    pub fn new(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, SourceError> {
-        config.custom.check(&path.into())?;
-        Ok(Self { config, stop: Arc::default() })
+    /// The source for a checked config.
+    pub fn new(config: GcsSettings) -> Self {
+        Self { config, stop: Arc::default() }
     }
 
     /// The flag that stops the source between batches (set by the signal handlers).
@@ -114,13 +106,8 @@ impl GcsSource {
             .enable_all()
             .build()
             .map_err(|e| SourceError::Setup(format!("starting the async runtime: {e}")))?;
-        let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
-        let mut output = run_block_on(SourceOutput::connect(
-            &fluvio,
-            &self.config.meta,
-            &settings.dlq_topic,
-            settings.replay_lookback(),
-        ))?;
+        let lookback = ReplayLookback::new(settings.replay_lookback, settings.replay_lookback_bytes);
+        let mut output = run_block_on(SourceOutput::open(&self.config.meta, &settings.dlq_topic, lookback))?;
         let client = runtime.block_on(pubsub::client(
             &settings.project,
             settings.pubsub_emulator_host.as_deref(),
@@ -256,7 +243,7 @@ impl GcsSource {
         message: &ReceivedMessage,
         gcs: &GcsClient,
         runtime: &tokio::runtime::Runtime,
-        settings: &GcsSettings,
+        settings: &GcsConfig,
         output: &SourceOutput,
         failures: &mut Failures,
     ) -> Handled {

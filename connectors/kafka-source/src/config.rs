@@ -1,10 +1,10 @@
 //! The `kafka` section of the source's connector YAML, and its checks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
-use fvision_connector_common::source_output::ReplayLookback;
+use fvision_connector_common::source_output::{LookbackBytes, LookbackIds};
 use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
@@ -60,7 +60,7 @@ pub enum ValueFormat {
 /// `kafka:`: the cluster, the topics, the consumer group and how values are read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KafkaSettings {
+pub struct KafkaConfig {
     /// Comma-separated `host:port` list of brokers.
     pub bootstrap_servers: String,
     /// The Kafka topics read.
@@ -107,22 +107,13 @@ pub struct KafkaSettings {
     /// Serve Prometheus metrics on this port.
     #[serde(default)]
     pub metrics_port: Option<u16>,
-    /// Ids per partition of the written topics (events, dead letters) remembered, and read back from the end
-    /// of each partition at start-up, so that what a crashed predecessor wrote but did not commit is not
-    /// written again; 0 turns the guard off.
-    #[serde(default = "default_replay_lookback")]
-    pub replay_lookback: usize,
-    /// The most bytes of records read back per topic at start-up for `replay-lookback` (the newest first).
-    #[serde(default = "default_replay_lookback_bytes")]
-    pub replay_lookback_bytes: ByteSize,
-}
-
-fn default_replay_lookback() -> usize {
-    ReplayLookback::default().ids
-}
-
-fn default_replay_lookback_bytes() -> ByteSize {
-    ByteSize::b(ReplayLookback::default().bytes)
+    /// Ids per partition of the written topics remembered and read back at start-up (the replay guard; 0
+    /// turns it off): [`LookbackIds`].
+    #[serde(default)]
+    pub replay_lookback: LookbackIds,
+    /// The most bytes of records read back per topic at start-up for `replay-lookback`: [`LookbackBytes`].
+    #[serde(default)]
+    pub replay_lookback_bytes: LookbackBytes,
 }
 
 fn default_group_id() -> String {
@@ -157,14 +148,9 @@ fn default_max_batch_bytes() -> ByteSize {
 const OWNED_PROPERTIES: [&str; 5] =
     ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "auto.offset.reset"];
 
-impl KafkaSettings {
-    /// The replay guard's read-back at start-up.
-    pub fn replay_lookback(&self) -> ReplayLookback {
-        ReplayLookback { ids: self.replay_lookback, bytes: self.replay_lookback_bytes.as_u64() }
-    }
-
+impl KafkaConfig {
     /// What serde cannot check.
-    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
             path: path.to_owned(),
             field: format!("{SECTION}.{name}"),
@@ -213,23 +199,52 @@ impl KafkaSettings {
     }
 }
 
-impl KafkaSettings {
+impl KafkaConfig {
     fn checked_envelope_field_cap(&self) -> Option<EnvelopeFieldCap> {
         usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
     }
 
-    /// `max-envelope-field-bytes` as checked by [`KafkaSettings::check`] (the default when out of range).
+    /// `max-envelope-field-bytes` as checked by [`KafkaConfig::check`] (the default when out of range).
     pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
         self.checked_envelope_field_cap().unwrap_or_default()
     }
 }
 
-/// The connector config with the `kafka` section.
-pub type SourceConfig = ConnectorConfig<KafkaSettings>;
+/// The connector config as serde reads it, with the `kafka` section.
+pub type SourceConfig = ConnectorConfig<KafkaConfig>;
+
+/// The connector config after [`KafkaSettings::check`] (which [`load`] runs) checked what serde cannot: the only
+/// form [`crate::KafkaSource`] takes, so a source never starts on an unchecked section. Reads as the
+/// [`SourceConfig`] it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    config: SourceConfig,
+    path: PathBuf,
+}
+
+impl KafkaSettings {
+    /// Checks `config`, read from `path` (named in errors).
+    pub fn check(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        config.custom.check(&path)?;
+        Ok(Self { config, path })
+    }
+
+    /// The file the config was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for KafkaSettings {
+    type Target = SourceConfig;
+
+    fn deref(&self) -> &SourceConfig {
+        &self.config
+    }
+}
 
 /// Reads and checks the YAML (and secrets file).
-pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SourceConfig, ConfigError> {
-    let config = SourceConfig::load(path, secrets, SECTION)?;
-    config.custom.check(path)?;
-    Ok(config)
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<KafkaSettings, ConfigError> {
+    KafkaSettings::check(SourceConfig::load(path, secrets, SECTION)?, path)
 }

@@ -726,17 +726,12 @@ fn records_deleted_by_retention_are_reported_as_expired_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let group = unique_name("fvt-ks-expired");
     let metrics_port = fvision_tests::emulators::free_port();
-    let config = write_config_with(
-        dir.path(),
-        &group,
-        &servers,
-        &images,
-        &dlq,
-        &format!("metrics-port: {metrics_port}\n  max-record-bytes: 1 MiB"),
-    );
+    let config =
+        write_config_with(dir.path(), &group, &servers, &images, &dlq, &format!("metrics-port: {metrics_port}"));
     run_until_committed(&servers, &group, &config, &dir.path().join("run1.log"), 2);
 
     // 12 records of 600 KB while the source is stopped: the mock keeps 5 MiB, so offset 2 and more are deleted.
+    // Those that survive are above `max-record-bytes` (256 KiB): `too_large` dead letters, read all the same.
     let filler = vec![b'A'; 600_000];
     for _ in 0..12 {
         send(&filler);
@@ -772,7 +767,7 @@ fn records_deleted_by_retention_are_reported_as_expired_and_reading_goes_on() {
         .find(|l| l.starts_with("fvision_source_expired_records_total"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert_eq!(counted, Some((low - 2) as f64), "{metrics}");
-    // What the partition still held was read: the fillers that survived and the last image.
+    // What the partition still held was read: the fillers that survived (dead letters) and the last image.
     let events: Vec<i64> = cluster
         .read_all(&images)
         .into_iter()
@@ -780,9 +775,9 @@ fn records_deleted_by_retention_are_reported_as_expired_and_reading_goes_on() {
             serde_json::from_slice::<ImageEvent>(&v).unwrap().meta.attributes["kafka_offset"].as_i64().unwrap()
         })
         .collect();
-    let mut expected: Vec<i64> = vec![0, 1];
-    expected.extend(low..high);
-    assert_eq!(events, expected, "everything the partition held, in order");
+    assert_eq!(events, [0, 1, high - 1], "the images before the loss and the one after it, in order");
+    let too_large = dead.iter().filter(|r| r.reason == RejectReason::TooLarge).count() as i64;
+    assert_eq!(too_large, high - 1 - low, "every surviving filler read once: {dead:?}");
 
     // The lost range was committed past: a restart reports nothing more.
     send(&png);
@@ -822,4 +817,73 @@ fn a_committed_offset_past_the_end_is_reported_and_the_partition_read_from_its_s
     assert_eq!(expired[0].record.as_deref(), Some(format!("kafka://{TOPIC}/0@50..").as_str()));
     assert!(expired[0].detail.contains("recreated"), "{}", expired[0].detail);
     assert_eq!(cluster.read_all(&images).len(), 2, "the new partition's records are read");
+}
+
+/// The `kafka_offset` of every event on `images`, in order.
+fn event_offsets(cluster: &LocalCluster, images: &str) -> Vec<i64> {
+    cluster
+        .read_all(images)
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_slice::<ImageEvent>(&v).unwrap().meta.attributes["kafka_offset"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// Issue 28: with `auto.offset.reset: error` a new consumer group (no committed offset) read nothing, ever (the
+/// partition stopped and could not be sought). Every partition is now assigned at an offset the source chose:
+/// for each `assignment` (`all`, and the group protocol), a new group with `start: earliest` reads what the
+/// topic holds, one with `start: latest` what is produced after it joined, no `expired` dead letter is written
+/// for either, and a reopen of the group reads nothing already committed.
+#[test]
+fn a_new_group_reads_from_its_configured_start_and_a_reopen_reads_nothing_again() {
+    let test = "a_new_group_reads_from_its_configured_start_and_a_reopen_reads_nothing_again";
+    let Some(cluster) = local_cluster(test) else { return };
+    let png = png();
+    for assignment in ["all", "group"] {
+        for start in ["earliest", "latest"] {
+            let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-new", 1);
+            let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+            let send = || {
+                producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+                producer.flush(Duration::from_secs(10)).unwrap();
+            };
+            send();
+            send();
+            let dir = tempfile::tempdir().unwrap();
+            let group = unique_name("fvt-ks-new");
+            let extra = format!(
+                "assignment: {assignment}\n  start: {start}\n  client: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}"
+            );
+            let config = write_config_with(dir.path(), &group, &servers, &images, &dlq, &extra);
+            let case = format!("assignment {assignment}, start {start}");
+            let mut source = start_source(&config, &dir.path().join("run1.log"), &[]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let assigned = if assignment == "all" { "assigned" } else { "assigned by the group" };
+            while !source.log().contains(assigned) {
+                source.assert_running();
+                assert!(std::time::Instant::now() < deadline, "{case}: never assigned; log:\n{}", source.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            send();
+            while committed_offset(&servers, &group) != Some(3) {
+                source.assert_running();
+                assert!(std::time::Instant::now() < deadline, "{case}: offset 3 not committed; log:\n{}", source.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            source.signal("-TERM");
+            assert!(source.wait(Duration::from_secs(30)).success(), "{case}: SIGTERM exits 0:\n{}", source.log());
+            let expected: Vec<i64> = if start == "earliest" { vec![0, 1, 2] } else { vec![2] };
+            assert_eq!(event_offsets(&cluster, &images), expected, "{case}: {}", source.log());
+            assert!(cluster.read_all(&dlq).is_empty(), "{case}: a new group has lost nothing");
+
+            // Reopened: the committed records are not read again, the new one is.
+            send();
+            run_until_committed(&servers, &group, &config, &dir.path().join("run2.log"), 4);
+            let mut expected = expected;
+            expected.push(3);
+            assert_eq!(event_offsets(&cluster, &images), expected, "{case}: reopened");
+            assert!(cluster.read_all(&dlq).is_empty(), "{case}: reopened");
+        }
+    }
 }
