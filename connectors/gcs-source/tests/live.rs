@@ -410,7 +410,7 @@ meta:
   version: 0.1.0
   name: fvt-gcs-fail
   type: gcs-source
-  topic: {images}
+  topic: {{meta: {{name: {images}}}}}
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
