@@ -421,17 +421,17 @@ type Client = BaseConsumer<StartContext>;
 /// and keeps the ranges found lost until the run loop reported them.
 struct StartContext {
     start: StartFrom,
-    lost: Mutex<Vec<(String, i32, Resume)>>,
+    lost: Mutex<Vec<Lost>>,
 }
 
 impl StartContext {
-    fn add_lost(&self, lost: Vec<(String, i32, Resume)>) {
+    fn add_lost(&self, lost: Vec<Lost>) {
         if let Ok(mut pending) = self.lost.lock() {
             pending.extend(lost);
         }
     }
 
-    fn take_lost(&self) -> Vec<(String, i32, Resume)> {
+    fn take_lost(&self) -> Vec<Lost> {
         self.lost.lock().map(|mut pending| std::mem::take(&mut *pending)).unwrap_or_default()
     }
 }
@@ -479,6 +479,9 @@ impl ConsumerContext for StartContext {
         }
     }
 }
+
+/// A lost range of a partition, found when it was assigned: (topic, partition, what was lost).
+type Lost = (String, i32, Resume);
 
 /// Where a partition reads, from the offset it wanted (this process's position, else the committed offset) and
 /// what the partition holds now (`low..high`).
@@ -537,7 +540,7 @@ fn plan_starts<C: ConsumerContext>(
     list: &TopicPartitionList,
     positions: Option<&TopicPartitionList>,
     start: StartFrom,
-) -> Result<(TopicPartitionList, Vec<(String, i32, Resume)>), KafkaError> {
+) -> Result<(TopicPartitionList, Vec<Lost>), KafkaError> {
     let committed = consumer.committed_offsets(list.clone(), METADATA_TIMEOUT)?;
     let offset_in = |list: &TopicPartitionList, topic: &str, partition: i32| {
         list.find_partition(topic, partition).and_then(|e| match e.offset() {
