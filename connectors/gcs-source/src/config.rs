@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use fvision_connector_common::source_output::{LookbackBytes, LookbackIds};
-use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_connector_common::{CheckSection, CheckedConfig, ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
 
@@ -136,7 +136,9 @@ fn default_dlq_topic() -> String {
     "images-dlq".into()
 }
 
-impl GcsConfig {
+impl CheckSection for GcsConfig {
+    const SECTION: &'static str = SECTION;
+
     /// What serde cannot check.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
@@ -200,7 +202,9 @@ impl GcsConfig {
         }
         Ok(())
     }
+}
 
+impl GcsConfig {
     /// Whether GCS is Google's (not an emulator): requests then carry a token.
     pub fn gcs_is_google(&self) -> bool {
         token_allowed(&self.gcs_endpoint)
@@ -210,7 +214,7 @@ impl GcsConfig {
         usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
     }
 
-    /// `max-envelope-field-bytes` as checked by [`GcsConfig::check`] (the default when out of range).
+    /// `max-envelope-field-bytes` as checked by [`CheckSection::check`] (the default when out of range).
     pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
         self.checked_envelope_field_cap().unwrap_or_default()
     }
@@ -219,38 +223,10 @@ impl GcsConfig {
 /// The connector config as serde reads it, with the `gcs` section.
 pub type SourceConfig = ConnectorConfig<GcsConfig>;
 
-/// The connector config after [`GcsSettings::check`] (which [`load`] runs) checked what serde cannot: the only
-/// form [`crate::GcsSource`] takes, so a source never starts on an unchecked section. Reads as the
-/// [`SourceConfig`] it holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GcsSettings {
-    config: SourceConfig,
-    path: PathBuf,
-}
-
-impl GcsSettings {
-    /// Checks `config`, read from `path` (named in errors).
-    pub fn check(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
-        let path = path.into();
-        config.custom.check(&path)?;
-        Ok(Self { config, path })
-    }
-
-    /// The file the config was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl std::ops::Deref for GcsSettings {
-    type Target = SourceConfig;
-
-    fn deref(&self) -> &SourceConfig {
-        &self.config
-    }
-}
+/// The connector config after the `gcs` section's checks ([`load`] runs them): what [`crate::GcsSource`] takes.
+pub type GcsSettings = CheckedConfig<GcsConfig>;
 
 /// Reads and checks the YAML (and secrets file).
 pub fn load(path: &Path, secrets: Option<&Path>) -> Result<GcsSettings, ConfigError> {
-    GcsSettings::check(SourceConfig::load(path, secrets, SECTION)?, path)
+    GcsSettings::load(path, secrets)
 }

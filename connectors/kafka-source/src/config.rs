@@ -1,11 +1,11 @@
 //! The `kafka` section of the source's connector YAML, and its checks.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytesize::ByteSize;
 use fvision_connector_common::source_output::{LookbackBytes, LookbackIds};
-use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_connector_common::{CheckSection, CheckedConfig, ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
 use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
 
@@ -148,7 +148,9 @@ fn default_max_batch_bytes() -> ByteSize {
 const OWNED_PROPERTIES: [&str; 5] =
     ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "auto.offset.reset"];
 
-impl KafkaConfig {
+impl CheckSection for KafkaConfig {
+    const SECTION: &'static str = SECTION;
+
     /// What serde cannot check.
     fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
@@ -204,7 +206,7 @@ impl KafkaConfig {
         usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
     }
 
-    /// `max-envelope-field-bytes` as checked by [`KafkaConfig::check`] (the default when out of range).
+    /// `max-envelope-field-bytes` as checked by [`CheckSection::check`] (the default when out of range).
     pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
         self.checked_envelope_field_cap().unwrap_or_default()
     }
@@ -213,38 +215,10 @@ impl KafkaConfig {
 /// The connector config as serde reads it, with the `kafka` section.
 pub type SourceConfig = ConnectorConfig<KafkaConfig>;
 
-/// The connector config after [`KafkaSettings::check`] (which [`load`] runs) checked what serde cannot: the only
-/// form [`crate::KafkaSource`] takes, so a source never starts on an unchecked section. Reads as the
-/// [`SourceConfig`] it holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaSettings {
-    config: SourceConfig,
-    path: PathBuf,
-}
-
-impl KafkaSettings {
-    /// Checks `config`, read from `path` (named in errors).
-    pub fn check(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
-        let path = path.into();
-        config.custom.check(&path)?;
-        Ok(Self { config, path })
-    }
-
-    /// The file the config was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl std::ops::Deref for KafkaSettings {
-    type Target = SourceConfig;
-
-    fn deref(&self) -> &SourceConfig {
-        &self.config
-    }
-}
+/// The connector config after the `kafka` section's checks ([`load`] runs them): what [`crate::KafkaSource`] takes.
+pub type KafkaSettings = CheckedConfig<KafkaConfig>;
 
 /// Reads and checks the YAML (and secrets file).
 pub fn load(path: &Path, secrets: Option<&Path>) -> Result<KafkaSettings, ConfigError> {
-    KafkaSettings::check(SourceConfig::load(path, secrets, SECTION)?, path)
+    KafkaSettings::load(path, secrets)
 }
