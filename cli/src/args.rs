@@ -58,7 +58,7 @@ pub struct ValidatorArgs {
     pub full_decode: bool,
 
     /// A SmartModule param as NAME=VALUE (repeatable): max_encoded_bytes, max_pixels, max_side,
-    /// max_aspect_ratio, allowed_formats, full_decode, on_invalid.
+    /// max_aspect_ratio, allowed_formats, full_decode, on_invalid, dead_letter_payload_cap, max_envelope_field_bytes.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
 

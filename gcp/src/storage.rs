@@ -66,6 +66,23 @@ impl StorageError {
         }
     }
 
+    /// Whether trying again later can help without anyone changing anything, so that a source retries it
+    /// without bound: no answer at all (an outage), no token, a 5xx other than 501, 408 or 429. A timeout, a
+    /// 501 and every other 4xx (400, 401, 403, ...) are not: they repeat on every try.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Setup { .. } => false,
+            Self::Transport { .. } => !self.is_timeout(),
+            Self::Credentials { .. } => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429) || (*status >= 500 && *status != 501),
+        }
+    }
+
+    /// Whether the request ran out of its time (the client's timeout), answer or not.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Transport { source, .. } if source.is_timeout())
+    }
+
     /// The HTTP status of an unexpected answer.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -73,6 +90,24 @@ impl StorageError {
             _ => None,
         }
     }
+}
+
+/// The hosts a Google access token is sent to (exactly these names, over https on port 443): Google's
+/// storage API and its mTLS name. Any other endpoint (an emulator, a look-alike such as
+/// `storage.googleapis.com.example`, a proxy) gets requests without credentials.
+pub const GOOGLE_STORAGE_HOSTS: [&str; 2] = ["storage.googleapis.com", "storage.mtls.googleapis.com"];
+
+/// Whether requests to `endpoint` may carry a Google token: an `https://` URL whose host is one of
+/// [`GOOGLE_STORAGE_HOSTS`], with no user info and port 443 or none.
+pub fn token_allowed(endpoint: &str) -> bool {
+    let Ok(url) = Url::parse(endpoint) else {
+        return false;
+    };
+    url.scheme() == "https"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.port().is_none()
+        && url.host_str().is_some_and(|host| GOOGLE_STORAGE_HOSTS.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)))
 }
 
 /// What a download found.
@@ -120,6 +155,8 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: Url,
     credentials: Credentials,
+    /// [`token_allowed`] for the endpoint: credentials go nowhere else.
+    sends_tokens: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +189,8 @@ impl Client {
             .timeout(timeout)
             .build()
             .map_err(|e| setup(format!("an HTTP client could not be built: {e}")))?;
-        Ok(Self { http, endpoint: endpoint_url, credentials })
+        let sends_tokens = token_allowed(endpoint_url.as_str());
+        Ok(Self { http, endpoint: endpoint_url, credentials, sends_tokens })
     }
 
     /// The API root.
@@ -176,7 +214,8 @@ impl Client {
         body: Option<(String, Vec<u8>)>,
     ) -> Result<reqwest::Response, StorageError> {
         let mut request = self.http.request(method, url);
-        match &self.credentials {
+        let credentials = if self.sends_tokens { &self.credentials } else { &Credentials::Anonymous };
+        match credentials {
             Credentials::Anonymous => {}
             Credentials::Token(token) => request = request.bearer_auth(token),
             Credentials::Google(auth) => {
@@ -538,6 +577,43 @@ impl BlockingClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_go_only_to_googles_storage_hosts() {
+        for allowed in [
+            "https://storage.googleapis.com",
+            "https://storage.googleapis.com/",
+            "https://STORAGE.googleapis.com:443/storage/v1",
+            "https://storage.mtls.googleapis.com",
+        ] {
+            assert!(token_allowed(allowed), "{allowed}");
+        }
+        for refused in [
+            "http://storage.googleapis.com",
+            "https://evil-googleapis.com",
+            "https://storage.googleapis.com.attacker.example",
+            "https://attacker.example/storage.googleapis.com",
+            "https://storage.googleapis.com@attacker.example",
+            "https://user@storage.googleapis.com",
+            "https://storage.googleapis.com:8443",
+            "https://bigquery.googleapis.com",
+            "http://127.0.0.1:9023",
+            "",
+        ] {
+            assert!(!token_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn outages_are_told_apart_from_failures_that_repeat() {
+        let status = |status| StorageError::Status { action: "a".into(), status, body: String::new() };
+        for outage in [500, 502, 503, 408, 429] {
+            assert!(status(outage).is_outage(), "{outage}");
+        }
+        for permanent in [400, 401, 403, 405, 412, 501] {
+            assert!(!status(permanent).is_outage(), "{permanent}");
+        }
+    }
 
     #[test]
     fn names_are_one_path_segment_each() {

@@ -266,7 +266,7 @@ impl Classifier {
         let prepared_at = image.started + image.times.decode + image.times.resize + image.times.normalize;
         let manifest = &self.spec.manifest;
         Prediction {
-            prediction_id: prediction_id(&image.meta.id, &manifest.name, &manifest.version),
+            prediction_id: prediction_id(&image.meta.id, &image.digest, &manifest.name, &manifest.version),
             image_id: image.meta.id.clone(),
             label: best.label.clone(),
             class_index: best.class_index,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use fvision_records::{EventMeta, RejectReason};
+use fvision_records::{EventMeta, ImageDigest, RejectReason};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::error::PreprocessError;
@@ -80,6 +80,8 @@ pub struct ImageInfo {
     pub meta: EventMeta,
     /// Encoded size in bytes.
     pub size_bytes: u64,
+    /// SHA-256 of the encoded image: part of the prediction id, so two images under one id stay apart.
+    pub digest: ImageDigest,
     /// Width as decoded and oriented.
     pub width: u32,
     /// Height as decoded and oriented.
@@ -218,6 +220,7 @@ impl Preprocessor {
         Ok(ImageInfo {
             meta,
             size_bytes: bytes.len() as u64,
+            digest: ImageDigest::of(bytes),
             width,
             height,
             times: StageTimes { decode: decoded - started, resize: resized - decoded, normalize: normalized - resized },

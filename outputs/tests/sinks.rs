@@ -16,7 +16,9 @@ use fvision_outputs::route;
 use fvision_outputs::BelowThreshold;
 use fvision_outputs::{Delivery, Output, OutputHealth, ReplayWindow};
 use fvision_pipeline::{Outcome, SourcePosition};
-use fvision_records::{prediction_id, ClassScore, EventMeta, Prediction, RejectReason, RejectedImage, Source, Stage};
+use fvision_records::{
+    prediction_id, ClassScore, EventMeta, ImageDigest, Prediction, RejectReason, RejectedImage, Source, Stage,
+};
 use fvision_tests::emulators::{self, Emulator, PROJECT};
 
 const TOPIC: &str = "images";
@@ -46,7 +48,7 @@ fn metric(prefix: &str) -> f64 {
 fn prediction(i: usize) -> Prediction {
     let image_id = format!("img-{i:04}");
     Prediction {
-        prediction_id: prediction_id(&image_id, "efficientnet-lite0", "1"),
+        prediction_id: prediction_id(&image_id, &ImageDigest::of(image_id.as_bytes()), "efficientnet-lite0", "1"),
         image_id,
         label: ["tabby", "beagle", "volcano"][i % 3].into(),
         class_index: 281 + i % 3,

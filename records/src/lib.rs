@@ -15,9 +15,9 @@ mod reason;
 pub mod resources;
 mod validation;
 
-pub use event::{EventMeta, ImageEvent, Source};
+pub use event::{EnvelopeFieldCap, EventMeta, ImageEvent, OversizedField, Source, DEFAULT_ENVELOPE_FIELD_CAP};
 pub use format::ImageFormat;
-pub use prediction::{prediction_id, ClassScore, Prediction, StageTimings};
+pub use prediction::{prediction_id, ClassScore, ImageDigest, Prediction, StageTimings};
 pub use reason::{RejectReason, Stage};
 pub use validation::{
     json_string_len, CappedPayload, OriginalForm, OriginalPayload, PayloadCap, RejectedImage, ValidatedImage,

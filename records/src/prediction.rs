@@ -75,13 +75,26 @@ pub struct Prediction {
     pub above_threshold: bool,
 }
 
+/// SHA-256 of an image file's bytes (after base64 decoding): what tells two images under one id apart, and
+/// what makes one image delivered twice, in any encoding, the same image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageDigest([u8; 32]);
+
+impl ImageDigest {
+    /// The digest of `image`, the decoded image file.
+    pub fn of(image: &[u8]) -> Self {
+        Self(Sha256::digest(image).into())
+    }
+}
+
 /// The prediction id for an image under a model: the same inputs always give the same id, so a
-/// replay after a crash overwrites instead of duplicating (BigQuery insertId, Kafka key, GCS object).
-pub fn prediction_id(image_id: &str, model_name: &str, model_version: &str) -> String {
+/// replay after a crash, or the same image delivered again by another source process, overwrites instead of
+/// duplicating (BigQuery insertId, Kafka key, GCS object); a different image under a reused id gets its own.
+pub fn prediction_id(image_id: &str, image: &ImageDigest, model_name: &str, model_version: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [image_id, model_name, model_version] {
+    for part in [image_id.as_bytes(), &image.0, model_name.as_bytes(), model_version.as_bytes()] {
         hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
+        hasher.update(part);
     }
     let digest = hasher.finalize();
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
@@ -93,11 +106,20 @@ mod tests {
 
     #[test]
     fn prediction_id_is_deterministic_and_unambiguous() {
-        let a = prediction_id("img-1", "efficientnet-lite0", "1");
-        assert_eq!(a, prediction_id("img-1", "efficientnet-lite0", "1"));
+        let png = ImageDigest::of(b"png bytes");
+        let a = prediction_id("img-1", &png, "efficientnet-lite0", "1");
+        assert_eq!(a, prediction_id("img-1", &ImageDigest::of(b"png bytes"), "efficientnet-lite0", "1"));
         assert_eq!(a.len(), 32);
-        assert_ne!(a, prediction_id("img-1", "efficientnet-lite0", "2"));
+        assert_ne!(a, prediction_id("img-1", &png, "efficientnet-lite0", "2"));
         // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
-        assert_ne!(prediction_id("ab", "c", "1"), prediction_id("a", "bc", "1"));
+        assert_ne!(prediction_id("ab", &png, "c", "1"), prediction_id("a", &png, "bc", "1"));
+    }
+
+    #[test]
+    fn two_images_under_one_id_get_two_prediction_ids() {
+        // A camera reusing `camera-1`: a different image is a different prediction, the same bytes the same one.
+        let first = prediction_id("camera-1", &ImageDigest::of(b"frame 1"), "m", "1");
+        assert_ne!(first, prediction_id("camera-1", &ImageDigest::of(b"frame 2"), "m", "1"));
+        assert_eq!(first, prediction_id("camera-1", &ImageDigest::of(b"frame 1"), "m", "1"));
     }
 }

@@ -50,11 +50,19 @@ pub enum RejectReason {
     /// The announced source object was gone before it could be read (a GCS object deleted, or its
     /// generation replaced, before the download).
     NotFound,
+    /// Records were deleted by retention (or a recreated topic) before they were read: a dead letter by
+    /// reference naming the lost range and its count, never a silent skip.
+    Expired,
+    /// The source object could not be downloaded after the configured number of tries (a permanent HTTP status
+    /// such as 400, 401 or 403, or a download too slow every time); the status is in the detail.
+    DownloadFailed,
+    /// A notification for a bucket the source is not configured to read (`gcs.buckets`).
+    BucketNotAllowed,
 }
 
 impl RejectReason {
     /// Every code, for documentation and metrics pre-registration.
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 22] = [
         Self::Empty,
         Self::MalformedEnvelope,
         Self::InvalidBase64,
@@ -74,6 +82,9 @@ impl RejectReason {
         Self::ValidatorError,
         Self::InternalError,
         Self::NotFound,
+        Self::Expired,
+        Self::DownloadFailed,
+        Self::BucketNotAllowed,
     ];
 
     /// The stable snake_case code.
@@ -98,6 +109,9 @@ impl RejectReason {
             Self::ValidatorError => "validator_error",
             Self::InternalError => "internal_error",
             Self::NotFound => "not_found",
+            Self::Expired => "expired",
+            Self::DownloadFailed => "download_failed",
+            Self::BucketNotAllowed => "bucket_not_allowed",
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use core::str::FromStr;
 
-use fvision_records::{ImageFormat, PayloadCap, MIN_PAYLOAD_CAP};
+use fvision_records::{EnvelopeFieldCap, ImageFormat, PayloadCap, MIN_PAYLOAD_CAP};
 
 /// What to emit for an input that fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +35,10 @@ pub struct ValidationParams {
     /// Largest serialised payload a rejected record carries; above it only the first bytes, the size and a
     /// SHA-256 (so a rejected record always fits under the consumer's `max-bytes`).
     pub dead_letter_payload_cap: PayloadCap,
+    /// Largest `id`, `source`, `uri`, `content_type`, `event_time`, attribute key or value (as JSON) of an
+    /// envelope; above it the image is a `malformed_envelope` rejection (the fields are copied into every
+    /// prediction and its keys, where a huge one is refused by the outputs).
+    pub max_envelope_field_bytes: EnvelopeFieldCap,
 }
 
 impl Default for ValidationParams {
@@ -48,12 +52,13 @@ impl Default for ValidationParams {
             full_decode: false,
             on_invalid: OnInvalid::Reject,
             dead_letter_payload_cap: PayloadCap::default(),
+            max_envelope_field_bytes: EnvelopeFieldCap::default(),
         }
     }
 }
 
 /// Every param name the SmartModule understands, with what it expects (for errors and docs).
-pub const PARAMS: [(&str, &str); 8] = [
+pub const PARAMS: [(&str, &str); 9] = [
     ("max_encoded_bytes", "a positive integer number of bytes"),
     ("max_pixels", "a positive integer"),
     ("max_side", "a positive integer number of pixels"),
@@ -62,6 +67,7 @@ pub const PARAMS: [(&str, &str); 8] = [
     ("full_decode", "true or false"),
     ("on_invalid", "reject or drop"),
     ("dead_letter_payload_cap", "an integer number of bytes, at least 16384"),
+    ("max_envelope_field_bytes", "an integer number of bytes from 64 to 65536"),
 ];
 
 /// A param whose value is not what it should be.
@@ -106,6 +112,12 @@ impl ValidationParams {
                     let cap = positive(value).and_then(|v| usize::try_from(v).ok());
                     params.dead_letter_payload_cap =
                         cap.filter(|c| *c >= MIN_PAYLOAD_CAP).map(PayloadCap::new).ok_or_else(err)?
+                }
+                "max_envelope_field_bytes" => {
+                    params.max_envelope_field_bytes = positive(value)
+                        .and_then(|v| usize::try_from(v).ok())
+                        .and_then(EnvelopeFieldCap::new)
+                        .ok_or_else(err)?
                 }
                 _ => {}
             }
@@ -155,6 +167,7 @@ mod tests {
         assert_eq!(p.max_side, 16_384);
         assert!(!p.full_decode);
         assert_eq!(p.dead_letter_payload_cap.bytes(), fvision_records::DEFAULT_PAYLOAD_CAP);
+        assert_eq!(p.max_envelope_field_bytes.bytes(), fvision_records::DEFAULT_ENVELOPE_FIELD_CAP);
     }
 
     #[test]
@@ -168,6 +181,7 @@ mod tests {
             ("full_decode", "true"),
             ("on_invalid", "drop"),
             ("dead_letter_payload_cap", "65_536"),
+            ("max_envelope_field_bytes", "1024"),
         ])
         .unwrap();
         assert_eq!(p.max_encoded_bytes, 1000);
@@ -176,6 +190,7 @@ mod tests {
         assert!(p.full_decode);
         assert_eq!(p.on_invalid, OnInvalid::Drop);
         assert_eq!(p.dead_letter_payload_cap.bytes(), 65_536);
+        assert_eq!(p.max_envelope_field_bytes.bytes(), 1024);
     }
 
     #[test]
@@ -190,6 +205,8 @@ mod tests {
         assert!(ValidationParams::from_pairs([("max_side", "0")]).is_err());
         assert!(ValidationParams::from_pairs([("on_invalid", "ignore")]).is_err());
         assert!(ValidationParams::from_pairs([("dead_letter_payload_cap", "1000")]).is_err());
+        assert!(ValidationParams::from_pairs([("max_envelope_field_bytes", "10")]).is_err());
+        assert!(ValidationParams::from_pairs([("max_envelope_field_bytes", "100000")]).is_err());
     }
 }
 

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
-use fvision_records::{EventMeta, RejectReason, Source};
+use fvision_records::{EnvelopeFieldCap, EventMeta, OversizedField, RejectReason, Source};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -47,7 +47,7 @@ pub struct EnvelopeRef<'a> {
     #[serde(borrow, default)]
     id: IdField<'a>,
     #[serde(default)]
-    source: Source,
+    source: SourceField,
     #[serde(borrow, default)]
     uri: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -79,6 +79,31 @@ struct Present(bool);
 impl<'de> Deserialize<'de> for Present {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         IgnoredAny::deserialize(deserializer).map(|_| Self(true))
+    }
+}
+
+/// The envelope's `source` and the length of its text (any string is a [`Source`], unknown ones `other`, so
+/// only its length says that it was huge).
+#[derive(Debug, Default)]
+struct SourceField {
+    source: Source,
+    len: usize,
+}
+
+impl<'de> Deserialize<'de> for SourceField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SourceField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a source name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let source = Source::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(SourceField { source, len: v.len() })
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -148,11 +173,26 @@ impl EnvelopeRef<'_> {
             || self.original.0
     }
 
+    /// Checks every envelope field against `cap` (see [`EnvelopeFieldCap::check`]).
+    pub fn check_fields(&self, cap: EnvelopeFieldCap) -> Result<(), OversizedField> {
+        let optional = |text: &Option<Cow<'_, str>>| text.as_ref().map_or(0, |t| t.len());
+        cap.check(
+            [
+                ("id", self.id().len()),
+                ("source", self.source.len),
+                ("uri", optional(&self.uri)),
+                ("content_type", optional(&self.content_type)),
+                ("event_time", optional(&self.event_time)),
+            ],
+            &self.attributes,
+        )
+    }
+
     /// The envelope fields, owned.
     pub fn to_meta(&self) -> EventMeta {
         EventMeta {
             id: self.id().to_owned(),
-            source: self.source,
+            source: self.source.source,
             uri: self.uri.as_ref().map(|u| u.clone().into_owned()),
             content_type: self.content_type.as_ref().map(|c| c.clone().into_owned()),
             attributes: self.attributes.clone(),

@@ -175,6 +175,12 @@ fn check<'a>(value: &'a [u8], params: &ValidationParams) -> Result<Accepted<'a>,
             }));
         }
     };
+    if let Some(envelope) = &payload.envelope {
+        if let Err(oversized) = envelope.fields.check_fields(params.max_envelope_field_bytes) {
+            let rejected = reject(RejectReason::MalformedEnvelope, oversized.to_string());
+            return Err(Box::new(rejected.with_event(envelope.fields.to_meta())));
+        }
+    }
     let image = &*payload.image;
     let size_bytes = image.len() as u64;
     let fail = |reason: RejectReason, detail: String, header: Option<HeaderInfo>| {
@@ -377,6 +383,50 @@ mod tests {
                 assert!(value.starts_with(&r.payload.to_bytes().unwrap()), "{name}: the payload keeps the first bytes");
             }
         }
+    }
+
+    #[test]
+    fn huge_envelope_fields_on_a_valid_image_are_malformed_envelopes() {
+        let params = ValidationParams::default();
+        let b64 = STANDARD.encode(PNG_1X1);
+        let huge = |len: usize| "i".repeat(len);
+        for (field, value) in [
+            ("id", format!(r#"{{"id":"{}","data":"{b64}"}}"#, huge(9 << 20))),
+            ("id", format!(r#"{{"id":"{}","data":"{b64}"}}"#, huge(600_000))),
+            ("event_time", format!(r#"{{"id":"t","event_time":"{}","data":"{b64}"}}"#, huge(2 << 20))),
+            ("uri", format!(r#"{{"id":"u","uri":"{}","data":"{b64}"}}"#, huge(4097))),
+            ("source", format!(r#"{{"id":"s","source":"{}","data":"{b64}"}}"#, huge(5000))),
+            ("content_type", format!(r#"{{"id":"c","content_type":"{}","data":"{b64}"}}"#, huge(5000))),
+            ("attributes.k", format!(r#"{{"id":"a","attributes":{{"k":"{}"}},"data":"{b64}"}}"#, huge(5000))),
+        ] {
+            let out = validate_to_json(value.as_bytes(), &params);
+            assert!(!out.ok, "{field}");
+            let ValidationRecord::Rejected(r) = parse(&out.json) else { unreachable!() };
+            assert_eq!(r.reason, RejectReason::MalformedEnvelope, "{field}");
+            assert!(r.detail.starts_with(&format!("the envelope field `{field}` is ")), "{}", r.detail);
+            assert!(
+                out.json.len() < params.dead_letter_payload_cap.bytes() + 8192,
+                "{field}: {} bytes",
+                out.json.len()
+            );
+            assert!(out.id.len() <= 4096, "{field}: the record key is cut down too");
+            let whole = value.len() <= params.dead_letter_payload_cap.bytes();
+            assert_eq!(r.payload_truncated, !whole, "{field}");
+            assert_eq!(r.payload_size, (!whole).then_some(value.len() as u64));
+        }
+        // At the cap, and with a cap raised by the param, the same envelopes are images.
+        let at_cap = format!(r#"{{"id":"{}","event_time":"{}","data":"{b64}"}}"#, huge(4096), huge(4096));
+        assert!(validate_to_json(at_cap.as_bytes(), &params).ok);
+        let raised = ValidationParams::from_pairs([("max_envelope_field_bytes", "65536")]).unwrap();
+        let value = format!(r#"{{"id":"{}","data":"{b64}"}}"#, huge(60_000));
+        assert!(!validate_to_json(value.as_bytes(), &params).ok);
+        assert!(validate_to_json(value.as_bytes(), &raised).ok);
+        // A null or non-string source is still refused as before, a known one kept.
+        let ValidationRecord::Ok(ok) = validate_value(envelope("k", &b64, "").as_slice(), &params) else { panic!() };
+        assert_eq!(ok.event.meta.source, Source::Gcs);
+        let null_source = format!(r#"{{"id":"n","source":null,"data":"{b64}"}}"#);
+        let ValidationRecord::Rejected(r) = validate_value(null_source.as_bytes(), &params) else { panic!() };
+        assert_eq!(r.reason, RejectReason::MalformedEnvelope);
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub struct SimulateArgs {
     /// Generated JPEG images of this size instead, e.g. 640x480.
     #[arg(long, value_name = "WxH")]
     synthetic: Option<String>,
-    /// The share of images drawn from the hostile inputs (data/bad-inputs), so a run exercises the DLQ.
+    /// The share of images drawn from the hostile inputs, so a run exercises the DLQ: the files of
+    /// data/bad-inputs in turn, then three hostile envelopes (a valid image with a 600 KB `uri`, `event_time`
+    /// or attribute; on GCS a notification with a 600 KB `timeCreated`, with --notify), and again.
     #[arg(long, default_value_t = 0.0, value_name = "F")]
     bad_ratio: f64,
     /// Fluvio topic (mode fluvio).
@@ -123,6 +125,50 @@ pub struct SimulateArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// How large the hostile envelope fields are: above every cap on envelope fields (`max_envelope_field_bytes`,
+/// at most 64 KiB), below Kafka's default 1 MB message limit with the image.
+const HOSTILE_FIELD_BYTES: usize = 600_000;
+
+/// The hostile envelopes of the `--bad-ratio` mix, after the hostile files: a valid image whose envelope has
+/// one field of [`HOSTILE_FIELD_BYTES`], under its usual id. Each is a `malformed_envelope` dead letter (of
+/// the source for Kafka and GCS, of the validator for Fluvio). On GCS only the notification can carry one (an
+/// `timeCreated` that large, with `--notify`); without `--notify` the image is uploaded as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostileEnvelope {
+    /// A huge `uri`.
+    Uri,
+    /// A huge `event_time`.
+    EventTime,
+    /// A huge attribute value.
+    Attribute,
+}
+
+impl HostileEnvelope {
+    const ALL: [Self; 3] = [Self::Uri, Self::EventTime, Self::Attribute];
+
+    fn apply(self, meta: &mut EventMeta) {
+        let huge = "9".repeat(HOSTILE_FIELD_BYTES);
+        match self {
+            Self::Uri => meta.uri = Some(format!("simulator://{huge}")),
+            Self::EventTime => meta.event_time = Some(huge),
+            Self::Attribute => {
+                meta.attributes.insert("hostile".into(), huge.into());
+            }
+        }
+    }
+}
+
+/// What the k-th hostile input (from 0) of a run is: file k mod (files + 3) of the sorted hostile folder, or
+/// past the files, a hostile envelope around a valid image.
+fn hostile_input(k: u64, files: usize) -> Result<usize, HostileEnvelope> {
+    let at = (k % (files + HostileEnvelope::ALL.len()) as u64) as usize;
+    if at < files {
+        Ok(at)
+    } else {
+        Err(HostileEnvelope::ALL[at - files])
+    }
 }
 
 /// One image to send.
@@ -300,8 +346,11 @@ impl FluvioDest {
     }
 }
 
+/// An object to upload: its name, the image, and the hostile envelope its notification carries.
+type UploadJob = (String, Image, Option<HostileEnvelope>);
+
 struct GcsDest {
-    jobs: Option<mpsc::SyncSender<(String, Image)>>,
+    jobs: Option<mpsc::SyncSender<UploadJob>>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -380,11 +429,21 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         if due > now {
             std::thread::sleep(due - now);
         }
-        let image = if is_bad(i, args.bad_ratio) && !bad.is_empty() {
+        let (image, hostile) = if is_bad(i, args.bad_ratio) {
             bad_sent += 1;
-            &bad[(bad_sent as usize - 1) % bad.len()]
+            match hostile_input(bad_sent - 1, bad.len()) {
+                Ok(file) => (&bad[file], None),
+                Err(envelope) => (&good[i as usize % good.len()], Some(envelope)),
+            }
         } else {
-            &good[i as usize % good.len()]
+            (&good[i as usize % good.len()], None)
+        };
+        let event = |id: &str| {
+            let mut event = event(id, image);
+            if let Some(hostile) = hostile {
+                hostile.apply(&mut event.meta);
+            }
+            event
         };
         let id = format!("{run_id}-{i:07}");
         let use_gcs = to_gcs && (!to_kafka || gcs_turn);
@@ -392,18 +451,18 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         if use_gcs {
             if let Some(jobs) = gcs.as_ref().and_then(|g| g.jobs.as_ref()) {
                 let name = format!("{}{id}-{}", args.gcs_prefix, image.name);
-                if jobs.send((name, image.clone())).is_err() {
+                if jobs.send((name, image.clone(), hostile)).is_err() {
                     gcs_tally.fail("gcs: the upload workers stopped".into());
                 }
             }
         } else if let Some(producer) = &kafka {
-            let value = serde_json::to_vec(&event(&id, image))?;
+            let value = serde_json::to_vec(&event(&id))?;
             let record = BaseRecord::with_opaque_to(&args.kafka_topic, Box::new(id.clone())).key(&id).payload(&value);
             if let Err((e, _)) = producer.send(record) {
                 kafka_tally.fail(format!("kafka {}: {id}: {e}", args.kafka_topic));
             }
         } else if let Some(dest) = &mut fluvio {
-            let value = serde_json::to_vec(&event(&id, image))?;
+            let value = serde_json::to_vec(&event(&id))?;
             match run_block_on(dest.producer.send(RecordKey::from(id.clone()), value)) {
                 Ok(sent) => dest.pending.push((id, sent)),
                 Err(e) => dest.tally.fail(format!("fluvio {}: {id}: {e:#}", dest.topic)),
@@ -518,7 +577,7 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
         None
     };
     let workers = args.gcs_workers.max(1);
-    let (jobs, receiver) = mpsc::sync_channel::<(String, Image)>(workers * 4);
+    let (jobs, receiver) = mpsc::sync_channel::<UploadJob>(workers * 4);
     let receiver = Arc::new(Mutex::new(receiver));
     let handles = (0..workers)
         .map(|_| {
@@ -529,7 +588,7 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
                     Ok(receiver) => receiver.recv(),
                     Err(_) => return,
                 };
-                let Ok((name, image)) = job else { return };
+                let Ok((name, image, hostile)) = job else { return };
                 match client.upload(&bucket, &name, &image.bytes, image.content_type) {
                     Ok(generation) => {
                         let object = ObjectRef {
@@ -542,7 +601,10 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
                         };
                         if let Some(notify) = &notify {
                             let (runtime, pubsub, topic) = &**notify;
-                            let message: (HashMap<String, String>, Vec<u8>) = finalize_message(&object);
+                            let message: (HashMap<String, String>, Vec<u8>) = match hostile {
+                                None => finalize_message(&object),
+                                Some(_) => hostile_notification(&object),
+                            };
                             match runtime.block_on(fvision_gcp::pubsub::publish(pubsub, topic, vec![message])) {
                                 Ok(()) => {
                                     tally.notified.fetch_add(1, Ordering::Relaxed);
@@ -563,9 +625,58 @@ fn start_gcs(args: &SimulateArgs, tally: Arc<Tally>) -> Result<GcsDest> {
     Ok(GcsDest { jobs: Some(jobs), workers: handles })
 }
 
+/// The notification of `object` with a `timeCreated` of [`HOSTILE_FIELD_BYTES`] (and no `eventTime`
+/// attribute, which the source would read first): what a forged or broken notification can carry.
+fn hostile_notification(object: &ObjectRef) -> (HashMap<String, String>, Vec<u8>) {
+    let (attributes, payload) = finalize_message(&ObjectRef { event_time: None, ..object.clone() });
+    let mut payload: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    payload["timeCreated"] = "9".repeat(HOSTILE_FIELD_BYTES).into();
+    (attributes, serde_json::to_vec(&payload).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hostile_mix_cycles_through_the_files_then_the_envelopes() {
+        let kinds: Vec<Result<usize, HostileEnvelope>> = (0..7).map(|k| hostile_input(k, 2)).collect();
+        assert_eq!(
+            kinds,
+            [
+                Ok(0),
+                Ok(1),
+                Err(HostileEnvelope::Uri),
+                Err(HostileEnvelope::EventTime),
+                Err(HostileEnvelope::Attribute),
+                Ok(0),
+                Ok(1)
+            ]
+        );
+        // Every kind is above the validator's cap and keeps the event's id.
+        let image = Image { name: "a.png".into(), bytes: Arc::new(vec![1, 2, 3]), content_type: "image/png" };
+        for kind in HostileEnvelope::ALL {
+            let mut event = event("run-0000001", &image);
+            kind.apply(&mut event.meta);
+            let err = fvision_records::EnvelopeFieldCap::default().check_meta(&event.meta).unwrap_err();
+            assert!(err.bytes >= HOSTILE_FIELD_BYTES, "{kind:?}: {err}");
+            assert_eq!(event.meta.id, "run-0000001");
+        }
+        let object = ObjectRef {
+            bucket: "b".into(),
+            name: "input-images/x.png".into(),
+            generation: 7,
+            size: Some(3),
+            content_type: Some("image/png".into()),
+            event_time: Some("2026-12-07T10:00:00Z".into()),
+        };
+        let (attributes, data) = hostile_notification(&object);
+        let gcs_source::Notice::Finalize(read) = gcs_source::read_notice(&attributes, &data, "input-images/", &[])
+        else {
+            panic!("still a finalize notification")
+        };
+        assert_eq!((read.id(), read.event_time.map(|t| t.len())), (object.id(), Some(HOSTILE_FIELD_BYTES)));
+    }
 
     #[test]
     fn the_bad_share_is_exact_and_spread() {

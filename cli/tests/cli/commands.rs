@@ -2,6 +2,7 @@
 
 use fvision_tests::repo_root as repo;
 use std::io::Write;
+use std::path::Path;
 
 use base64::Engine as _;
 use std::process::{Command, Output, Stdio};
@@ -338,4 +339,111 @@ fn run_serves_metrics_on_loopback_only_unless_told_otherwise() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(other.is_ok(), "the endpoint listens on every interface: {other:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("http://127.0.0.1:{port}/metrics")));
+}
+
+/// Envelopes around valid images, one file each, named so they run in order: (name, envelope).
+fn envelope_files(dir: &Path, envelopes: &[(&str, String)]) {
+    for (name, text) in envelopes {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+fn sample(name: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(repo().join("data/imagenet-sample").join(name)).unwrap())
+}
+
+/// Issue 28: a 9 MiB `id` or a 2 MiB `event_time` on a valid image was `ok` and became a prediction of that size
+/// (which the outputs refuse, stalling the partition). Now both are `malformed_envelope` in the WASM validator,
+/// as small dead letters, and the image behind them is classified.
+#[test]
+fn huge_envelope_fields_are_dead_letters_and_the_image_behind_is_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let tench = sample("n01440764_tench.JPEG");
+    let png = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(repo().join("data/bad-inputs/valid-1x1.png")).unwrap());
+    envelope_files(
+        dir.path(),
+        &[
+            ("a-id-9mib.json", format!(r#"{{"id":"{}","data":"{png}"}}"#, "i".repeat(9 << 20))),
+            (
+                "b-event-time-2mib.json",
+                format!(r#"{{"id":"t","event_time":"{}","data":"{png}"}}"#, "9".repeat(2 << 20)),
+            ),
+            ("c-id-600kb.json", format!(r#"{{"id":"{}","data":"{png}"}}"#, "k".repeat(600_000))),
+            ("d-valid.json", format!(r#"{{"id":"behind","data":"{tench}"}}"#)),
+        ],
+    );
+    let path = dir.path().to_str().unwrap();
+    let verdicts = json_lines(&fvision(&["validate", path], None));
+    let reasons: Vec<&str> =
+        verdicts.iter().map(|l| l["reason"].as_str().unwrap_or(l["status"].as_str().unwrap())).collect();
+    assert_eq!(reasons, ["malformed_envelope", "malformed_envelope", "malformed_envelope", "ok"], "{verdicts:?}");
+    assert!(verdicts[0]["detail"].as_str().unwrap().contains("`id` is 9437184 bytes"), "{}", verdicts[0]);
+    assert!(verdicts[1]["detail"].as_str().unwrap().contains("`event_time` is 2097152 bytes"), "{}", verdicts[1]);
+    // The SmartModule param sets the cap.
+    let other = tempfile::tempdir().unwrap();
+    let id_60kb = other.path().join("id-60kb.json");
+    std::fs::write(&id_60kb, format!(r#"{{"id":"{}","data":"{png}"}}"#, "s".repeat(60_000))).unwrap();
+    let id_60kb = id_60kb.to_str().unwrap();
+    assert_eq!(json_lines(&fvision(&["validate", id_60kb], None))[0]["reason"], "malformed_envelope");
+    let raised = json_lines(&fvision(&["validate", "-p", "max_envelope_field_bytes=65536", id_60kb], None));
+    assert_eq!(raised[0]["status"], "ok", "{raised:?}");
+
+    let output = dir.path().join("out.jsonl");
+    let out = fvision(&["run", path, "--output", output.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "one outcome per input");
+    for line in text.lines() {
+        assert!(line.len() < 1_200_000, "every outcome is small ({} bytes)", line.len());
+    }
+    let rejected: Vec<&str> = lines.iter().filter_map(|l| l["reason"].as_str()).collect();
+    assert_eq!(rejected, ["malformed_envelope"; 3]);
+    let classified: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("prediction_id").is_some()).collect();
+    assert_eq!(classified.len(), 1);
+    assert_eq!((classified[0]["image_id"].as_str(), classified[0]["label"].as_str()), (Some("behind"), Some("tench")));
+}
+
+/// Issue 28, "one image, one row": the prediction id carries a digest of the image bytes, so a camera reusing
+/// its id gets a prediction id per image, and the same image sent again (in another base64 variant) the same one.
+#[test]
+fn prediction_ids_tell_images_under_one_id_apart_and_name_one_image_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tench = std::fs::read(repo().join("data/imagenet-sample/n01440764_tench.JPEG")).unwrap();
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tench);
+    envelope_files(
+        dir.path(),
+        &[
+            ("a.json", format!(r#"{{"id":"camera-1","data":"{}"}}"#, sample("n01440764_tench.JPEG"))),
+            ("b.json", format!(r#"{{"id":"camera-1","data":"{}"}}"#, sample("n01530575_brambling.JPEG"))),
+            ("c.json", format!(r#"{{"id":"camera-1","data":"{url_safe}"}}"#)),
+            ("d.json", format!(r#"{{"id":"camera-2","data":"{}"}}"#, sample("n01440764_tench.JPEG"))),
+        ],
+    );
+    let output = dir.path().join("out.jsonl");
+    let out = fvision(&["run", dir.path().to_str().unwrap(), "--output", output.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let id = |file: &str| {
+        let line = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(file)).unwrap();
+        line["prediction_id"].as_str().unwrap_or_else(|| panic!("{line}")).to_string()
+    };
+    assert_ne!(id("a.json"), id("b.json"), "two images under one id: two predictions");
+    assert_eq!(id("a.json"), id("c.json"), "one image delivered twice: one prediction id");
+    assert_ne!(id("a.json"), id("d.json"), "the image id is still part of it");
+}
+
+/// Issue 28: a token on the command line is visible to every user of the machine (`ps`); the simulator takes it
+/// from a file or the environment only.
+#[test]
+fn the_simulator_takes_no_token_on_its_command_line() {
+    let out = fvision(&["simulate", "--mode", "gcs", "--gcs-token", "ya29.secret", "--count", "1"], None);
+    assert_eq!(out.status.code(), Some(2), "an unknown flag");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--gcs-token") && !stderr.contains("ya29.secret"), "{stderr}");
+    let help = String::from_utf8_lossy(&fvision(&["simulate", "--help"], None).stdout).into_owned();
+    assert!(help.contains("--gcs-token-file") && help.contains("GCS_ACCESS_TOKEN"), "{help}");
 }

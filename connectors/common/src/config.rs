@@ -484,6 +484,51 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
+/// What a connector's own section checks beyond serde (ranges, names, combinations of fields).
+pub trait CheckSection {
+    /// The section's name in the YAML (`kafka`, `gcs`).
+    const SECTION: &'static str;
+
+    /// Checks the section of the config read from `path` (named in the error with the field).
+    fn check(&self, path: &Path) -> Result<(), ConfigError>;
+}
+
+/// A connector config after its section's [`CheckSection::check`] passed: the only form a source takes, so it
+/// never starts on an unchecked section (`*Config` is what serde reads, `*Settings` what it is checked into).
+/// Reads as the [`ConnectorConfig`] it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedConfig<C> {
+    config: ConnectorConfig<C>,
+    path: PathBuf,
+}
+
+impl<C: CheckSection + DeserializeOwned> CheckedConfig<C> {
+    /// Reads `path` (and the secrets, as [`ConnectorConfig::load`]) and checks its section.
+    pub fn load(path: &Path, secrets: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::check(ConnectorConfig::load(path, secrets, C::SECTION)?, path)
+    }
+
+    /// Checks `config`, read from `path`.
+    pub fn check(config: ConnectorConfig<C>, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        config.custom.check(&path)?;
+        Ok(Self { config, path })
+    }
+
+    /// The file the config was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl<C> std::ops::Deref for CheckedConfig<C> {
+    type Target = ConnectorConfig<C>;
+
+    fn deref(&self) -> &ConnectorConfig<C> {
+        &self.config
+    }
+}
+
 impl<C: DeserializeOwned> ConnectorConfig<C> {
     /// Reads `path`, with the connector's own settings under `section`; the declared secrets from the
     /// `secrets` file, or from the environment without one. The secrets are registered for redaction

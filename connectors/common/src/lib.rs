@@ -20,7 +20,7 @@ pub mod standin;
 pub mod stop;
 pub mod validator;
 
-pub use config::{ConfigError, ConnectorConfig, MetaConfig, TransformStep};
+pub use config::{CheckSection, CheckedConfig, ConfigError, ConnectorConfig, MetaConfig, TransformStep};
 pub use engine::{EngineError, RunnerBuilder, SmartModuleRunner, DEFAULT_MEMORY_LIMIT};
 pub use producer::{image_producer_config, MAX_EVENT_RECORD, MAX_IMAGE_RECORD};
 pub use replay::Sent;

@@ -14,6 +14,10 @@ pub const ERRORS_TOTAL: &str = "fvision_source_errors_total";
 pub const IGNORED_TOTAL: &str = "fvision_source_ignored_total";
 /// Commits under the source's group id made by another process (kafka-source, `assignment: all`).
 pub const GROUP_CONFLICTS_TOTAL: &str = "fvision_source_group_conflicts_total";
+/// Records deleted (Kafka retention, a recreated topic) before the source read them (kafka-source).
+pub const EXPIRED_RECORDS_TOTAL: &str = "fvision_source_expired_records_total";
+/// Ranges of records lost that way, each one `expired` dead letter (kafka-source).
+pub const EXPIRED_RANGES_TOTAL: &str = "fvision_source_expired_ranges_total";
 
 /// Installs the Prometheus exporter serving `/metrics` on `address` and describes every source metric.
 pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
@@ -28,6 +32,11 @@ pub fn serve(address: std::net::SocketAddr) -> Result<(), metrics_exporter_prome
         (ERRORS_TOTAL, "Client errors that were retried or left for redelivery, by source and kind."),
         (IGNORED_TOTAL, "Notifications acked without an event, by source and reason (event_type, prefix, content_type)."),
         (GROUP_CONFLICTS_TOTAL, "Commits under the source's group id made by another process since its own (kafka-source)."),
+        (
+            EXPIRED_RECORDS_TOTAL,
+            "Records deleted by Kafka retention or a recreated topic before the source read them (kafka-source).",
+        ),
+        (EXPIRED_RANGES_TOTAL, "Ranges of records lost before they were read, each an expired dead letter (kafka-source)."),
     ] {
         metrics::describe_counter!(name, help);
     }

@@ -48,6 +48,40 @@ impl Default for ReplayLookback {
     }
 }
 
+impl ReplayLookback {
+    /// The read-back of a source's section (`kafka`, `gcs`): its `replay-lookback` and `replay-lookback-bytes`.
+    pub fn new(ids: LookbackIds, bytes: LookbackBytes) -> Self {
+        Self { ids: ids.0, bytes: bytes.0.as_u64() }
+    }
+}
+
+/// `replay-lookback` of a source's section: ids per partition of the written topics (events, dead letters)
+/// remembered, and read back from the end of each partition at start-up, so that what a crashed predecessor
+/// wrote but did not commit is not written again; 0 turns the guard off. A field of each section of its own,
+/// not a `serde(flatten)`ed struct: the sections deny unknown fields, and through `flatten` serde reports an
+/// unknown or mistyped field without its path (`gcs` instead of `gcs.bucket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LookbackIds(pub usize);
+
+impl Default for LookbackIds {
+    fn default() -> Self {
+        Self(DEFAULT_REPLAY_LOOKBACK)
+    }
+}
+
+/// `replay-lookback-bytes` of a source's section: the most bytes of records read back per topic at start-up
+/// for `replay-lookback` (the newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LookbackBytes(pub ByteSize);
+
+impl Default for LookbackBytes {
+    fn default() -> Self {
+        Self(DEFAULT_REPLAY_LOOKBACK_BYTES)
+    }
+}
+
 /// Most records per read of the read-back, which walks back from the end of a partition in windows of at most
 /// this size.
 const READ_BACK_WINDOW: usize = 256;
@@ -101,6 +135,16 @@ pub struct SourceOutput {
 }
 
 impl SourceOutput {
+    /// Connects to the Fluvio cluster of the active profile, then [`SourceOutput::connect`].
+    pub async fn open(
+        meta: &MetaConfig,
+        dlq_topic: &str,
+        lookback: ReplayLookback,
+    ) -> Result<Self, SourceOutputError> {
+        let fluvio = Fluvio::connect().await.map_err(fluvio_error("connecting to the Fluvio cluster"))?;
+        Self::connect(&fluvio, meta, dlq_topic, lookback).await
+    }
+
     /// Checks that the topics exist (they carry settings: fluvio-config/topics/) and opens the producers,
     /// sized for whole images from `meta.producer`.
     pub async fn connect(

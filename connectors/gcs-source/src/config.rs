@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use fvision_connector_common::source_output::ReplayLookback;
-use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_connector_common::source_output::{LookbackBytes, LookbackIds};
+use fvision_connector_common::{CheckSection, CheckedConfig, ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
+
+use fvision_gcp::storage::{token_allowed, GOOGLE_STORAGE_HOSTS};
 
 /// The name of this connector's own section in the YAML.
 pub const SECTION: &str = "gcs";
@@ -14,7 +17,7 @@ pub const SECTION: &str = "gcs";
 /// `gcs:`: the subscription announcing uploads, the storage endpoint, filters and limits.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct GcsSettings {
+pub struct GcsConfig {
     /// The Google Cloud project of the subscription.
     pub project: String,
     /// The Pub/Sub subscription receiving the bucket's OBJECT_FINALIZE notifications.
@@ -37,6 +40,9 @@ pub struct GcsSettings {
     /// or the metadata server). Not used with emulators.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// The buckets whose notifications are read; a notification for any other bucket (a subscription shared
+    /// or misrouted, a forged message) goes to the dead-letter topic as `bucket_not_allowed`, nothing downloaded.
+    pub buckets: Vec<String>,
     /// Only objects whose name starts with this are read (others are acked and counted).
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -46,6 +52,21 @@ pub struct GcsSettings {
     /// Larger objects go to the dead-letter topic as `too_large` without being downloaded whole.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: ByteSize,
+    /// Tries of one object's download that end in a permanent failure (an HTTP status such as 400, 401, 403 or
+    /// 501) or a timeout (`download-timeout`) before the object goes to the dead-letter topic as
+    /// `download_failed` and its message is acked; each failed try leaves the message un-acked, so Pub/Sub
+    /// redelivers it after `ack-deadline`. Unreachable servers, 5xx answers and 429 are outages: retried
+    /// without bound, never dead-lettered.
+    #[serde(default = "default_download_attempts")]
+    pub download_attempts: u32,
+    /// Longest time one download may take.
+    #[serde(default = "default_download_timeout", with = "humantime_serde")]
+    pub download_timeout: Duration,
+    /// Largest envelope field of an event (its id `gs://bucket/object#generation`, `event_time`, an attribute);
+    /// a notification with a larger one goes to the dead-letter topic as `malformed_envelope`, nothing
+    /// downloaded. Keep it equal to the `image-validate` param `max_envelope_field_bytes`.
+    #[serde(default = "default_max_envelope_field_bytes")]
+    pub max_envelope_field_bytes: ByteSize,
     /// Messages per pull: what a crash may leave un-acked (they are redelivered).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
@@ -58,22 +79,13 @@ pub struct GcsSettings {
     /// Serve Prometheus metrics on this port.
     #[serde(default)]
     pub metrics_port: Option<u16>,
-    /// Ids per partition of the written topics (events, dead letters) remembered, and read back from the end
-    /// of each partition at start-up, so that what a crashed predecessor wrote but did not commit is not
-    /// written again; 0 turns the guard off.
-    #[serde(default = "default_replay_lookback")]
-    pub replay_lookback: usize,
-    /// The most bytes of records read back per topic at start-up for `replay-lookback` (the newest first).
-    #[serde(default = "default_replay_lookback_bytes")]
-    pub replay_lookback_bytes: ByteSize,
-}
-
-fn default_replay_lookback() -> usize {
-    ReplayLookback::default().ids
-}
-
-fn default_replay_lookback_bytes() -> ByteSize {
-    ByteSize::b(ReplayLookback::default().bytes)
+    /// Ids per partition of the written topics remembered and read back at start-up (the replay guard; 0
+    /// turns it off): [`LookbackIds`].
+    #[serde(default)]
+    pub replay_lookback: LookbackIds,
+    /// The most bytes of records read back per topic at start-up for `replay-lookback`: [`LookbackBytes`].
+    #[serde(default)]
+    pub replay_lookback_bytes: LookbackBytes,
 }
 
 fn default_subscription() -> String {
@@ -100,6 +112,18 @@ fn default_max_object_bytes() -> ByteSize {
     ByteSize::mib(11)
 }
 
+fn default_download_attempts() -> u32 {
+    5
+}
+
+fn default_download_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_envelope_field_bytes() -> ByteSize {
+    ByteSize::b(DEFAULT_ENVELOPE_FIELD_CAP as u64)
+}
+
 fn default_max_messages() -> usize {
     16
 }
@@ -112,14 +136,11 @@ fn default_dlq_topic() -> String {
     "images-dlq".into()
 }
 
-impl GcsSettings {
-    /// The replay guard's read-back at start-up.
-    pub fn replay_lookback(&self) -> ReplayLookback {
-        ReplayLookback { ids: self.replay_lookback, bytes: self.replay_lookback_bytes.as_u64() }
-    }
+impl CheckSection for GcsConfig {
+    const SECTION: &'static str = SECTION;
 
     /// What serde cannot check.
-    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
             path: path.to_owned(),
             field: format!("{SECTION}.{name}"),
@@ -133,6 +154,31 @@ impl GcsSettings {
         }
         if !(self.gcs_endpoint.starts_with("http://") || self.gcs_endpoint.starts_with("https://")) {
             return Err(field("gcs-endpoint", "an http:// or https:// URL"));
+        }
+        if self.buckets.is_empty() || self.buckets.iter().any(|b| b.trim().is_empty() || b.contains('/')) {
+            return Err(field("buckets", "a non-empty list of bucket names (no `gs://`, no `/`)"));
+        }
+        if !(1..=100).contains(&self.download_attempts) {
+            return Err(field("download-attempts", "a count from 1 to 100"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.download_timeout) {
+            return Err(field("download-timeout", "from 1s to 1h"));
+        }
+        if self.checked_envelope_field_cap().is_none() {
+            return Err(field(
+                "max-envelope-field-bytes",
+                &format!("from {} B to {} KiB", EnvelopeFieldCap::MIN, EnvelopeFieldCap::MAX / 1024),
+            ));
+        }
+        if self.access_token.is_some() && !token_allowed(&self.gcs_endpoint) {
+            return Err(field(
+                "access-token",
+                &format!(
+                    "unset: a token is only sent to Google's storage hosts over https ({}), and gcs-endpoint is {}",
+                    GOOGLE_STORAGE_HOSTS.join(", "),
+                    self.gcs_endpoint
+                ),
+            ));
         }
         if self.max_messages == 0 || self.max_messages > 1000 {
             return Err(field("max-messages", "a count from 1 to 1000"));
@@ -155,19 +201,31 @@ impl GcsSettings {
         }
         Ok(())
     }
+}
 
+impl GcsConfig {
     /// Whether GCS is Google's (not an emulator): requests then carry a token.
     pub fn gcs_is_google(&self) -> bool {
-        self.gcs_endpoint.trim_end_matches('/').ends_with("googleapis.com")
+        token_allowed(&self.gcs_endpoint)
+    }
+
+    fn checked_envelope_field_cap(&self) -> Option<EnvelopeFieldCap> {
+        usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
+    }
+
+    /// `max-envelope-field-bytes` as checked by [`CheckSection::check`] (the default when out of range).
+    pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
+        self.checked_envelope_field_cap().unwrap_or_default()
     }
 }
 
-/// The connector config with the `gcs` section.
-pub type SourceConfig = ConnectorConfig<GcsSettings>;
+/// The connector config as serde reads it, with the `gcs` section.
+pub type SourceConfig = ConnectorConfig<GcsConfig>;
+
+/// The connector config after the `gcs` section's checks ([`load`] runs them): what [`crate::GcsSource`] takes.
+pub type GcsSettings = CheckedConfig<GcsConfig>;
 
 /// Reads and checks the YAML (and secrets file).
-pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SourceConfig, ConfigError> {
-    let config = SourceConfig::load(path, secrets, SECTION)?;
-    config.custom.check(path)?;
-    Ok(config)
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<GcsSettings, ConfigError> {
+    GcsSettings::load(path, secrets)
 }

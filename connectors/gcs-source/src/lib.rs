@@ -13,6 +13,6 @@ pub mod events;
 pub mod notification;
 pub mod source;
 
-pub use config::{load, GcsSettings, SourceConfig};
+pub use config::{load, GcsConfig, GcsSettings, SourceConfig};
 pub use notification::{finalize_message, read_notice, Notice, ObjectRef};
 pub use source::{GcsSource, RunReport, SourceError};

@@ -2,19 +2,18 @@
 //! object while its ack deadline is renewed), wait for Fluvio's acknowledgement of the batch, then ack the
 //! messages. SIGTERM/SIGINT stop between batches, after the acks.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::dead_letter::source_rejection;
-use fvision_connector_common::{ConfigError, Sent, SourceOutput, SourceOutputError as OutputError};
+use fvision_connector_common::source_output::ReplayLookback;
+use fvision_connector_common::{Sent, SourceOutput, SourceOutputError as OutputError};
 use fvision_records::{EventMeta, RejectReason, Source};
 use gcloud_pubsub::subscriber::ReceivedMessage;
 
-use crate::config::{GcsSettings, SourceConfig};
+use crate::config::{GcsConfig, GcsSettings};
 use crate::events;
 use crate::notification::{read_notice, Notice, ObjectRef};
 use fvision_gcp::auth::SCOPE_STORAGE_READ;
@@ -29,12 +28,6 @@ const IDLE: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// The YAML is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Connecting to Fluvio failed.
-    #[error("connecting to the Fluvio cluster: {0}")]
-    Connect(String),
     /// Writing to Fluvio failed: nothing of the batch was acked, Pub/Sub redelivers it.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -86,15 +79,14 @@ enum Handled {
 
 /// A configured source, ready to run.
 pub struct GcsSource {
-    config: SourceConfig,
+    config: GcsSettings,
     stop: Arc<AtomicBool>,
 }
 
 impl GcsSource {
-    /// The source for the config read from `path` (named in errors); checks what the YAML alone can tell.
-    pub fn new(config: SourceConfig, path: impl Into<PathBuf>) -> Result<Self, SourceError> {
-        config.custom.check(&path.into())?;
-        Ok(Self { config, stop: Arc::default() })
+    /// The source for a checked config.
+    pub fn new(config: GcsSettings) -> Self {
+        Self { config, stop: Arc::default() }
     }
 
     /// The flag that stops the source between batches (set by the signal handlers).
@@ -115,13 +107,8 @@ impl GcsSource {
             .enable_all()
             .build()
             .map_err(|e| SourceError::Setup(format!("starting the async runtime: {e}")))?;
-        let fluvio = run_block_on(Fluvio::connect()).map_err(|e| SourceError::Connect(format!("{e:#}")))?;
-        let mut output = run_block_on(SourceOutput::connect(
-            &fluvio,
-            &self.config.meta,
-            &settings.dlq_topic,
-            settings.replay_lookback(),
-        ))?;
+        let lookback = ReplayLookback::new(settings.replay_lookback, settings.replay_lookback_bytes);
+        let mut output = run_block_on(SourceOutput::open(&self.config.meta, &settings.dlq_topic, lookback))?;
         let client = runtime.block_on(pubsub::client(
             &settings.project,
             settings.pubsub_emulator_host.as_deref(),
@@ -136,7 +123,8 @@ impl GcsSource {
             return Err(SourceError::MissingSubscription(settings.subscription.clone()));
         }
         // An endpoint other than Google's is an emulator; Google's gives way to `STORAGE_EMULATOR_HOST`. A fixed
-        // token wins; otherwise Google's GCS gets refreshed tokens, an emulator none.
+        // token wins; otherwise Google's GCS gets refreshed tokens, any other endpoint none (the client sends a
+        // token only to Google's storage hosts; a credentials file then serves Pub/Sub only).
         let configured = (!settings.gcs_is_google()).then_some(settings.gcs_endpoint.as_str());
         let endpoint = storage_endpoint_from_env(configured, settings.credentials_file.is_some());
         let key_file = settings.credentials_file.as_deref();
@@ -145,7 +133,7 @@ impl GcsSource {
             settings.access_token.clone(),
             key_file,
             SCOPE_STORAGE_READ,
-            Duration::from_secs(300),
+            settings.download_timeout,
         )
         .map_err(|e| SourceError::Setup(format!("GCS: {e}")))?;
         tracing::info!(
@@ -155,6 +143,7 @@ impl GcsSource {
 
         let deadline_secs = settings.ack_deadline.as_secs() as i32;
         let mut report = RunReport::default();
+        let mut failures = Failures::default();
         while !self.stop.load(Ordering::Relaxed) {
             let messages = match runtime.block_on(subscription.pull(settings.max_messages as i32, None)) {
                 Ok(messages) => messages,
@@ -180,7 +169,7 @@ impl GcsSource {
             let mut to_ack = Vec::new();
             let (mut produced, mut dead, mut replays) = (0u64, 0u64, 0u64);
             for message in &messages {
-                match self.handle(message, &gcs, &runtime, settings, &output) {
+                match self.handle(message, &gcs, &runtime, settings, &output, &mut failures) {
                     Handled::Event(event) => {
                         match run_block_on(output.send_event(&event))? {
                             Sent::Produced => produced += 1,
@@ -243,8 +232,9 @@ impl GcsSource {
         message: &ReceivedMessage,
         gcs: &BlockingClient,
         runtime: &tokio::runtime::Runtime,
-        settings: &GcsSettings,
+        settings: &GcsConfig,
         output: &SourceOutput,
+        failures: &mut Failures,
     ) -> Handled {
         let pubsub_message = &message.message;
         let object = match read_notice(
@@ -265,6 +255,24 @@ impl GcsSource {
                 return Handled::DeadLetter(Box::new(rejected));
             }
         };
+        // Before anything names the object in a detail: its fields are bounded from here on.
+        if let Err(oversized) = settings.envelope_field_cap().check_meta(&object.meta()) {
+            let detail = format!("an OBJECT_FINALIZE notification: {oversized}");
+            let rejected =
+                source_rejection(RejectReason::MalformedEnvelope, detail, object.meta(), &pubsub_message.data);
+            return Handled::DeadLetter(Box::new(rejected));
+        }
+        if !settings.buckets.contains(&object.bucket) {
+            let detail = format!(
+                "{}: bucket `{}` is not in gcs.buckets ({}); nothing was downloaded",
+                object.id(),
+                object.bucket,
+                settings.buckets.join(", ")
+            );
+            let rejected =
+                source_rejection(RejectReason::BucketNotAllowed, detail, object.meta(), &pubsub_message.data);
+            return Handled::DeadLetter(Box::new(rejected));
+        }
         if output.is_replayed_event(&object.id()) {
             tracing::debug!(id = %object.id(), "not downloaded again: a replay");
             return Handled::Replay;
@@ -281,7 +289,11 @@ impl GcsSource {
         if let Some(size) = object.size.filter(|&size| size > limit) {
             return too_large(size.to_string());
         }
-        match download_renewing(message, gcs, &object, limit, runtime, settings.ack_deadline) {
+        let downloaded = download_renewing(message, gcs, &object, limit, runtime, settings.ack_deadline);
+        if downloaded.is_ok() {
+            failures.forget(&object.id());
+        }
+        match downloaded {
             Ok(Download::Bytes(bytes)) if bytes.is_empty() => {
                 let detail = format!("{}: the object is empty", object.id());
                 Handled::DeadLetter(Box::new(source_rejection(RejectReason::Empty, detail, object.meta(), b"")))
@@ -292,13 +304,72 @@ impl GcsSource {
                 let detail = format!("{}: the object was deleted (or replaced) before it was downloaded", object.id());
                 Handled::DeadLetter(Box::new(source_rejection(RejectReason::NotFound, detail, object.meta(), b"")))
             }
-            Err(e) => {
-                // No token (credentials) or no answer: either way the message is redelivered.
+            Err(e) if e.is_outage() => {
+                // No token (credentials) or no answer: either way the message is redelivered, without bound.
                 let kind = if matches!(e, StorageError::Credentials { .. }) { "token" } else { "download" };
                 events::client_error(kind);
                 tracing::warn!("{e}; left un-acked for redelivery");
                 Handled::Retry
             }
+            Err(e) => {
+                events::client_error("download");
+                let tries = failures.count(object.id());
+                if tries < settings.download_attempts {
+                    tracing::warn!(
+                        tries,
+                        "{e}; left un-acked for redelivery (gcs.download-attempts = {})",
+                        settings.download_attempts
+                    );
+                    return Handled::Retry;
+                }
+                failures.forget(&object.id());
+                let last = match e.is_timeout() {
+                    true => format!("timed out after {:?} (gcs.download-timeout): {e}", settings.download_timeout),
+                    false => e.to_string(),
+                };
+                let detail =
+                    format!("{}: {tries} downloads failed (gcs.download-attempts); the last: {last}", object.id());
+                Handled::DeadLetter(Box::new(source_rejection(
+                    RejectReason::DownloadFailed,
+                    detail,
+                    object.meta(),
+                    b"",
+                )))
+            }
+        }
+    }
+}
+
+/// Most objects whose failed downloads are counted at once; the oldest is forgotten beyond it.
+const MAX_FAILING_OBJECTS: usize = 4096;
+
+/// Failed downloads per object id (permanent statuses and timeouts, not outages), so that an object failing
+/// every time becomes a dead letter after `gcs.download-attempts` tries; per process, bounded.
+#[derive(Default)]
+struct Failures {
+    counts: std::collections::HashMap<String, u32>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Failures {
+    /// Counts one more failure of `id`; returns its failures so far.
+    fn count(&mut self, id: String) -> u32 {
+        if !self.counts.contains_key(&id) {
+            if self.order.len() >= MAX_FAILING_OBJECTS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.counts.remove(&oldest);
+                }
+            }
+            self.order.push_back(id.clone());
+        }
+        let tries = self.counts.entry(id).or_default();
+        *tries += 1;
+        *tries
+    }
+
+    fn forget(&mut self, id: &str) {
+        if self.counts.remove(id).is_some() {
+            self.order.retain(|held| held != id);
         }
     }
 }
@@ -327,4 +398,22 @@ fn download_renewing(
         }
         download.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_per_object_and_bounded() {
+        let mut failures = Failures::default();
+        assert_eq!((failures.count("a".into()), failures.count("a".into()), failures.count("b".into())), (1, 2, 1));
+        failures.forget("a");
+        assert_eq!(failures.count("a".into()), 1, "a success starts the count again");
+        for i in 0..MAX_FAILING_OBJECTS {
+            failures.count(format!("o{i}"));
+        }
+        assert!(failures.counts.len() <= MAX_FAILING_OBJECTS && failures.order.len() == failures.counts.len());
+        assert_eq!(failures.count("b".into()), 1, "the oldest were forgotten");
+    }
 }

@@ -103,6 +103,7 @@ meta:
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
+  buckets: [{BUCKET}]
   pubsub-emulator-host: {host}
   gcs-endpoint: {endpoint}
   max-object-bytes: 256 KiB
@@ -213,6 +214,7 @@ meta:
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
+  buckets: [{BUCKET}]
   pubsub-emulator-host: {host}
   gcs-endpoint: {endpoint}
   content-types: []
@@ -293,6 +295,7 @@ meta:
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
+  buckets: [{BUCKET}]
   pubsub-emulator-host: {host}
   gcs-endpoint: {endpoint}
   content-types: []
@@ -353,6 +356,7 @@ meta:
 gcs:
   project: {PROJECT}
   subscription: {SUBSCRIPTION}
+  buckets: [{BUCKET}]
   pubsub-emulator-host: {host}
   gcs-endpoint: {endpoint}
   dlq-topic: {dlq}
@@ -371,4 +375,102 @@ gcs:
     source.assert_running();
     source.signal("-TERM");
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0 with Pub/Sub down:\n{}", source.log());
+}
+
+/// Issue 28: a download that fails the same way every time (a permanent status, or too slow) was left un-acked
+/// forever, and a notification for any bucket was read. Here, against the real emulators: the emulator stalled
+/// (its one thread held by a client that never finishes its request) makes every download time out, and the
+/// object becomes a `download_failed` dead letter after `download-attempts` tries and is acked. (Which statuses
+/// count as permanent is `fvision_gcp::storage`'s unit test: the emulator answers none of them to a download.) A notification for a bucket not in `buckets` and one whose field is
+/// above `max-envelope-field-bytes` are dead letters without a download; the good object is written.
+#[test]
+fn failing_downloads_and_foreign_or_hostile_notifications_become_dead_letters_and_are_acked() {
+    let test = "failing_downloads_and_foreign_or_hostile_notifications_become_dead_letters_and_are_acked";
+    let Some(cluster) = local_cluster(test) else { return };
+    let gcs_emulator = emulators::gcs();
+    let pubsub_emulator = emulators::pubsub();
+    let Stand { images, dlq, gcs, runtime, client } =
+        Stand::new(&cluster, "fvt-gs-fail", &gcs_emulator.url(), &pubsub_emulator.grpc_host());
+    let png = std::fs::read(fvision_tests::data("bad-inputs").join("valid-1x1.png")).unwrap();
+    let upload = |name: &str| object(name, gcs.upload(BUCKET, name, &png, "image/png").unwrap(), png.len());
+    let good = upload("input-images/good.png");
+    let slow = upload("input-images/slow.png");
+    let foreign = ObjectRef { bucket: "fvt-foreign".into(), ..good.clone() };
+    let (attributes, data) = finalize_message(&ObjectRef { event_time: None, ..good.clone() });
+    let mut payload: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    payload["timeCreated"] = "9".repeat(2 << 20).into();
+    let hostile = (attributes, serde_json::to_vec(&payload).unwrap());
+    let messages = vec![finalize_message(&good), finalize_message(&foreign), hostile];
+    runtime.block_on(pubsub::publish(&client, TOPIC, messages)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: 0.2.0
+meta:
+  version: 0.1.0
+  name: fvt-gcs-fail
+  type: gcs-source
+  topic: {{meta: {{name: {images}}}}}
+gcs:
+  project: {PROJECT}
+  subscription: {SUBSCRIPTION}
+  buckets: [{BUCKET}]
+  pubsub-emulator-host: {host}
+  gcs-endpoint: {endpoint}
+  download-attempts: 2
+  download-timeout: 2s
+  ack-deadline: 10s
+  dlq-topic: {dlq}
+",
+        host = pubsub_emulator.grpc_host(),
+        endpoint = gcs_emulator.url(),
+    );
+    let config = dir.path().join("gcs-fail.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
+    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run.log"));
+    let dead_letters = |cluster: &LocalCluster| -> BTreeMap<String, (RejectReason, String, usize)> {
+        cluster
+            .read_all(&dlq)
+            .into_iter()
+            .map(|(_, value)| match serde_json::from_slice(&value).unwrap() {
+                ValidationRecord::Rejected(r) => (r.event.id.clone(), (r.reason, r.detail.clone(), value.len())),
+                other => panic!("not a rejection: {other:?}"),
+            })
+            .collect()
+    };
+    let wait_for = |source: &mut Process, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while dead_letters(&cluster).len() < count {
+            source.assert_running();
+            assert!(Instant::now() < deadline, "{count} dead letters expected; log:\n{}", source.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(&mut source, 2);
+    let dead = dead_letters(&cluster);
+    assert_eq!(dead[&foreign.id()].0, RejectReason::BucketNotAllowed, "{dead:?}");
+    let (reason, detail, size) = &dead[&good.id()];
+    assert_eq!(*reason, RejectReason::MalformedEnvelope, "{detail}");
+    assert!(detail.contains("`event_time` is 2097152 bytes") && *size < 80 * 1024, "{detail} ({size} bytes)");
+    let events = cluster.read_all(&images);
+    assert_eq!(events.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), [good.id()]);
+
+    // The emulator serves one request at a time: a client that never finishes its request stalls it.
+    let mut stall = std::net::TcpStream::connect(("127.0.0.1", gcs_emulator.port)).unwrap();
+    std::io::Write::write_all(&mut stall, b"GET /storage/v1/b HTTP/1.1\r\n").unwrap();
+    runtime.block_on(pubsub::publish(&client, TOPIC, vec![finalize_message(&slow)])).unwrap();
+    wait_for(&mut source, 3);
+    drop(stall);
+    let (reason, detail, _) = &dead_letters(&cluster)[&slow.id()];
+    assert_eq!(*reason, RejectReason::DownloadFailed, "{detail}");
+    assert!(detail.contains("2 downloads failed") && detail.contains("timed out"), "{detail}");
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let log = source.log();
+    assert!(
+        log.contains("acked=4") && log.contains("retried=1"),
+        "every message acked, the slow object's first try retried:\n{log}"
+    );
 }

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytesize::ByteSize;
-use fvision_connector_common::source_output::ReplayLookback;
-use fvision_connector_common::{ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_connector_common::source_output::{LookbackBytes, LookbackIds};
+use fvision_connector_common::{CheckSection, CheckedConfig, ConfigError, ConnectorConfig, MAX_EVENT_RECORD};
+use fvision_records::{EnvelopeFieldCap, DEFAULT_ENVELOPE_FIELD_CAP};
 use serde::Deserialize;
 
 /// The name of this connector's own section in the YAML.
@@ -20,16 +21,6 @@ pub enum StartFrom {
     Earliest,
     /// Only records written after the group first joined.
     Latest,
-}
-
-impl StartFrom {
-    /// librdkafka's `auto.offset.reset` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Earliest => "earliest",
-            Self::Latest => "latest",
-        }
-    }
 }
 
 /// How the source gets its partitions.
@@ -69,7 +60,7 @@ pub enum ValueFormat {
 /// `kafka:`: the cluster, the topics, the consumer group and how values are read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KafkaSettings {
+pub struct KafkaConfig {
     /// Comma-separated `host:port` list of brokers.
     pub bootstrap_servers: String,
     /// The Kafka topics read.
@@ -97,6 +88,11 @@ pub struct KafkaSettings {
     /// `too_large` (the inference sink reads at most `meta.consumer.max-bytes`, 16 MiB by default).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: ByteSize,
+    /// Largest envelope field of an event (its `id`, `event_time`, `uri`, an attribute key or value: the Kafka
+    /// key and headers are attributes); an event with a larger one goes to the dead-letter topic as
+    /// `malformed_envelope`. Keep it equal to the `image-validate` param `max_envelope_field_bytes`.
+    #[serde(default = "default_max_envelope_field_bytes")]
+    pub max_envelope_field_bytes: ByteSize,
     /// Most Kafka records per Fluvio produce and offset commit: what a crash may replay.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -111,22 +107,13 @@ pub struct KafkaSettings {
     /// Serve Prometheus metrics on this port.
     #[serde(default)]
     pub metrics_port: Option<u16>,
-    /// Ids per partition of the written topics (events, dead letters) remembered, and read back from the end
-    /// of each partition at start-up, so that what a crashed predecessor wrote but did not commit is not
-    /// written again; 0 turns the guard off.
-    #[serde(default = "default_replay_lookback")]
-    pub replay_lookback: usize,
-    /// The most bytes of records read back per topic at start-up for `replay-lookback` (the newest first).
-    #[serde(default = "default_replay_lookback_bytes")]
-    pub replay_lookback_bytes: ByteSize,
-}
-
-fn default_replay_lookback() -> usize {
-    ReplayLookback::default().ids
-}
-
-fn default_replay_lookback_bytes() -> ByteSize {
-    ByteSize::b(ReplayLookback::default().bytes)
+    /// Ids per partition of the written topics remembered and read back at start-up (the replay guard; 0
+    /// turns it off): [`LookbackIds`].
+    #[serde(default)]
+    pub replay_lookback: LookbackIds,
+    /// The most bytes of records read back per topic at start-up for `replay-lookback`: [`LookbackBytes`].
+    #[serde(default)]
+    pub replay_lookback_bytes: LookbackBytes,
 }
 
 fn default_group_id() -> String {
@@ -145,6 +132,10 @@ fn default_max_record_bytes() -> ByteSize {
     ByteSize::mib(15)
 }
 
+fn default_max_envelope_field_bytes() -> ByteSize {
+    ByteSize::b(DEFAULT_ENVELOPE_FIELD_CAP as u64)
+}
+
 fn default_max_batch() -> usize {
     64
 }
@@ -157,14 +148,11 @@ fn default_max_batch_bytes() -> ByteSize {
 const OWNED_PROPERTIES: [&str; 5] =
     ["enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "auto.offset.reset"];
 
-impl KafkaSettings {
-    /// The replay guard's read-back at start-up.
-    pub fn replay_lookback(&self) -> ReplayLookback {
-        ReplayLookback { ids: self.replay_lookback, bytes: self.replay_lookback_bytes.as_u64() }
-    }
+impl CheckSection for KafkaConfig {
+    const SECTION: &'static str = SECTION;
 
     /// What serde cannot check.
-    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let field = |name: &str, expected: &str| ConfigError::Field {
             path: path.to_owned(),
             field: format!("{SECTION}.{name}"),
@@ -194,6 +182,12 @@ impl KafkaSettings {
                 &format!("from 1 KiB to {MAX_EVENT_RECORD} (what the producer and the inference sink take)"),
             ));
         }
+        if self.checked_envelope_field_cap().is_none() {
+            return Err(field(
+                "max-envelope-field-bytes",
+                &format!("from {} B to {} KiB", EnvelopeFieldCap::MIN, EnvelopeFieldCap::MAX / 1024),
+            ));
+        }
         for key in self.client.keys() {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
                 return Err(field(
@@ -207,12 +201,24 @@ impl KafkaSettings {
     }
 }
 
-/// The connector config with the `kafka` section.
-pub type SourceConfig = ConnectorConfig<KafkaSettings>;
+impl KafkaConfig {
+    fn checked_envelope_field_cap(&self) -> Option<EnvelopeFieldCap> {
+        usize::try_from(self.max_envelope_field_bytes.as_u64()).ok().and_then(EnvelopeFieldCap::new)
+    }
+
+    /// `max-envelope-field-bytes` as checked by [`CheckSection::check`] (the default when out of range).
+    pub fn envelope_field_cap(&self) -> EnvelopeFieldCap {
+        self.checked_envelope_field_cap().unwrap_or_default()
+    }
+}
+
+/// The connector config as serde reads it, with the `kafka` section.
+pub type SourceConfig = ConnectorConfig<KafkaConfig>;
+
+/// The connector config after the `kafka` section's checks ([`load`] runs them): what [`crate::KafkaSource`] takes.
+pub type KafkaSettings = CheckedConfig<KafkaConfig>;
 
 /// Reads and checks the YAML (and secrets file).
-pub fn load(path: &Path, secrets: Option<&Path>) -> Result<SourceConfig, ConfigError> {
-    let config = SourceConfig::load(path, secrets, SECTION)?;
-    config.custom.check(path)?;
-    Ok(config)
+pub fn load(path: &Path, secrets: Option<&Path>) -> Result<KafkaSettings, ConfigError> {
+    KafkaSettings::load(path, secrets)
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;
 use fvision_connector_common::dead_letter::source_rejection;
-use fvision_records::{EventMeta, ImageEvent, RejectReason, RejectedImage, Source};
+use fvision_records::{EnvelopeFieldCap, EventMeta, ImageEvent, RejectReason, RejectedImage, Source};
 use serde_json::{Map, Value};
 
 use crate::config::ValueFormat;
@@ -94,6 +94,26 @@ pub enum Converted {
     Event(ImageEvent),
     /// A dead letter for `images-dlq`.
     Rejected(Box<RejectedImage>),
+}
+
+impl Converted {
+    /// An event whose envelope field (the value's own `id`, `event_time`, ..., the key or headers copied into
+    /// its attributes) is above `cap` becomes a `malformed_envelope` dead letter here, before it is written:
+    /// every later stage copies these fields, and one huge field would make records that outputs refuse.
+    pub fn capped(self, record: &KafkaRecord<'_>, cap: EnvelopeFieldCap) -> Self {
+        match self {
+            Self::Event(event) => match cap.check_meta(&event.meta) {
+                Ok(()) => Self::Event(event),
+                Err(oversized) => Self::Rejected(Box::new(source_rejection(
+                    RejectReason::MalformedEnvelope,
+                    format!("{}: {oversized}", record.uri()),
+                    event.meta,
+                    record.value.unwrap_or_default(),
+                ))),
+            },
+            rejected => rejected,
+        }
+    }
 }
 
 /// Converts one record read in `format` (`data_field` names the base64 field of JSON values).
@@ -342,5 +362,30 @@ mod tests {
         }
         let none = KafkaRecord { value: None, ..record(b"") };
         assert_eq!(rejected(convert(&none, ValueFormat::Raw, "x")).reason, RejectReason::Empty);
+    }
+
+    #[test]
+    fn huge_envelope_fields_become_dead_letters_before_they_are_written() {
+        let cap = EnvelopeFieldCap::default();
+        let huge = "k".repeat(600_000);
+        let own_id = format!(r#"{{"id":"{huge}","data":"AAAA"}}"#);
+        let event_time = format!(r#"{{"id":"t","event_time":"{}","data":"AAAA"}}"#, "9".repeat(2 << 20));
+        let key = KafkaRecord { key: Some(huge.as_bytes()), ..record(PNG) };
+        let header = KafkaRecord { headers: vec![("h", Some(huge.as_bytes()))], ..record(PNG) };
+        for (field, record) in [
+            ("id", record(own_id.as_bytes())),
+            ("event_time", record(event_time.as_bytes())),
+            ("attributes.kafka_key", key),
+            ("attributes.kafka_headers", header),
+        ] {
+            let r = rejected(convert(&record, ValueFormat::Auto, "image_data").capped(&record, cap));
+            assert_eq!(r.reason, RejectReason::MalformedEnvelope, "{field}");
+            assert!(r.detail.contains(&format!("field `{field}` is ")), "{}", r.detail);
+            assert!(r.detail.starts_with("kafka://image-stream/2/41: "), "{}", r.detail);
+            let json = fvision_connector_common::dead_letter::encode(r).unwrap();
+            assert!(json.len() < 80 * 1024, "{field}: the dead letter is small ({} bytes)", json.len());
+        }
+        // Within the cap nothing changes.
+        assert!(matches!(convert(&record(PNG), ValueFormat::Auto, "x").capped(&record(PNG), cap), Converted::Event(_)));
     }
 }

@@ -28,3 +28,11 @@ pub fn client_error(kind: &'static str) {
 pub fn group_conflict() {
     counter!(names::GROUP_CONFLICTS_TOTAL, "source" => "kafka").increment(1);
 }
+
+/// Records deleted (Kafka retention, a recreated topic) before the source read them: each lost range is also
+/// an `expired` dead letter and an error log line. A range past the end of a recreated topic counts 0 here
+/// (its size is unknown) and 1 in the ranges counter.
+pub fn expired(records: u64) {
+    counter!(names::EXPIRED_RECORDS_TOTAL, "source" => "kafka").increment(records);
+    counter!(names::EXPIRED_RANGES_TOTAL, "source" => "kafka").increment(1);
+}

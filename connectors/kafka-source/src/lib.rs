@@ -12,6 +12,6 @@ pub mod convert;
 pub mod events;
 pub mod source;
 
-pub use config::{load, KafkaSettings, SourceConfig, StartFrom, ValueFormat};
+pub use config::{load, KafkaConfig, KafkaSettings, SourceConfig, StartFrom, ValueFormat};
 pub use convert::{convert, Converted, KafkaRecord};
 pub use source::{KafkaSource, RunReport, SourceError};

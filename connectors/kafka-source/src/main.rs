@@ -38,7 +38,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");
-    let report = KafkaSource::new(config, &args.connector.config)?.stop_flag(stop).run()?;
+    let report = KafkaSource::new(config).stop_flag(stop).run()?;
     tracing::info!(
         connector = %name,
         read = report.read,

@@ -15,12 +15,15 @@ fn the_shipped_config_reads_as_documented() {
     assert_eq!((kafka.dlq_topic.as_str(), kafka.max_batch), ("images-dlq", 64));
     assert_eq!(kafka.max_record_bytes.as_u64(), 15 << 20);
     assert_eq!(kafka.max_batch_bytes.as_u64(), 32 << 20);
+    assert_eq!(kafka.envelope_field_cap().bytes(), fvision_records::DEFAULT_ENVELOPE_FIELD_CAP);
     // The connector owns the offset settings, whatever the pass-through says.
-    let source = KafkaSource::new(config, "kafka-source.yaml").unwrap();
+    let source = KafkaSource::new(config);
     let client = source.client_config();
     assert_eq!(client.get("enable.auto.commit"), Some("false"));
     assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
     assert_eq!(client.get("session.timeout.ms"), Some("10000"));
+    // No silent jump over lost records: the source assigns every partition at an offset it chose.
+    assert_eq!(client.get("auto.offset.reset"), Some("error"));
 }
 
 #[test]

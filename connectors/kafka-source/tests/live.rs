@@ -638,3 +638,252 @@ fn a_crash_at_the_worst_moment_writes_each_dead_letter_once() {
     assert_eq!(copies, expected, "every dead letter once, also those acknowledged but not committed before the crash");
     assert!(cluster.read_all(&images).is_empty());
 }
+
+/// The dead letters on `dlq`, parsed.
+fn dead_letters(cluster: &LocalCluster, dlq: &str) -> Vec<fvision_records::RejectedImage> {
+    cluster
+        .read_all(dlq)
+        .into_iter()
+        .map(|(_, value)| match serde_json::from_slice(&value).unwrap() {
+            ValidationRecord::Rejected(rejected) => rejected,
+            other => panic!("not a dead letter: {other:?}"),
+        })
+        .collect()
+}
+
+/// Runs the source on `config` until the group committed `offset` on partition 0, then stops it with SIGTERM;
+/// returns its log.
+fn run_until_committed(servers: &str, group: &str, config: &Path, log: &Path, offset: i64) -> String {
+    let mut source = start_source(config, log, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_offset(servers, group) != Some(offset) {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "offset {offset} not committed; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    source.log()
+}
+
+/// Issue 28: a Kafka key, header, or an event's own `id` of 600 KB became an event whose id is copied into the
+/// prediction and its Kafka key (librdkafka refuses 1 MB). The source dead-letters them as `malformed_envelope`
+/// (small dead letters) and goes on with the partition.
+#[test]
+fn huge_envelope_fields_from_kafka_are_dead_letters_and_the_partition_goes_on() {
+    let test = "huge_envelope_fields_from_kafka_are_dead_letters_and_the_partition_goes_on";
+    let Some(cluster) = local_cluster(test) else { return };
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-huge", 1);
+    let png = png();
+    let huge = "h".repeat(600_000);
+    let own_id = format!(r#"{{"id": "{huge}", "data": "{}"}}"#, b64(&png)).into_bytes();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("message.max.bytes", "10000000").create().unwrap();
+    producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&own_id)).unwrap();
+    producer.send(BaseRecord::to(TOPIC).key(huge.as_str()).payload(&png)).unwrap();
+    let headers = OwnedHeaders::new().insert(Header { key: "trace", value: Some(huge.as_str()) });
+    producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png).headers(headers)).unwrap();
+    producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks-huge");
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    run_until_committed(&servers, &group, &config, &dir.path().join("run.log"), 4);
+    let events = cluster.read_all(&images);
+    let keys: Vec<&str> = events.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, [format!("kafka://{TOPIC}/0/3")], "the image behind is written");
+    let dead = cluster.read_all(&dlq);
+    assert_eq!(dead.len(), 3);
+    for (key, value) in &dead {
+        assert!(value.len() < 80 * 1024 && key.len() <= 1024, "a small dead letter ({} bytes)", value.len());
+        let ValidationRecord::Rejected(r) = serde_json::from_slice(value).unwrap() else { panic!() };
+        assert_eq!(r.reason, RejectReason::MalformedEnvelope, "{}", r.detail);
+        assert!(r.detail.contains("max_envelope_field_bytes = 4096"), "{}", r.detail);
+    }
+}
+
+/// Issue 28: with `auto.offset.reset: earliest` librdkafka jumped silently over records that retention deleted
+/// before the source read them. The mock cluster keeps 5 MiB per partition: records produced while the source is
+/// stopped push its committed offset out of the partition. The restart writes one `expired` dead letter naming
+/// the lost range and its count, logs an error, counts them, reads on from the partition's start, and a second
+/// restart reports nothing again.
+#[test]
+fn records_deleted_by_retention_are_reported_as_expired_and_reading_goes_on() {
+    let test = "records_deleted_by_retention_are_reported_as_expired_and_reading_goes_on";
+    let Some(cluster) = local_cluster(test) else { return };
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-expired", 1);
+    let png = png();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("message.max.bytes", "10000000").create().unwrap();
+    let send = |value: &[u8]| {
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(value)).unwrap();
+        // One message set per record: the mock deletes whole message sets.
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    send(&png);
+    send(&png);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique_name("fvt-ks-expired");
+    let metrics_port = fvision_tests::emulators::free_port();
+    let config =
+        write_config_with(dir.path(), &group, &servers, &images, &dlq, &format!("metrics-port: {metrics_port}"));
+    run_until_committed(&servers, &group, &config, &dir.path().join("run1.log"), 2);
+
+    // 12 records of 600 KB while the source is stopped: the mock keeps 5 MiB, so offset 2 and more are deleted.
+    // Those that survive are above `max-record-bytes` (256 KiB): `too_large` dead letters, read all the same.
+    let filler = vec![b'A'; 600_000];
+    for _ in 0..12 {
+        send(&filler);
+    }
+    send(&png);
+    let watermarks = fvision_tests::kafka::reader(&servers, TOPIC);
+    let (low, high) = watermarks.fetch_watermarks(TOPIC, 0, Duration::from_secs(10)).unwrap();
+    assert!(low > 2 && high == 15, "retention deleted the committed offset: {low}..{high}");
+
+    let mut source = start_source(&config, &dir.path().join("run2.log"), &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while committed_offset(&servers, &group) != Some(high) {
+        source.assert_running();
+        assert!(std::time::Instant::now() < deadline, "not resumed to the end; log:\n{}", source.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = fvision_tests::browser::http_get(metrics_port, "/metrics").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    source.signal("-TERM");
+    assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
+    let log = source.log();
+    assert!(log.contains("ERROR") && log.contains("Kafka records lost before they were read"), "{log}");
+
+    let dead = dead_letters(&cluster, &dlq);
+    let expired: Vec<_> = dead.iter().filter(|r| r.reason == RejectReason::Expired).collect();
+    assert_eq!(expired.len(), 1, "one dead letter per lost range: {dead:?}");
+    let range = format!("kafka://{TOPIC}/0@2..{low}");
+    assert_eq!((expired[0].record.as_deref(), expired[0].event.id.as_str()), (Some(range.as_str()), range.as_str()));
+    assert_eq!(expired[0].event.attributes["count"], low - 2);
+    assert!(expired[0].detail.starts_with(&format!("{} records of Kafka {TOPIC}/0", low - 2)), "{}", expired[0].detail);
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("fvision_source_expired_records_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(counted, Some((low - 2) as f64), "{metrics}");
+    // What the partition still held was read: the fillers that survived (dead letters) and the last image.
+    let events: Vec<i64> = cluster
+        .read_all(&images)
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_slice::<ImageEvent>(&v).unwrap().meta.attributes["kafka_offset"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(events, [0, 1, high - 1], "the images before the loss and the one after it, in order");
+    let too_large = dead.iter().filter(|r| r.reason == RejectReason::TooLarge).count() as i64;
+    assert_eq!(too_large, high - 1 - low, "every surviving filler read once: {dead:?}");
+
+    // The lost range was committed past: a restart reports nothing more.
+    send(&png);
+    run_until_committed(&servers, &group, &config, &dir.path().join("run3.log"), high + 1);
+    let again = dead_letters(&cluster, &dlq);
+    assert_eq!(again.len(), dead.len(), "no dead letter again: {again:?}");
+}
+
+/// A committed offset past the partition's end (the topic deleted and created again, which the mock cluster
+/// cannot do, so the commit is made by hand): reported as `expired` from that offset on, then the new partition
+/// is read from its start instead of waiting for offset 50 (librdkafka's silent reset did the same, unreported).
+#[test]
+fn a_committed_offset_past_the_end_is_reported_and_the_partition_read_from_its_start() {
+    let test = "a_committed_offset_past_the_end_is_reported_and_the_partition_read_from_its_start";
+    let Some(cluster) = local_cluster(test) else { return };
+    let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-past", 1);
+    let png = png();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    for _ in 0..2 {
+        producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let group = unique_name("fvt-ks-past");
+    let committer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", &group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(TOPIC, 0, Offset::Offset(50)).unwrap();
+    committer.commit(&list, rdkafka::consumer::CommitMode::Sync).unwrap();
+    assert_eq!(committed_offset(&servers, &group), Some(50));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &group, &servers, &images, &dlq);
+    run_until_committed(&servers, &group, &config, &dir.path().join("run.log"), 2);
+    let expired = dead_letters(&cluster, &dlq);
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].reason, RejectReason::Expired);
+    assert_eq!(expired[0].record.as_deref(), Some(format!("kafka://{TOPIC}/0@50..").as_str()));
+    assert!(expired[0].detail.contains("recreated"), "{}", expired[0].detail);
+    assert_eq!(cluster.read_all(&images).len(), 2, "the new partition's records are read");
+}
+
+/// The `kafka_offset` of every event on `images`, in order.
+fn event_offsets(cluster: &LocalCluster, images: &str) -> Vec<i64> {
+    cluster
+        .read_all(images)
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_slice::<ImageEvent>(&v).unwrap().meta.attributes["kafka_offset"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// Issue 28: with `auto.offset.reset: error` a new consumer group (no committed offset) read nothing, ever (the
+/// partition stopped and could not be sought). Every partition is now assigned at an offset the source chose:
+/// for each `assignment` (`all`, and the group protocol), a new group with `start: earliest` reads what the
+/// topic holds, one with `start: latest` what is produced after it joined, no `expired` dead letter is written
+/// for either, and a reopen of the group reads nothing already committed.
+#[test]
+fn a_new_group_reads_from_its_configured_start_and_a_reopen_reads_nothing_again() {
+    let test = "a_new_group_reads_from_its_configured_start_and_a_reopen_reads_nothing_again";
+    let Some(cluster) = local_cluster(test) else { return };
+    let png = png();
+    for assignment in ["all", "group"] {
+        for start in ["earliest", "latest"] {
+            let Ends { mock: _broker, servers, images, dlq } = ends(&cluster, "fvt-ks-new", 1);
+            let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+            let send = || {
+                producer.send(BaseRecord::<(), _>::to(TOPIC).payload(&png)).unwrap();
+                producer.flush(Duration::from_secs(10)).unwrap();
+            };
+            send();
+            send();
+            let dir = tempfile::tempdir().unwrap();
+            let group = unique_name("fvt-ks-new");
+            let extra = format!(
+                "assignment: {assignment}\n  start: {start}\n  client: {{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}}"
+            );
+            let config = write_config_with(dir.path(), &group, &servers, &images, &dlq, &extra);
+            let case = format!("assignment {assignment}, start {start}");
+            let mut source = start_source(&config, &dir.path().join("run1.log"), &[]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let assigned = if assignment == "all" { "assigned" } else { "assigned by the group" };
+            while !source.log().contains(assigned) {
+                source.assert_running();
+                assert!(std::time::Instant::now() < deadline, "{case}: never assigned; log:\n{}", source.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            send();
+            while committed_offset(&servers, &group) != Some(3) {
+                source.assert_running();
+                assert!(std::time::Instant::now() < deadline, "{case}: offset 3 not committed; log:\n{}", source.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            source.signal("-TERM");
+            assert!(source.wait(Duration::from_secs(30)).success(), "{case}: SIGTERM exits 0:\n{}", source.log());
+            let expected: Vec<i64> = if start == "earliest" { vec![0, 1, 2] } else { vec![2] };
+            assert_eq!(event_offsets(&cluster, &images), expected, "{case}: {}", source.log());
+            assert!(cluster.read_all(&dlq).is_empty(), "{case}: a new group has lost nothing");
+
+            // Reopened: the committed records are not read again, the new one is.
+            send();
+            run_until_committed(&servers, &group, &config, &dir.path().join("run2.log"), 4);
+            let mut expected = expected;
+            expected.push(3);
+            assert_eq!(event_offsets(&cluster, &images), expected, "{case}: reopened");
+            assert!(cluster.read_all(&dlq).is_empty(), "{case}: reopened");
+        }
+    }
+}

@@ -30,17 +30,23 @@ fn bad_input_verdict(name: &str) -> Option<RejectReason> {
         "random-bytes.jpg" | "text-file.jpg" => Some(UnknownFormat),
         "truncated-40pct.jpg" => Some(Truncated),
         "zero-bytes.jpg" => Some(Empty),
+        HOSTILE_ENVELOPE => Some(MalformedEnvelope),
         _ => None,
     }
 }
 
 /// The simulator's rule: image i of a run with `--bad-ratio ratio` is hostile when the running share
-/// would otherwise fall below the ratio; the k-th hostile image is file k mod n of the sorted folder.
+/// would otherwise fall below the ratio; the k-th hostile image is item k mod (n + 3) of the sorted folder's n
+/// files followed by three hostile envelopes ([`HOSTILE_ENVELOPE`]).
 fn hostile_files(count: u64, ratio: f64) -> BTreeMap<u64, String> {
-    let files: Vec<String> = data_files("bad-inputs").into_iter().map(|(name, _)| name).collect();
+    let mut items: Vec<String> = data_files("bad-inputs").into_iter().map(|(name, _)| name).collect();
+    items.extend([HOSTILE_ENVELOPE; 3].map(String::from));
     let is_bad = |i: u64| ((i + 1) as f64 * ratio).floor() > (i as f64 * ratio).floor();
-    (0..count).filter(|&i| is_bad(i)).enumerate().map(|(k, i)| (i, files[k % files.len()].clone())).collect()
+    (0..count).filter(|&i| is_bad(i)).enumerate().map(|(k, i)| (i, items[k % items.len()].clone())).collect()
 }
+
+/// The simulator's hostile envelopes (a valid image with a 600 KB field), dead letters of the sources.
+const HOSTILE_ENVELOPE: &str = "hostile envelope";
 
 /// The index of a simulated image from its id (`R-0000007` or `gs://b/input-images/R-0000007-name#g`).
 fn index(id: &str, run: &str) -> Option<u64> {

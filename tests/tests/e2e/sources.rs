@@ -188,7 +188,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
         "gcs-source",
         &topics,
         &format!(
-            "gcs:\n  project: {PROJECT}\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
+            "gcs:\n  project: {PROJECT}\n  buckets: [{BUCKET}]\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
              gcs-endpoint: {gcs_url}\n  max-messages: {BATCH}\n  ack-deadline: 10s\n"
         ),
     );
@@ -505,7 +505,7 @@ fn bench_sources() {
         "gcs-source",
         &topics,
         &format!(
-            "gcs:\n  project: {PROJECT}\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
+            "gcs:\n  project: {PROJECT}\n  buckets: [{BUCKET}]\n  subscription: {SUBSCRIPTION}\n  pubsub-emulator-host: {grpc}\n  \
              gcs-endpoint: {gcs_url}\n  max-messages: 16\n"
         ),
     );

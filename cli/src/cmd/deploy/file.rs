@@ -419,7 +419,7 @@ pub struct RenderError {
 ///   when the connector YAML lacks it);
 /// - kafka-source: `kafka.bootstrap-servers`, `kafka.topics`, `kafka.dlq-topic`, `kafka.metrics-port`;
 /// - gcs-source: `gcs.project`, `gcs.subscription`, `gcs.pubsub-emulator-host`, `gcs.gcs-endpoint`,
-///   `gcs.prefix`, `gcs.dlq-topic`, `gcs.metrics-port`.
+///   `gcs.prefix`, `gcs.buckets` (the deployment's bucket), `gcs.dlq-topic`, `gcs.metrics-port`.
 ///
 /// Everything else (model, batching, limits, secrets) stays as the connector YAML says.
 pub fn render_connector(deployment: &Deployment, entry: &ConnectorEntry, text: &str) -> Result<String, RenderError> {
@@ -486,6 +486,7 @@ pub fn render_connector(deployment: &Deployment, entry: &ConnectorEntry, text: &
             set(&mut doc, &[section, "project"], pubsub.project.as_str().into()).map_err(err)?;
             set(&mut doc, &[section, "subscription"], pubsub.subscription.as_str().into()).map_err(err)?;
             set(&mut doc, &[section, "prefix"], gcs.input_prefix.as_str().into()).map_err(err)?;
+            set(&mut doc, &[section, "buckets"], Value::Sequence(vec![gcs.bucket.as_str().into()])).map_err(err)?;
             set(&mut doc, &[section, "dlq-topic"], topics.dlq.name.as_str().into()).map_err(err)?;
             if let Some(host) = &pubsub.emulator_host {
                 set(&mut doc, &[section, "pubsub-emulator-host"], host.as_str().into()).map_err(err)?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_pipeline::{run_pipeline, Item, Outcome, PipelineSettings};
-use fvision_records::{prediction_id, Prediction, RejectReason, Stage, ValidationRecord};
+use fvision_records::{prediction_id, ImageDigest, Prediction, RejectReason, Stage, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, unique_name, LocalCluster};
 use fvision_tests::connector_yaml::SinkYaml;
 use fvision_tests::metrics::{metric, scrape};
@@ -334,7 +334,10 @@ fn check_outputs(seen: &Seen, inputs: &Inputs) -> usize {
                 let found = by_id.get(image_id.as_str()).unwrap_or_else(|| panic!("no prediction for {image_id}"));
                 for p in found {
                     assert_eq!((&p.label, &p.prediction_id), (label, id), "{image_id}: same as the embedded pipeline");
-                    assert_eq!(p.prediction_id, prediction_id(image_id, &p.model_name, &p.model_version));
+                    let event: fvision_records::ImageEvent = serde_json::from_slice(value).unwrap();
+                    let image = base64::engine::general_purpose::STANDARD.decode(&event.data).unwrap();
+                    let digest = ImageDigest::of(&image);
+                    assert_eq!(p.prediction_id, prediction_id(image_id, &digest, &p.model_name, &p.model_version));
                 }
             }
             Expected::Rejected(reason) => {
