@@ -107,7 +107,9 @@ pub fn token_allowed(endpoint: &str) -> bool {
         && url.username().is_empty()
         && url.password().is_none()
         && url.port().is_none()
-        && url.host_str().is_some_and(|host| GOOGLE_STORAGE_HOSTS.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)))
+        && url
+            .host_str()
+            .is_some_and(|host| GOOGLE_STORAGE_HOSTS.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)))
 }
 
 /// What a download found.

@@ -19,8 +19,8 @@ use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::ProducerConfig;
 use fvision_connector_common::image_producer_config;
 use fvision_gcp::storage::BlockingClient;
+use fvision_gcs_source::{finalize_message, ObjectRef};
 use fvision_records::{EventMeta, ImageEvent, Source};
-use gcs_source::{finalize_message, ObjectRef};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message};
 use serde::Serialize;
@@ -671,7 +671,8 @@ mod tests {
             event_time: Some("2026-12-07T10:00:00Z".into()),
         };
         let (attributes, data) = hostile_notification(&object);
-        let gcs_source::Notice::Finalize(read) = gcs_source::read_notice(&attributes, &data, "input-images/", &[])
+        let fvision_gcs_source::Notice::Finalize(read) =
+            fvision_gcs_source::read_notice(&attributes, &data, "input-images/", &[])
         else {
             panic!("still a finalize notification")
         };

@@ -136,11 +136,7 @@ pub struct SourceOutput {
 
 impl SourceOutput {
     /// Connects to the Fluvio cluster of the active profile, then [`SourceOutput::connect`].
-    pub async fn open(
-        meta: &MetaConfig,
-        dlq_topic: &str,
-        lookback: ReplayLookback,
-    ) -> Result<Self, SourceOutputError> {
+    pub async fn open(meta: &MetaConfig, dlq_topic: &str, lookback: ReplayLookback) -> Result<Self, SourceOutputError> {
         let fluvio = Fluvio::connect().await.map_err(fluvio_error("connecting to the Fluvio cluster"))?;
         Self::connect(&fluvio, meta, dlq_topic, lookback).await
     }

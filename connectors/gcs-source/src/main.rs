@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fvision_connector_common::binary;
-use gcs_source::GcsSource;
+use fvision_gcs_source::GcsSource;
 
 /// Reads GCS uploads announced by Pub/Sub and writes them to a Fluvio topic as ImageEvents.
 ///
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = gcs_source::load(&args.connector.config, args.connector.secrets.as_deref())?;
+    let config = fvision_gcs_source::load(&args.connector.config, args.connector.secrets.as_deref())?;
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");

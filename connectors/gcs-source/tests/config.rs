@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gcs_source::load;
+use fvision_gcs_source::load;
 
 use fvision_tests::fixtures::connectors_dir as config_dir;
 

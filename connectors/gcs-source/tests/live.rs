@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use fvision_gcp::pubsub;
 use fvision_gcp::storage::BlockingClient;
+use fvision_gcs_source::{finalize_message, ObjectRef};
 use fvision_records::{ImageEvent, RejectReason, ValidationRecord};
 use fvision_tests::cluster::{local_cluster, LocalCluster};
 use fvision_tests::emulators::{self, PROJECT};
 use fvision_tests::process::Process;
-use gcs_source::{finalize_message, ObjectRef};
 
 const BUCKET: &str = "fvt-bucket";
 const TOPIC: &str = "gcs-image-notifications";
@@ -117,7 +117,7 @@ gcs:
     let config = dir.path().join("gcs-source.yaml");
     std::fs::write(&config, yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
-    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn")];
     let args = ["--config", config.to_str().unwrap()];
     let mut source = Process::start(bin, &args, &env, &dir.path().join("run1.log"));
     // 1 event (the duplicate notification is acked without writing it again), 5 dead letters; 2 ignored.
@@ -229,7 +229,10 @@ gcs:
     std::fs::write(&config, yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
     let args = ["--config", config.to_str().unwrap()];
-    let crash = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn"), ("FVISION_CRASH_BEFORE_COMMIT", "2")];
+    let crash = [
+        ("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn"),
+        ("FVISION_CRASH_BEFORE_COMMIT", "2"),
+    ];
     let mut source = Process::start(bin, &args, &crash, &dir.path().join("crash.log"));
     assert!(!source.wait(Duration::from_secs(60)).success(), "run 1 aborts:\n{}", source.log());
     assert!(source.log().contains("aborting after Fluvio acknowledged, before the commit"), "{}", source.log());
@@ -237,7 +240,7 @@ gcs:
     let held = cluster.read_all(&images).len();
     assert!(held > acked_before, "Fluvio holds events whose messages were not acked ({held} vs {acked_before})");
 
-    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn")];
     let mut source = Process::start(bin, &args, &env, &dir.path().join("restart.log"));
     // Everything arrives, and the redelivered messages of the crashed pull are acked too.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -308,7 +311,7 @@ gcs:
     let config = dir.path().join("gcs-down.yaml");
     std::fs::write(&config, yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
-    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn")];
     let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("down.log"));
     source.wait_log("left un-acked for redelivery", 1, Duration::from_secs(60));
     source.assert_running();
@@ -367,7 +370,7 @@ gcs:
     let config = dir.path().join("gcs-psdown.yaml");
     std::fs::write(&config, yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
-    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn")];
     let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("psdown.log"));
     source.wait_log("consuming", 1, Duration::from_secs(60));
     pubsub_emulator.emulator.stop();
@@ -428,7 +431,7 @@ gcs:
     let config = dir.path().join("gcs-fail.yaml");
     std::fs::write(&config, yaml).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_gcs-source"));
-    let env = [("RUST_LOG", "info,gcs_source=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn")];
     let mut source = Process::start(bin, &["--config", config.to_str().unwrap()], &env, &dir.path().join("run.log"));
     let dead_letters = |cluster: &LocalCluster| -> BTreeMap<String, (RejectReason, String, usize)> {
         cluster

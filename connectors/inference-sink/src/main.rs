@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fvision_connector_common::binary;
-use inference_sink::connector::Connector;
+use fvision_inference_sink::connector::Connector;
 
 /// Classifies the images of a Fluvio topic and writes predictions and dead letters to Fluvio topics.
 ///

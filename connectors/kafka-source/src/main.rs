@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fvision_connector_common::binary;
-use kafka_source::KafkaSource;
+use fvision_kafka_source::KafkaSource;
 
 /// Reads images from Kafka topics and writes them to a Fluvio topic as ImageEvents.
 ///
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = kafka_source::load(&args.connector.config, args.connector.secrets.as_deref())?;
+    let config = fvision_kafka_source::load(&args.connector.config, args.connector.secrets.as_deref())?;
     let stop = binary::stop_on_signals()?;
     let name = config.meta.name.clone();
     tracing::info!(connector = %name, config = %args.connector.config.display(), "starting");

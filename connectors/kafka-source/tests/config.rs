@@ -1,6 +1,6 @@
 //! The source's connector YAML: the shipped file, the bad fixtures beside it, secrets.
 
-use kafka_source::{load, KafkaSource, StartFrom, ValueFormat};
+use fvision_kafka_source::{load, KafkaSource, StartFrom, ValueFormat};
 
 use fvision_tests::fixtures::connectors_dir as config_dir;
 

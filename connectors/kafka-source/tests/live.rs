@@ -40,7 +40,7 @@ fn ends(cluster: &LocalCluster, prefix: &str, partitions: i32) -> Ends {
 /// Starts the kafka-source binary on `config`, its output in `log`, with the tests' log filter and `env` on top
 /// (a later variable wins).
 fn start_source(config: &Path, log: &Path, env: &[(&str, &str)]) -> Process {
-    let mut vars = vec![("RUST_LOG", "info,kafka_source=debug,fluvio=warn")];
+    let mut vars = vec![("RUST_LOG", "info,kafka_source=debug,fvision_kafka_source=debug,fluvio=warn")];
     vars.extend_from_slice(env);
     let config = config.to_str().unwrap();
     Process::start(Path::new(env!("CARGO_BIN_EXE_kafka-source")), &["--config", config], &vars, log)

@@ -59,7 +59,7 @@ fn start_fvision(dir: &Path, log: &str, args: &[&str]) -> Process {
     let models = repo_root().join("models/presets");
     let env = [
         ("FVISION_MODELS_DIR", models.to_str().unwrap()),
-        ("RUST_LOG", "warn,inference_sink=info,fvision_pipeline=info,fvision_outputs=info,fvision_status=info,kafka_source=info,gcs_source=info"),
+        ("RUST_LOG", "warn,inference_sink=info,fvision_inference_sink=info,fvision_pipeline=info,fvision_outputs=info,fvision_status=info,kafka_source=info,fvision_kafka_source=info,gcs_source=info,fvision_gcs_source=info"),
     ];
     Process::start(&target_binary("fvision"), args, &env, &dir.join(log))
 }

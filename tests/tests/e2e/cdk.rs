@@ -335,7 +335,6 @@ fn run_the_pipeline(cdk: &mut Cdk, cluster: &LocalCluster, world: &World, dir: &
 }
 
 #[test]
-#[ignore = "upstream cdk 0.50.2 runs the package's first cargo target (cargo-builder `target_name`): the connector crates' lib (`kafka_source`), not their binary; issue 29"]
 fn every_shipped_connector_runs_under_cdk_deploy_from_its_crate() {
     let test = "every_shipped_connector_runs_under_cdk_deploy_from_its_crate";
     let Some(cluster) = local_cluster(test) else { return };
@@ -349,7 +348,6 @@ fn every_shipped_connector_runs_under_cdk_deploy_from_its_crate() {
 /// `${{ secrets.NAME }}` filled from the environment (no `--secrets`: Fluvio's `EnvSecretStore`) or from
 /// `--secrets FILE`; each reaches "starting" and is shut down.
 #[test]
-#[ignore = "upstream cdk 0.50.2 runs the package's first cargo target (cargo-builder `target_name`): the connector crates' lib (`kafka_source`), not their binary; issue 29"]
 fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_file() {
     let test = "the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_file";
     let Some(cluster) = local_cluster(test) else { return };
@@ -438,7 +436,6 @@ fn toml_version(path: &Path) -> String {
 }
 
 #[test]
-#[ignore = "upstream cdk 0.50.2 runs the package's first cargo target (cargo-builder `target_name`): the connector crates' lib (`kafka_source`), not their binary; issue 29"]
 fn every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree() {
     let test = "every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree";
     let Some(cluster) = local_cluster(test) else { return };

@@ -63,10 +63,10 @@ fn connector_packages_name_their_binaries_sections_and_settings() {
     check("connectors/inference-sink", fvision_sink_config::SECTION, |p| {
         fvision_sink_config::load(p, None).map(|_| ()).unwrap_err().to_string()
     });
-    check("connectors/kafka-source", kafka_source::config::SECTION, |p| {
-        kafka_source::config::load(p, None).map(|_| ()).unwrap_err().to_string()
+    check("connectors/kafka-source", fvision_kafka_source::config::SECTION, |p| {
+        fvision_kafka_source::config::load(p, None).map(|_| ()).unwrap_err().to_string()
     });
-    check("connectors/gcs-source", gcs_source::config::SECTION, |p| {
-        gcs_source::config::load(p, None).map(|_| ()).unwrap_err().to_string()
+    check("connectors/gcs-source", fvision_gcs_source::config::SECTION, |p| {
+        fvision_gcs_source::config::load(p, None).map(|_| ()).unwrap_err().to_string()
     });
 }

@@ -192,7 +192,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
              gcs-endpoint: {gcs_url}\n  max-messages: {BATCH}\n  ack-deadline: 10s\n"
         ),
     );
-    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fvision_connector_common=debug,fluvio=warn")];
+    let env = [("RUST_LOG", "info,kafka_source=debug,fvision_kafka_source=debug,gcs_source=debug,fvision_gcs_source=debug,fvision_connector_common=debug,fluvio=warn")];
     let start = |bin: &str, config: &Path, log: &str, crash: Option<&str>| {
         let mut env = env.to_vec();
         env.extend(crash.map(|at| ("FVISION_CRASH_BEFORE_COMMIT", at)));
@@ -445,7 +445,10 @@ fn bench_sources() {
         &topics,
         &format!("kafka:\n  bootstrap-servers: {servers}\n  topics: [{KAFKA_TOPIC}]\n  group-id: fvb\n"),
     );
-    let env = [("RUST_LOG", "info,kafka_source=debug,gcs_source=debug,fluvio=warn")];
+    let env = [(
+        "RUST_LOG",
+        "info,kafka_source=debug,fvision_kafka_source=debug,gcs_source=debug,fvision_gcs_source=debug,fluvio=warn",
+    )];
     let mut source = Process::start(
         &target_binary("kafka-source"),
         &["--config", config.to_str().unwrap()],

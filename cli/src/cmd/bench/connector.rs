@@ -13,9 +13,9 @@ use fluvio::{Fluvio, RecordKey};
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::config::ProducerConfig;
 use fvision_connector_common::{locate_smartmodule, WasmValidator};
+use fvision_inference_sink::connector::{image_producer_config, Connector};
 use fvision_models::{Classifier, ClassifierOptions, Registry};
 use fvision_pipeline::{run_pipeline, Item, PipelineSettings};
-use inference_sink::connector::{image_producer_config, Connector};
 use serde::Serialize;
 
 use super::shared::{record_values, sample_or};
