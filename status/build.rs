@@ -15,14 +15,14 @@ fn main() {
         println!("cargo:rustc-env=FVISION_GIT_COMMIT={commit}");
         return;
     }
-    // Rebuilt when HEAD moves: a commit, a checkout, or a branch updated in place.
-    for file in ["HEAD", "packed-refs"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+    // Rebuilt when HEAD moves: a commit, a checkout, or a branch updated in place. Only paths that exist are
+    // named: cargo takes a missing one as changed on every build, and would rebuild this crate (and every
+    // binary) each time. The branch's loose ref may not exist yet (a fresh clone packs it), so the folder of
+    // loose branch refs is watched, not the one file.
+    for file in ["HEAD", "packed-refs", "refs/heads"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", file]).filter(|p| std::path::Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={path}");
         }
-    }
-    if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])) {
-        println!("cargo:rerun-if-changed={head}");
     }
     if let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) {
         println!("cargo:rustc-env=FVISION_GIT_COMMIT={commit}");

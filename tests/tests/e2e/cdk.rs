@@ -34,6 +34,23 @@ const CONNECTORS: [(&str, &str); 3] = [
     ("inference-sink", "inference-sink.yaml"),
 ];
 
+/// The variables `cargo test` sets for a test process (not the ones a user sets, such as `CARGO_TARGET_DIR`).
+fn set_by_cargo_test(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
+}
+
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -45,7 +62,12 @@ struct Cdk {
     env: Vec<(String, String)>,
     /// Connectors started and not yet shut down, with their log file: shut down and removed on drop.
     started: Vec<(String, PathBuf)>,
+    /// One cdk test at a time: each makes cdk run cargo on the suite's target directory, and two cargo
+    /// builds of different packages at once would each find the other's work in progress.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static CDK_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cdk {
     fn new(test: &str) -> Option<Self> {
@@ -56,11 +78,19 @@ impl Cdk {
         };
         let wasm = fvision_connector_common::validator::locate_smartmodule().expect("image_validate.wasm is built");
         let env = vec![(fvision_connector_common::validator::SMARTMODULE_ENV.to_string(), wasm.display().to_string())];
-        Some(Self { bin, tmp: tempfile::tempdir().unwrap(), env, started: Vec::new() })
+        let serial = CDK_TESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Self { bin, tmp: tempfile::tempdir().unwrap(), env, started: Vec::new(), _serial: serial })
     }
 
     fn command(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(&self.bin);
+        // What `cargo test` sets for this test process, a user's shell does not have; ring's build script
+        // watches CARGO_MANIFEST_DIR, so with it cdk's cargo would rebuild ring and all that depends on it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(set_by_cargo_test) {
+                command.env_remove(&name);
+            }
+        }
         command
             .args(args)
             .current_dir(cwd)
@@ -83,7 +113,8 @@ impl Cdk {
     fn start(&mut self, cwd: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> u32 {
         let mut all = vec!["deploy", "start"];
         all.extend_from_slice(args);
-        let log = cwd.join(format!("{name}.log"));
+        // cdk names the log by the canonical path (without the `tests/..` of `repo_root()`).
+        let log = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf()).join(format!("{name}.log"));
         self.started.push((name.to_string(), log.clone()));
         let said = self.ok(cwd, &all, env);
         assert!(said.contains(&format!("Log file: {}", log.display())), "{said}");
@@ -253,6 +284,7 @@ fn shipped(file: &str, name: &str, world: &World, dir: &Path) -> PathBuf {
         "gcs-source" => {
             set(&mut doc, &["gcs", "project"], PROJECT);
             set(&mut doc, &["gcs", "subscription"], SUBSCRIPTION);
+            set(&mut doc, &["gcs", "buckets"], Value::Sequence(vec![BUCKET.into()]));
             set(&mut doc, &["gcs", "pubsub-emulator-host"], world.grpc.as_str());
             set(&mut doc, &["gcs", "gcs-endpoint"], world.gcs_url.as_str());
             "gcs"
@@ -361,7 +393,7 @@ fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_fil
         ("KAFKA_BROKERS", "127.0.0.1:1"),
         ("KAFKA_USERNAME", "u"),
         ("KAFKA_PASSWORD", "0x1F2E"),
-        ("GCS_BUCKET", BUCKET),
+        ("GCS_BUCKET", "fvt-secret-bucket"),
         ("GCS_KEY_FILE", "/nonexistent/gcs.json"),
     ];
     let file = dir.path().join("secrets.env");
@@ -407,10 +439,13 @@ fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_fil
 
 /// `cdk publish --pack` in the crate: its package, `.hub/<name>-<version>.ipkg`, moved out of the tree.
 fn pack(cdk: &Cdk, krate: &str, out: &Path) -> PathBuf {
-    let dir = repo_root().join("connectors").join(krate);
+    // Canonical: cdk prints the package's path without the `tests/..` of `repo_root()`.
+    let dir = repo_root().join("connectors").join(krate).canonicalize().unwrap();
     let hub = dir.join(".hub");
     // Signing keys are made on first use under $HOME/.fluvio/hub: a home of the test's own.
     let home = tempfile::tempdir().unwrap();
+    // A Fluvio user's home has ~/.fluvio (the installer made it); cdk creates only `hub/` inside it.
+    std::fs::create_dir(home.path().join(".fluvio")).unwrap();
     let real_home = std::env::var("HOME").unwrap();
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{real_home}/.cargo"));
     let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{real_home}/.rustup"));
@@ -439,8 +474,9 @@ fn toml_version(path: &Path) -> String {
 fn every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree() {
     let test = "every_connector_packs_to_an_ipkg_that_cdk_deploys_outside_the_tree";
     let Some(cluster) = local_cluster(test) else { return };
-    let Some(mut cdk) = Cdk::new(test) else { return };
+    // Before `cdk`, so that it outlives it: the connectors' logs are in it, and cdk's drop prints them.
     let dir = tempfile::tempdir().unwrap();
+    let Some(mut cdk) = Cdk::new(test) else { return };
     let packages: Vec<(String, PathBuf)> =
         CONNECTORS.iter().map(|(krate, _)| (krate.to_string(), pack(&cdk, krate, dir.path()))).collect();
     let world = world(&cluster, dir.path());
