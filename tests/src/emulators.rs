@@ -1,23 +1,21 @@
 //! The Google Cloud emulators the sink and source tests talk to, each a real server process on a free
-//! loopback port: BigQuery (`bqemulator`), GCS (`gcp-storage-emulator`) and Pub/Sub (`cloudbox`). They
-//! come from the virtualenvs that `scripts/lib.sh` installs (`$FVISION_EMULATORS`, default
+//! loopback port: BigQuery (`bqemulator`), GCS (`gcp-storage-emulator`) and Pub/Sub (`cloudbox`), launched
+//! as `fvision dev` launches them ([`fvision_connector_common::standin::Launch`]). They come from the
+//! virtualenvs that `scripts/lib.sh` installs (`$FVISION_EMULATORS`, default
 //! `~/.cache/fluvio-vision/emulators`). A started emulator is killed when its handle drops, so no test
 //! leaves a process behind; a missing virtualenv is a failure that says how to install it (these tests
 //! are never skipped).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The project id every emulator is started with.
-pub const PROJECT: &str = "test-project";
+pub use fvision_connector_common::standin::{emulators_dir, PROJECT};
+use fvision_connector_common::standin::{Launch, StandinError};
 
 /// How long an emulator may take to answer after its start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The duckdb version whose extensions bqemulator loads (pinned in `scripts/lib.sh`).
-const DUCKDB_VERSION: &str = "v1.5.5";
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {
@@ -35,28 +33,6 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     })
 }
 
-/// The folder holding the emulators' virtualenvs.
-pub fn emulators_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FVISION_EMULATORS") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("FLUVIO_VISION_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache/fluvio-vision")
-    });
-    cache.join("emulators")
-}
-
-fn venv(name: &str) -> PathBuf {
-    let dir = emulators_dir().join(name);
-    assert!(
-        dir.join("bin/python").is_file(),
-        "the {name} emulator is not installed in {}: run ./scripts/test.sh (it installs the emulators)",
-        dir.display()
-    );
-    dir
-}
-
 /// A running emulator process; killed (and reaped) on drop.
 pub struct Emulator {
     /// What it is, for messages.
@@ -66,8 +42,7 @@ pub struct Emulator {
     child: Option<Child>,
     log: PathBuf,
     /// How it was started, so [`Emulator::start`] can start it again on the same port.
-    command: Command,
-    ready_path: String,
+    launch: Launch,
     _dir: tempfile::TempDir,
 }
 
@@ -115,10 +90,10 @@ impl Emulator {
         self.launch();
     }
 
-    fn spawn(name: &'static str, port: u16, command: Command, ready_path: &str, dir: tempfile::TempDir) -> Emulator {
-        let log = dir.path().join(format!("{name}.log"));
-        let mut emulator =
-            Emulator { name, port, child: None, log, command, ready_path: ready_path.to_string(), _dir: dir };
+    fn spawn(launch: Result<Launch, StandinError>, dir: tempfile::TempDir) -> Emulator {
+        let launch = launch.unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join(format!("{}.log", launch.name));
+        let mut emulator = Emulator { name: launch.name, port: launch.port, child: None, log, launch, _dir: dir };
         emulator.launch();
         emulator
     }
@@ -130,22 +105,25 @@ impl Emulator {
             .open(&self.log)
             .unwrap_or_else(|e| panic!("creating {}: {e}", self.log.display()));
         let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let child = self
-            .command
+        let mut command = Command::new(&self.launch.program);
+        command.args(&self.launch.args).envs(self.launch.env.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &self.launch.cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("starting the {} emulator: {e}", self.name));
         self.child = Some(child);
-        let path = self.ready_path.clone();
-        self.wait_ready(&path);
+        self.wait_ready();
     }
 
-    fn wait_ready(&mut self, path: &str) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if http_get_status(self.port, path) == Some(200) {
+            if self.launch.ready() {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -153,8 +131,9 @@ impl Emulator {
             }
             assert!(
                 Instant::now() < deadline,
-                "the {} emulator did not answer GET {path} within {READY_TIMEOUT:?}:\n{}",
+                "the {} emulator did not answer GET {} within {READY_TIMEOUT:?}:\n{}",
                 self.name,
+                self.launch.ready_path,
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -182,41 +161,9 @@ pub fn bigquery_persistent() -> Emulator {
 }
 
 fn bigquery_with(persistent: bool) -> Emulator {
-    let venv = venv("bq");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    // bqemulator runs `INSTALL spatial/avro`; the extensions come from PyPI wheels, linked where duckdb
-    // looks for them under $HOME.
-    let extensions = dir.path().join(format!(".duckdb/extensions/{DUCKDB_VERSION}/linux_amd64"));
-    std::fs::create_dir_all(&extensions).unwrap_or_else(|e| panic!("{e}"));
-    for ext in ["spatial", "avro"] {
-        let file = format!("{ext}.duckdb_extension");
-        let source = site_packages(&venv).join(format!("duckdb_extension_{ext}/extensions/{DUCKDB_VERSION}/{file}"));
-        std::os::unix::fs::symlink(&source, extensions.join(&file))
-            .unwrap_or_else(|e| panic!("linking {}: {e}", source.display()));
-    }
     let [port, grpc_port] = free_ports();
-    let mut command = Command::new(venv.join("bin/bqemulator"));
-    command.env("HOME", dir.path()).args([
-        "start",
-        "--rest-host",
-        "127.0.0.1",
-        "--rest-port",
-        &port.to_string(),
-        "--grpc-host",
-        "127.0.0.1",
-        "--grpc-port",
-        &grpc_port.to_string(),
-        "--project",
-        PROJECT,
-    ]);
-    if persistent {
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
-        command.arg("--persistent").arg("--data-dir").arg(data);
-    } else {
-        command.arg("--ephemeral");
-    }
-    Emulator::spawn("bigquery", port, command, "/readyz", dir)
+    Emulator::spawn(Launch::bigquery(dir.path(), port, grpc_port, persistent), dir)
 }
 
 /// The base URL of the BigQuery v2 REST API of `emulator`, as `gcp-bigquery-client` takes it.
@@ -236,17 +183,8 @@ pub fn gcs_on_disk() -> Emulator {
 }
 
 fn gcs_with(on_disk: bool) -> Emulator {
-    let venv = venv("gcs");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
-    let mut command = Command::new(venv.join("bin/gcp-storage-emulator"));
-    command.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "-q"]);
-    if on_disk {
-        command.current_dir(dir.path());
-    } else {
-        command.arg("--in-memory");
-    }
-    Emulator::spawn("gcs", port, command, "/storage/v1/b", dir)
+    Emulator::spawn(Launch::gcs(dir.path(), free_port(), on_disk), dir)
 }
 
 /// Pub/Sub (`cloudbox`): `port` is its REST port; [`PubSub::grpc_host`] is the `PUBSUB_EMULATOR_HOST`
@@ -273,34 +211,10 @@ impl PubSub {
 /// Pub/Sub (`cloudbox`, run on Python 3.11 by `tests/emulators/cloudbox311.py`). cloudbox starts eleven
 /// servers; each gets its own free port.
 pub fn pubsub() -> PubSub {
-    let venv = venv("pubsub");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let launcher = crate::repo_root().join("tests/emulators/cloudbox311.py");
-    let mut command = Command::new(venv.join("bin/python"));
-    command.arg(launcher).env("CLOUDBOX_HOST", "127.0.0.1").env("CLOUDBOX_PROJECT", PROJECT);
-    let mut grpc_port = 0;
-    let mut rest_port = 0;
-    for (service, port) in fvision_connector_common::standin::CLOUDBOX_SERVICES.into_iter().zip(free_ports::<11>()) {
-        command.env(format!("CLOUDBOX_{service}_PORT"), port.to_string());
-        match service {
-            "PUBSUB" => grpc_port = port,
-            "PUBSUB_REST" => rest_port = port,
-            _ => {}
-        }
-    }
-    let ready = format!("/v1/projects/{PROJECT}/topics");
-    let emulator = Emulator::spawn("pubsub", rest_port, command, &ready, dir);
-    PubSub { emulator, grpc_port }
-}
-
-fn site_packages(venv: &Path) -> PathBuf {
-    let lib = venv.join("lib");
-    std::fs::read_dir(&lib)
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("site-packages"))
-        .find(|path| path.is_dir())
-        .unwrap_or_else(|| panic!("no site-packages under {}", lib.display()))
+    let (launch, grpc_port) = match Launch::pubsub(dir.path(), free_ports::<11>()) {
+        Ok((launch, grpc_port)) => (Ok(launch), grpc_port),
+        Err(e) => (Err(e), 0),
+    };
+    PubSub { emulator: Emulator::spawn(launch, dir), grpc_port }
 }

@@ -17,14 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::deploy::resources;
 use super::deploy::supervisor;
 
-/// The project id the emulators are started with (as in the test harness and local.yaml).
-pub const PROJECT: &str = "test-project";
-
-/// The duckdb version whose extensions bqemulator loads (pinned in `scripts/lib.sh`).
-const DUCKDB_VERSION: &str = "v1.5.5";
-
-/// The Pub/Sub emulator's launcher (cloudbox on Python 3.11), written into the state directory.
-const CLOUDBOX_LAUNCHER: &str = include_str!("../../../tests/emulators/cloudbox311.py");
+use fvision_connector_common::standin::{Launch, CLOUDBOX_SERVICES, PROJECT};
 
 /// Local stand-ins for the whole job: Fluvio, Kafka, BigQuery, GCS, Pub/Sub.
 #[derive(Debug, Subcommand)]
@@ -134,36 +127,16 @@ pub fn run(command: DevCommand) -> Result<ExitCode> {
 }
 
 /// The folder holding the emulators' virtualenvs.
-fn emulators_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FVISION_EMULATORS") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("FLUVIO_VISION_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache/fluvio-vision")
-    });
-    cache.join("emulators")
-}
-
-fn venv(name: &str) -> Result<PathBuf> {
-    let dir = emulators_dir().join(name);
-    if !dir.join("bin/python").is_file() {
-        bail!(
-            "the {name} emulator is not installed in {}: run ./scripts/test.sh once (it installs the emulators), or set \
-             FVISION_EMULATORS",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
 fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// `GET path` on 127.0.0.1:port answers 200.
-fn http_ok(port: u16, path: &str) -> bool {
-    fvision_connector_common::standin::http_get_status(port, path) == Some(200)
+/// Starts `launch` detached, its log `<name>.log` in `dir`, and waits until it serves.
+fn start(launch: &Launch, dir: &Path) -> Result<u32> {
+    let log = dir.join(format!("{}.log", launch.name));
+    let pid = supervisor::spawn_detached(&launch.program, &launch.args, &launch.env, &log)?;
+    wait_for(&format!("the {} emulator", launch.name), pid, &log, || launch.ready())?;
+    Ok(pid)
 }
 
 fn wait_for(name: &str, pid: u32, log: &Path, ready: impl Fn() -> bool) -> Result<()> {
@@ -187,16 +160,6 @@ fn wait_for(name: &str, pid: u32, log: &Path, ready: impl Fn() -> bool) -> Resul
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
-}
-
-fn site_packages(venv: &Path) -> Result<PathBuf> {
-    let lib = venv.join("lib");
-    std::fs::read_dir(&lib)
-        .with_context(|| lib.display().to_string())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("site-packages"))
-        .find(|path| path.is_dir())
-        .ok_or_else(|| anyhow!("no site-packages under {}", lib.display()))
 }
 
 fn up(args: UpArgs) -> Result<ExitCode> {
@@ -250,40 +213,9 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         if !port_free(args.bigquery_port) {
             bail!("port {} (BigQuery) is taken by another process: pass --bigquery-port", args.bigquery_port);
         }
-        let venv = venv("bq")?;
-        let home = dir.join("bq-home");
-        let extensions = home.join(format!(".duckdb/extensions/{DUCKDB_VERSION}/linux_amd64"));
-        std::fs::create_dir_all(&extensions)?;
-        for ext in ["spatial", "avro"] {
-            let file = format!("{ext}.duckdb_extension");
-            let source =
-                site_packages(&venv)?.join(format!("duckdb_extension_{ext}/extensions/{DUCKDB_VERSION}/{file}"));
-            let link = extensions.join(&file);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&source, &link).with_context(|| format!("linking {}", source.display()))?;
-        }
         let grpc = free_port()?;
-        let log = dir.join("bigquery.log");
-        let program = venv.join("bin/bqemulator");
-        let argv: Vec<String> = [
-            "start",
-            "--rest-host",
-            "127.0.0.1",
-            "--rest-port",
-            &args.bigquery_port.to_string(),
-            "--grpc-host",
-            "127.0.0.1",
-            "--grpc-port",
-            &grpc.to_string(),
-            "--ephemeral",
-            "--project",
-            PROJECT,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let pid = supervisor::spawn_detached(&program, &argv, &[("HOME".into(), home.display().to_string())], &log)?;
-        wait_for("the BigQuery emulator", pid, &log, || http_ok(args.bigquery_port, "/readyz"))?;
+        let launch = Launch::bigquery(&dir.join("bq-home"), args.bigquery_port, grpc, false)?;
+        let pid = start(&launch, &dir)?;
         state.processes.push(DevProcess {
             name: "bigquery".into(),
             pid,
@@ -296,15 +228,8 @@ fn up(args: UpArgs) -> Result<ExitCode> {
         if !port_free(args.gcs_port) {
             bail!("port {} (GCS) is taken by another process: pass --gcs-port", args.gcs_port);
         }
-        let venv = venv("gcs")?;
-        let log = dir.join("gcs.log");
-        let argv: Vec<String> =
-            ["start", "--host", "127.0.0.1", "--port", &args.gcs_port.to_string(), "--in-memory", "-q"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let pid = supervisor::spawn_detached(&venv.join("bin/gcp-storage-emulator"), &argv, &[], &log)?;
-        wait_for("the GCS emulator", pid, &log, || http_ok(args.gcs_port, "/storage/v1/b"))?;
+        let launch = Launch::gcs(&dir, args.gcs_port, false)?;
+        let pid = start(&launch, &dir)?;
         state.processes.push(DevProcess {
             name: "gcs".into(),
             pid,
@@ -319,23 +244,16 @@ fn up(args: UpArgs) -> Result<ExitCode> {
                 bail!("port {port} (Pub/Sub) is taken by another process: pass --pubsub-port / --pubsub-rest-port");
             }
         }
-        let venv = venv("pubsub")?;
-        let launcher = dir.join("cloudbox311.py");
-        std::fs::write(&launcher, CLOUDBOX_LAUNCHER)?;
-        let mut env =
-            vec![("CLOUDBOX_HOST".to_string(), "127.0.0.1".to_string()), ("CLOUDBOX_PROJECT".into(), PROJECT.into())];
-        for service in fvision_connector_common::standin::CLOUDBOX_SERVICES {
-            let port = match service {
+        let mut ports = [0; 11];
+        for (service, port) in CLOUDBOX_SERVICES.into_iter().zip(&mut ports) {
+            *port = match service {
                 "PUBSUB" => args.pubsub_port,
                 "PUBSUB_REST" => args.pubsub_rest_port,
                 _ => free_port()?,
             };
-            env.push((format!("CLOUDBOX_{service}_PORT"), port.to_string()));
         }
-        let log = dir.join("pubsub.log");
-        let pid = supervisor::spawn_detached(&venv.join("bin/python"), &[launcher.display().to_string()], &env, &log)?;
-        let ready = format!("/v1/projects/{PROJECT}/topics");
-        wait_for("the Pub/Sub emulator", pid, &log, || http_ok(args.pubsub_rest_port, &ready))?;
+        let (launch, _) = Launch::pubsub(&dir, ports)?;
+        let pid = start(&launch, &dir)?;
         state.processes.push(DevProcess {
             name: "pubsub".into(),
             pid,
@@ -444,12 +362,6 @@ fn broker(args: BrokerArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cloudbox_launcher_is_the_tests_one() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/emulators/cloudbox311.py");
-        assert_eq!(std::fs::read_to_string(path).unwrap(), CLOUDBOX_LAUNCHER);
-    }
 
     #[test]
     fn the_state_directory_defaults_under_the_state_home() {

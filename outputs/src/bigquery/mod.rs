@@ -502,11 +502,17 @@ pub fn plan_batches(sizes: &[usize], max_rows: usize, max_bytes: usize) -> Vec<R
     batches
 }
 
-/// The rows BigQuery refused in a response, by index into the request, with its messages. Pure.
-pub fn refused_rows(response: &TableDataInsertAllResponse) -> BTreeMap<usize, String> {
+/// The rows BigQuery refused in a response to a request of `rows` rows, by index into the request, with
+/// their messages; an error without an index, or with one outside the request, is an answer that cannot say
+/// which row it refused (`Err`, naming it), never a guess. Pure.
+pub fn refused_rows(response: &TableDataInsertAllResponse, rows: usize) -> Result<BTreeMap<usize, String>, String> {
     let mut refused = BTreeMap::new();
     for error in response.insert_errors.iter().flatten() {
-        let Some(index) = error.index.and_then(|i| usize::try_from(i).ok()) else { continue };
+        let index = match error.index {
+            Some(i) if usize::try_from(i).is_ok_and(|i| i < rows) => i as usize,
+            Some(i) => return Err(format!("BigQuery's answer refuses row {i} of a request of {rows} rows")),
+            None => return Err(format!("BigQuery's answer refuses a row without its index (request of {rows} rows)")),
+        };
         let messages: Vec<String> = error
             .errors
             .iter()
@@ -519,7 +525,7 @@ pub fn refused_rows(response: &TableDataInsertAllResponse) -> BTreeMap<usize, St
             .collect();
         refused.insert(index, messages.join("; "));
     }
-    refused
+    Ok(refused)
 }
 
 /// A SQL string literal.
@@ -912,7 +918,9 @@ impl Writer {
         .await;
         match result {
             Ok((response, took)) => {
-                let refused = refused_rows(&response);
+                // Not retried: the rows it did insert are in; a replay after the restart inserts again under
+                // the same insert ids, which BigQuery drops as duplicates.
+                let refused = refused_rows(&response, rows.len()).map_err(InsertFailure::Fatal)?;
                 events::sink_written(NAME, (rows.len() - refused.len()) as u64, bytes as u64, took.as_secs_f64());
                 tracing::debug!(
                     sink = NAME,
@@ -1036,9 +1044,31 @@ mod tests {
                 {"index":1,"errors":[{"reason":"invalid","location":"confidence","message":"Cannot convert value to floating point."}]}]}"#,
         )
         .unwrap();
-        let refused = refused_rows(&response);
+        let refused = refused_rows(&response, 2).unwrap();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[&1], "invalid at confidence: Cannot convert value to floating point.");
+    }
+
+    /// Issue 28: an index past the request panicked the writer (`rows[batch.start + index]`), and an error
+    /// without an index was dropped; both are now an error that names them, and no row is dead-lettered.
+    #[test]
+    fn an_answer_naming_a_row_outside_the_request_or_none_is_an_error_not_a_guess() {
+        let answer = |errors: serde_json::Value| -> TableDataInsertAllResponse {
+            serde_json::from_value(
+                serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors}),
+            )
+            .unwrap()
+        };
+        let row_errors = serde_json::json!([{"reason": "invalid", "message": "bad"}]);
+        let past = answer(serde_json::json!([{"index": 2, "errors": row_errors}]));
+        assert_eq!(refused_rows(&past, 2).unwrap_err(), "BigQuery's answer refuses row 2 of a request of 2 rows");
+        let huge = answer(serde_json::json!([{"index": i32::MAX, "errors": row_errors}]));
+        assert!(refused_rows(&huge, 2).unwrap_err().contains(&i32::MAX.to_string()));
+        let negative = answer(serde_json::json!([{"index": -1, "errors": row_errors}]));
+        assert!(refused_rows(&negative, 2).unwrap_err().contains("row -1"));
+        let unindexed = answer(serde_json::json!([{"errors": row_errors}]));
+        assert!(refused_rows(&unindexed, 2).unwrap_err().contains("without its index"));
+        assert!(refused_rows(&answer(serde_json::json!([])), 0).unwrap().is_empty());
     }
 
     #[test]

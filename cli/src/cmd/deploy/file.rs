@@ -10,9 +10,17 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use fluvio::metadata::smartmodule::SmartModuleMetadata;
 use fvision_connector_common::config::ConfigError;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
+
+/// The package `smdk load` loads (`smartmodule/SmartModule.toml`, compiled into this binary): the name a
+/// deployment's SmartModule may have, and the metadata it is loaded with.
+pub fn smartmodule_package() -> anyhow::Result<SmartModuleMetadata> {
+    SmartModuleMetadata::from_bytes(image_validate::PACKAGE_METADATA.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the compiled-in SmartModule.toml: {e}"))
+}
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -308,7 +316,7 @@ impl Deployment {
                 return Err(field(&format!("topics.{key}.partitions"), "at least 1".into()));
             }
         }
-        let packaged = super::resources::smartmodule_package().map(|p| p.package.fqdn()).unwrap_or_default();
+        let packaged = smartmodule_package().map(|p| p.package.fqdn()).unwrap_or_default();
         if config.smartmodule.name != packaged && !fvision_is_image_validate(&config.smartmodule.name) {
             return Err(field(
                 "smartmodule.name",
@@ -575,7 +583,7 @@ mod tests {
             let path = repo().join("fluvio-config/deploy").join(file);
             let deployment = Deployment::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let config = &deployment.config;
-            let packaged = super::super::resources::smartmodule_package().unwrap().package.fqdn();
+            let packaged = smartmodule_package().unwrap().package.fqdn();
             assert_eq!(config.smartmodule.name, packaged, "{file}: the SmartModule under its package name");
             for topic in [&config.topics.images, &config.topics.predictions, &config.topics.dlq] {
                 assert!(topic.config.is_file(), "{file}: {}", topic.config.display());

@@ -8,14 +8,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fluvio::metadata::smartmodule::{SmartModuleMetadata, SmartModuleSpec, SmartModuleWasm};
+use fluvio::metadata::smartmodule::{SmartModuleSpec, SmartModuleWasm};
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::Fluvio;
 use fluvio_future::task::run_block_on;
 use fvision_connector_common::offsets::{partition_offsets, OffsetsQuery};
 use serde::{Deserialize, Serialize};
 
-use super::file::{BigQueryConfig, GcsConfig, KafkaConfig, PubSubConfig};
+use super::file::{smartmodule_package, BigQueryConfig, GcsConfig, KafkaConfig, PubSubConfig};
 
 pub use fvision_gcp::Change;
 
@@ -169,12 +169,6 @@ pub fn smartmodule_exists(fluvio: &Fluvio, name: &str) -> Result<bool> {
             .map_err(|e| anyhow!("listing SmartModules: {e}"))?;
         Ok(!listed.is_empty())
     })
-}
-
-/// The package `smdk load` loads (`smartmodule/SmartModule.toml`, compiled into this binary).
-pub fn smartmodule_package() -> Result<SmartModuleMetadata> {
-    SmartModuleMetadata::from_bytes(image_validate::PACKAGE_METADATA.as_bytes())
-        .map_err(|e| anyhow!("the compiled-in SmartModule.toml: {e}"))
 }
 
 /// Loads the SmartModule unless it is loaded. Under the package's `group/name@version` it is loaded with the
