@@ -292,3 +292,37 @@ fn a_conversion_above_the_tolerance_fails_and_writes_no_manifest() {
     assert!(stderr.contains(&expected) && stderr.contains("(tolerance 1e-9)"), "{stderr}");
     assert!(out.join("model.onnx").is_file() && !out.join("manifest.toml").exists());
 }
+
+/// Issue 30: the importer is installed on first use, saying so with what it downloads, and an install that
+/// cannot run is a clear error naming where it installs and what it needs. Here without a usable Python
+/// (`FVISION_PYTHON` names none) and with an empty cache, so nothing is downloaded.
+#[test]
+fn a_first_use_says_what_it_installs_and_an_install_that_cannot_run_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.keras");
+    std::fs::write(&model, b"not read: the importer is installed first").unwrap();
+    let cache = dir.path().join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_fvision"))
+        .args(["models", "import", model.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()])
+        .env("FVISION_MODELS_DIR", repo().join("models/presets"))
+        .env_remove("FVISION_TOOLS_DIR")
+        .env("FLUVIO_VISION_CACHE", &cache)
+        .env("FVISION_PYTHON", dir.path().join("no-python"))
+        .output()
+        .expect("fvision runs");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    let venv = cache.join("importer-tf");
+    assert!(
+        said.contains(&format!("installing the TensorFlow importer (first use only) into {}", venv.display()))
+            && said.contains("tf2onnx 1.17.0"),
+        "the first use says what it installs:\n{said}"
+    );
+    assert!(
+        said.contains(&format!("cannot install the TensorFlow importer into {}", venv.display()))
+            && said.contains("needs python3 with venv and access to PyPI")
+            && said.contains("python3 -m venv did not start"),
+        "a clear error:\n{said}"
+    );
+    assert!(!dir.path().join("out").join("manifest.toml").exists(), "no manifest");
+}

@@ -45,7 +45,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         pulled = report.pulled,
         produced = report.produced,
         dead_letters = report.dead_letters,
-        replays_skipped = report.replays_skipped,
+        replay_skipped = report.replay_skipped,
         ignored = report.ignored,
         acked = report.acked,
         retried = report.retried,

@@ -44,7 +44,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         read = report.read,
         produced = report.produced,
         dead_letters = report.dead_letters,
-        replays_skipped = report.replays_skipped,
+        replay_skipped = report.replay_skipped,
         commits = report.commits,
         "stopped: everything read was acknowledged by Fluvio and committed"
     );

@@ -147,17 +147,16 @@ impl Cdk {
         self.ok(self.tmp.path(), &["deploy", "log", "--name", name], &[])
     }
 
-    /// `cdk deploy shutdown --name NAME`: cdk sends SIGTERM to `pid` and forgets the connector.
-    fn shutdown(&mut self, name: &str, pid: u32) {
+    /// `cdk deploy shutdown --name NAME`: cdk sends SIGTERM to `pid` and forgets the connector. Returns its
+    /// log file, for the caller to read once the process exited (and remove).
+    fn shutdown(&mut self, name: &str, pid: u32) -> Option<PathBuf> {
         let said = self.ok(self.tmp.path(), &["deploy", "shutdown", "--name", name], &[]);
         assert!(
             said.contains(&format!("Shutting down connector: {name}")) && said.contains(&format!("pid: {pid}")),
             "{said}"
         );
-        if let Some(at) = self.started.iter().position(|(n, _)| n == name) {
-            let (_, log) = self.started.remove(at);
-            let _ = std::fs::remove_file(log);
-        }
+        let at = self.started.iter().position(|(n, _)| n == name)?;
+        Some(self.started.remove(at).1)
     }
 }
 
@@ -356,12 +355,22 @@ fn run_the_pipeline(cdk: &mut Cdk, cluster: &LocalCluster, world: &World, dir: &
     for (name, pid) in running {
         let log = cdk.log(&name);
         assert!(log.contains("starting") && log.contains(&name), "cdk deploy log --name {name}:\n{log}");
-        cdk.shutdown(&name, pid);
+        let log_file = cdk.shutdown(&name, pid);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !exited(pid) {
             assert!(Instant::now() < deadline, "{name} still runs 60 s after cdk deploy shutdown");
             std::thread::sleep(Duration::from_millis(200));
         }
+        // A clean stop: the connector's exit line (everything read was delivered and committed or acked), not
+        // a crash on SIGTERM.
+        let log = log_file
+            .map(|file| {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let _ = std::fs::remove_file(&file);
+                text
+            })
+            .unwrap_or_default();
+        assert!(log.contains("stopped:") && !log.contains(" ERROR "), "{name} did not stop cleanly:\n{log}");
         assert!(!cdk.list().iter().any(|(n, _)| *n == name), "shut down connectors leave the list");
     }
 }
@@ -433,7 +442,9 @@ fn the_sinks_output_variants_pass_cdk_with_secrets_from_the_environment_or_a_fil
         for (_, value) in secrets.iter().filter(|(_, v)| v.len() > 1) {
             assert!(!log.contains(value), "{variant}: a secret in the log:\n{log}");
         }
-        cdk.shutdown(&name, pid);
+        if let Some(file) = cdk.shutdown(&name, pid) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

@@ -260,7 +260,7 @@ fn simulated_streams_survive_source_kills_and_reach_predictions() {
     let (kafka_dups, gcs_dups) = (duplicates(false), duplicates(true));
     let skipped = |source: &Process| {
         let log = source.log();
-        let at = log.rfind("replays_skipped=").map(|at| at + "replays_skipped=".len());
+        let at = log.rfind("replay_skipped=").map(|at| at + "replay_skipped=".len());
         at.and_then(|at| log[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok()).unwrap_or(0)
     };
     let (kafka_skipped, gcs_skipped) = (skipped(&kafka_source), skipped(&gcs_source));

@@ -11,7 +11,7 @@ pub fn records(outcome: &'static str, n: u64) {
 /// Events and dead letters not written to Fluvio again because their topic already held their id (replays
 /// after a crash between Fluvio's acknowledgement and the acks, or Pub/Sub redeliveries); their messages are
 /// acked all the same.
-pub fn replays_skipped(n: u64) {
+pub fn replay_skipped(n: u64) {
     counter!(names::REPLAY_SKIPPED_TOTAL, "source" => "gcs").increment(n);
 }
 

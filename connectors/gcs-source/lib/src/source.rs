@@ -57,7 +57,7 @@ pub struct RunReport {
     pub dead_letters: u64,
     /// Events and dead letters not written again because their topic already held their id (a predecessor's
     /// replay, or a redelivery); their messages are acked.
-    pub replays_skipped: u64,
+    pub replay_skipped: u64,
     /// Notifications acked without an event (other event types, prefix, content type).
     pub ignored: u64,
     /// Messages acked.
@@ -202,10 +202,10 @@ impl GcsSource {
             fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             events::records("produced", produced);
             events::records("dead_letter", dead);
-            events::replays_skipped(replays);
+            events::replay_skipped(replays);
             report.produced += produced;
             report.dead_letters += dead;
-            report.replays_skipped += replays;
+            report.replay_skipped += replays;
             let ack_ids: Vec<String> = to_ack.iter().map(|m| m.ack_id().to_string()).collect();
             let count = ack_ids.len() as u64;
             if !ack_ids.is_empty() {

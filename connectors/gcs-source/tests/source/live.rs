@@ -130,7 +130,7 @@ gcs:
     source.signal("-TERM");
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
     let log = source.log();
-    assert!(log.contains("ignored=2") && log.contains("acked=9") && log.contains("replays_skipped=1"), "{log}");
+    assert!(log.contains("ignored=2") && log.contains("acked=9") && log.contains("replay_skipped=1"), "{log}");
 
     let events: Vec<ImageEvent> =
         cluster.read_all(&images).into_iter().map(|(_, v)| serde_json::from_slice(&v).unwrap()).collect();
@@ -253,7 +253,7 @@ gcs:
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
     let replayed = held - acked_before;
     assert!(
-        source.log().contains(&format!("replays_skipped={replayed}")),
+        source.log().contains(&format!("replay_skipped={replayed}")),
         "the {replayed} redelivered messages were acked without writing their events again:\n{}",
         source.log()
     );

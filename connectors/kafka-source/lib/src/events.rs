@@ -10,7 +10,7 @@ pub fn records(outcome: &'static str, n: u64) {
 
 /// Records not written to Fluvio again because their topic already held their id (replays after a crash
 /// between Fluvio's acknowledgement and the commit); their offsets are committed all the same.
-pub fn replays_skipped(n: u64) {
+pub fn replay_skipped(n: u64) {
     counter!(names::REPLAY_SKIPPED_TOTAL, "source" => "kafka").increment(n);
 }
 

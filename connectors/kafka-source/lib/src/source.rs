@@ -77,7 +77,7 @@ pub struct RunReport {
     /// Dead letters written.
     pub dead_letters: u64,
     /// Records not written again because their topic already held their id (a predecessor's replay).
-    pub replays_skipped: u64,
+    pub replay_skipped: u64,
     /// Offset commits.
     pub commits: u64,
 }
@@ -214,10 +214,10 @@ impl KafkaSource {
             })?;
             events::records("produced", produced);
             events::records("dead_letter", dead);
-            events::replays_skipped(replays);
+            events::replay_skipped(replays);
             report.produced += produced;
             report.dead_letters += dead;
-            report.replays_skipped += replays;
+            report.replay_skipped += replays;
             // Fluvio confirmed every record of the batch: only now are the offsets committed.
             fvision_connector_common::source_output::crash_before_commit_if_asked("Fluvio");
             let mut list = TopicPartitionList::new();

@@ -336,7 +336,7 @@ enum Written {
 /// Writes `values` to a Kafka mock topic, runs the source until the crash hook aborts it after Fluvio
 /// acknowledged its second batch and before the Kafka commit, checks that Fluvio holds records beyond the
 /// committed offset, restarts it until every record is committed, stops it with SIGTERM, and checks that the
-/// restart skipped exactly the records it read again (its exit line's `replays_skipped`). Returns the names
+/// restart skipped exactly the records it read again (its exit line's `replay_skipped`). Returns the names
 /// of the `images` and `images-dlq` topics it wrote.
 fn crash_then_resume(
     cluster: &fvision_tests::cluster::LocalCluster,
@@ -375,7 +375,7 @@ fn crash_then_resume(
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
     let replayed = held - committed;
     assert!(
-        source.log().contains(&format!("replays_skipped={replayed}")),
+        source.log().contains(&format!("replay_skipped={replayed}")),
         "the {replayed} records read again were skipped:\n{}",
         source.log()
     );
@@ -555,7 +555,7 @@ fn a_new_image_under_an_id_already_written_is_never_skipped() {
     }
     source.signal("-TERM");
     assert!(source.wait(Duration::from_secs(30)).success(), "SIGTERM exits 0:\n{}", source.log());
-    assert!(source.log().contains("replays_skipped=0"), "nothing skipped:\n{}", source.log());
+    assert!(source.log().contains("replay_skipped=0"), "nothing skipped:\n{}", source.log());
     let written: Vec<(String, i64)> = cluster
         .read_all(&images)
         .into_iter()
