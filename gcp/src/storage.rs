@@ -70,12 +70,7 @@ impl StorageError {
     /// without bound: no answer at all (an outage), no token, a 5xx other than 501, 408 or 429. A timeout, a
     /// 501 and every other 4xx (400, 401, 403, ...) are not: they repeat on every try.
     pub fn is_outage(&self) -> bool {
-        match self {
-            Self::Setup { .. } => false,
-            Self::Transport { .. } => !self.is_timeout(),
-            Self::Credentials { .. } => true,
-            Self::Status { status, .. } => matches!(status, 408 | 429) || (*status >= 500 && *status != 501),
-        }
+        self.is_transient() && !self.is_timeout() && self.status() != Some(501)
     }
 
     /// Whether the request ran out of its time (the client's timeout), answer or not.

@@ -323,9 +323,10 @@ impl GcsSource {
                     return Handled::Retry;
                 }
                 failures.forget(&object.id());
-                let last = match e.is_timeout() {
-                    true => format!("timed out after {:?} (gcs.download-timeout): {e}", settings.download_timeout),
-                    false => e.to_string(),
+                let last = if e.is_timeout() {
+                    format!("timed out after {:?} (gcs.download-timeout): {e}", settings.download_timeout)
+                } else {
+                    e.to_string()
                 };
                 let detail =
                     format!("{}: {tries} downloads failed (gcs.download-attempts); the last: {last}", object.id());
